@@ -1,0 +1,3 @@
+from ebpfguard.cli import main
+
+main()

@@ -1,0 +1,68 @@
+"""The contract between rules (YAML data) and detectors (Python logic).
+
+A rule in a rules file names a detector by its rule id. A detector is a class registered with
+`@detector(rule_id, kinds=...)`; the engine makes one instance per loaded rule (so a detector
+may keep state, bounded) and calls `on_event` for every event of the listed kinds. It yields
+`Finding`s; the engine turns them into `alert` events (severity, tags, de-duplication,
+allowlists), so detectors stay small and pure: event in, findings out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Iterable, Mapping, Optional
+
+Event = Mapping[str, Any]
+
+# (event, path as the process named it) -> the file's first bytes, or None when it cannot be
+# read. Only the live agent provides one: replay never reads the host's files.
+ReadProcessFile = Callable[[Event, str], Optional[bytes]]
+
+
+@dataclass(frozen=True)
+class Finding:
+    """Why one event matches a rule."""
+
+    summary: str
+    evidence: Mapping[str, Any]
+    severity: Optional[str] = None  # None: the rule's declared severity
+
+
+@dataclass(frozen=True)
+class RuleContext:
+    """What a detector instance gets from its rule and its environment."""
+
+    rule_id: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    lists: Mapping[str, tuple] = field(default_factory=dict)
+    read_file: Optional[ReadProcessFile] = None
+
+
+class Detector:
+    """Base class of registered detectors."""
+
+    rule_id: ClassVar[str]
+    kinds: ClassVar[tuple[str, ...]]
+
+    def __init__(self, ctx: RuleContext) -> None:
+        self.ctx = ctx
+
+    def on_event(self, event: Event) -> Iterable[Finding]:
+        raise NotImplementedError
+
+
+DETECTORS: dict[str, type[Detector]] = {}
+
+
+def detector(rule_id: str, kinds: tuple[str, ...]) -> Callable[[type[Detector]], type[Detector]]:
+    """Register a Detector class under a rule id, for events of the given kinds."""
+
+    def register(cls: type[Detector]) -> type[Detector]:
+        if rule_id in DETECTORS:
+            raise ValueError(f"detector {rule_id!r} registered twice")
+        cls.rule_id = rule_id
+        cls.kinds = kinds
+        DETECTORS[rule_id] = cls
+        return cls
+
+    return register
