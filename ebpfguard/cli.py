@@ -2,12 +2,99 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+from typing import Optional
+
 import click
 
 from ebpfguard import __version__
+from ebpfguard.config import ConfigError, load_config
+
+EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
+
+
+def fail(message: str) -> None:
+    """Print one clear error line and exit 2 (usage or config error)."""
+    click.echo(f"ebpfguard: error: {message}", err=True)
+    sys.exit(EXIT_USAGE)
+
+
+def config_or_fail(path: Optional[Path]) -> dict:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        fail(str(exc))
+        raise  # unreachable: fail() exits
+
+
+config_option = click.option(
+    "--config", "config_path", type=click.Path(path_type=Path), envvar="EBPFGUARD_CONFIG",
+    metavar="FILE", help="YAML overlaid on the embedded default configuration.")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="ebpfguard")
 def main() -> None:
     """ebpfguard: catch rogue sandboxed AI agents (miners, reverse tunnels) from the kernel."""
+
+
+@main.command()
+@config_option
+@click.option("--output", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Append events to FILE instead of stdout (each line flushed within 100 ms).")
+@click.option("--ebpf", is_flag=True, hidden=True, help="Print the BPF program and its flags, then exit.")
+def run(config_path: Optional[Path], output: Optional[str], ebpf: bool) -> None:
+    """Run the agent: events and alerts as JSON Lines on stdout, logs on stderr.
+
+    Prints `ready` on stderr once every probe is attached; SIGINT or SIGTERM detach them all.
+    """
+    from ebpfguard.capabilities import missing_here
+    from ebpfguard.load import ProbeError, compile_flags, program_text, tracefs_root
+    from ebpfguard.sandbox import cgroup_root_from_proc, validate_matchers
+
+    config = config_or_fail(config_path)
+    try:
+        validate_matchers(config["sandbox"]["matchers"])
+    except ValueError as exc:
+        fail(f"{config_path or 'default config'}: sandbox.matchers: {exc}")
+    if ebpf:
+        click.echo(f"// cflags: {' '.join(compile_flags(config, tracefs_root() or '/sys/kernel/tracing'))}")
+        click.echo(program_text())
+        return
+    missing = missing_here()
+    if missing:
+        fail("not enough privileges to load eBPF probes: missing "
+             + ", ".join(f"{cap} (to {why})" for cap, why in missing.items())
+             + "; run as root or grant them")
+    cgroup_root = cgroup_root_from_proc()
+    if cgroup_root is None:
+        fail("no cgroup2 filesystem is mounted (see `ebpfguard doctor`)")
+    from ebpfguard.agent import Agent
+
+    try:
+        agent = Agent(config, output, cgroup_root)
+    except OSError as exc:
+        fail(f"cannot open output {output}: {exc.strerror}")
+    try:
+        agent.run()
+    except ProbeError as exc:
+        fail(str(exc))
+
+
+@main.command()
+def doctor() -> None:
+    """Check what this kernel and host support; exit 0 if the agent can run, 2 if not."""
+    from ebpfguard.doctor import can_run, run_checks
+
+    checks = run_checks()
+    width = max(len(c.name) for c in checks)
+    for c in checks:
+        status = "ok" if c.ok else ("MISSING" if c.required else "absent")
+        line = f"{c.name:<{width}}  {status:<7}  {c.detail}"
+        if c.fix and not c.ok:
+            line += f"\n{'':<{width}}  {'':<7}  fix: {c.fix}"
+        click.echo(line)
+    ok = can_run(checks)
+    click.echo("\nthe agent can run here" if ok else "\nthe agent cannot run here: fix what is MISSING")
+    sys.exit(EXIT_OK if ok else EXIT_USAGE)

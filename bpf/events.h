@@ -1,0 +1,77 @@
+/* The one definition of every event that leaves the kernel.
+ *
+ * Shared by the probes (bpf/<family>.bpf.c) and by userspace: ebpfguard/events.py reads the
+ * #defines and enums below from this file and mirrors the structs field by field, and
+ * tests/unit/test_event_layout.py compiles this header to check that sizes and offsets agree.
+ * Fixed-width types only, so the layout is the same for the BPF target and the host. */
+#ifndef EBPFGUARD_EVENTS_H
+#define EBPFGUARD_EVENTS_H
+
+#define TASK_COMM_LEN 16
+
+/* argv bound: 32 arguments of up to 256 bytes each (8.4 KiB a record). A record is copied
+ * whole into the ring buffer, so the bound sets the per-exec cost and the ring's capacity
+ * (a 16 MiB ring holds about 1,900 execs, a second of this host's top exec rate). Real
+ * miner and tunnel command lines fit well inside it; anything beyond is flagged with
+ * EXEC_ARGV_TRUNCATED so a padded command line cannot hide its tail unseen. */
+#define ARGV_MAX_ARGS 32
+#define ARGV_ARG_LEN 256
+/* One argument's slot: ARGV_ARG_LEN bytes, the NUL, padding to 8. */
+#define ARGV_SLOT_LEN 264
+#define FILENAME_LEN 256
+
+enum event_kind {
+	EVENT_EXEC = 1,
+	EVENT_FORK = 2,
+	EVENT_EXIT = 3,
+};
+
+/* Probe families: each counts its own ring-buffer losses. */
+enum probe_family {
+	PROBE_EXEC = 0,
+	PROBE_PROC = 1,
+	PROBE_FAMILIES = 2,
+};
+
+/* exec_event.flags */
+#define EXEC_ARGV_TRUNCATED 0x1     /* more than ARGV_MAX_ARGS args, or one longer than ARGV_ARG_LEN */
+#define EXEC_FILENAME_TRUNCATED 0x2
+#define EXEC_VIA_EXECVEAT 0x4
+
+/* exit_event.flags */
+#define EXIT_HAS_CODE 0x1           /* the process called exit_group/exit; absent when killed */
+
+struct event_header {
+	__u64 ktime_ns;   /* bpf_ktime_get_boot_ns() when the event happened */
+	__u64 cgroup_id;  /* cgroup v2 id: inode number of the cgroup's directory */
+	__u32 kind;       /* enum event_kind */
+	__u32 pid;        /* thread-group id (the process), host pid namespace */
+	__u32 tid;
+	__u32 uid;
+	char comm[TASK_COMM_LEN];
+};
+
+struct exec_event {
+	struct event_header hdr;
+	__s32 retval;     /* 0, or -errno for a failed exec */
+	__u32 argc;       /* arguments captured in argv */
+	__u32 flags;      /* EXEC_* */
+	__u32 _pad;
+	char filename[FILENAME_LEN];
+	char argv[ARGV_MAX_ARGS][ARGV_SLOT_LEN];
+};
+
+struct fork_event {
+	struct event_header hdr;  /* the parent */
+	__u32 child_pid;
+	__u32 _pad;
+	__u64 clone_flags;
+};
+
+struct exit_event {
+	struct event_header hdr;
+	__s32 exit_code;  /* valid when EXIT_HAS_CODE */
+	__u32 flags;      /* EXIT_* */
+};
+
+#endif

@@ -1,0 +1,134 @@
+"""The agent: load -> decode -> enrich -> detect -> sinks, in one process, one direction.
+
+Each record is handled on its own: an error in one is counted (stats.dropped) and warned
+about, never fatal, so one odd event cannot stop the agent.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import sys
+import time
+from typing import Callable, Mapping, Optional, TextIO
+
+from ebpfguard.enrich import BootClock, Enricher
+from ebpfguard.events import DecodeError, ExecRecord, ExitRecord, ForkRecord, decode
+from ebpfguard.load import ProbeSet
+from ebpfguard.proctable import ProcessTable
+from ebpfguard.sandbox import CgroupIndex
+from ebpfguard.sinks import JsonLinesSink
+from ebpfguard.stats import PipelineStats, RateLimitedWarnings
+
+Detect = Callable[[dict], list]
+
+
+class Pipeline:
+    """Everything after the ring buffer; fed one raw record at a time."""
+
+    def __init__(self, enricher: Enricher, sink: JsonLinesSink, stats: PipelineStats,
+                 warnings: RateLimitedWarnings, detect: Optional[Detect] = None) -> None:
+        self.enricher = enricher
+        self.sink = sink
+        self.stats = stats
+        self.warnings = warnings
+        self.detect = detect
+
+    def on_record(self, raw: bytes) -> None:
+        stage = "decode"
+        try:
+            record = decode(raw)
+            stage = "enrich"
+            if isinstance(record, ForkRecord):
+                self.enricher.on_fork(record)
+                return
+            if isinstance(record, ExecRecord):
+                event = self.enricher.exec_event(record)
+            elif isinstance(record, ExitRecord):
+                event = self.enricher.exit_event(record)
+            else:
+                return
+            self.emit(event)
+        except DecodeError as exc:
+            self.stats.drop("decode", "malformed")
+            self.warnings.warn("decode", f"undecodable record dropped: {exc}")
+        except Exception as exc:  # noqa: BLE001 - one bad event must not stop the agent
+            self.stats.drop(stage, "error")
+            self.warnings.warn(stage, f"event dropped in {stage}: {type(exc).__name__}: {exc}")
+
+    def emit(self, event: dict) -> None:
+        """Write an event and whatever alerts it raises."""
+        self.stats.events[(event["kind"], event["sandbox"]["name"])] += 1
+        self.sink.write(event)
+        if self.detect is None:
+            return
+        try:
+            alerts = self.detect(event)
+        except Exception as exc:  # noqa: BLE001
+            self.stats.drop("detect", "error")
+            self.warnings.warn("detect", f"detection failed on a {event['kind']} event: {type(exc).__name__}: {exc}")
+            return
+        for alert in alerts:
+            self.stats.alerts[(alert["rule"], alert["severity"], alert["sandbox"]["name"])] += 1
+            self.sink.write(alert)
+
+
+class Agent:
+    """`ebpfguard run`: owns the probes, the pipeline and the main loop."""
+
+    def __init__(self, config: Mapping, output: Optional[str], cgroup_root: str,
+                 detect: Optional[Detect] = None, log: TextIO = sys.stderr) -> None:
+        self.config = config
+        self.log = log
+        self.stats = PipelineStats()
+        self.warnings = RateLimitedWarnings(config["logging"]["warn_interval_s"], log)
+        procs = ProcessTable(
+            max_processes=config["process_table"]["max_processes"],
+            ancestry_depth=config["process_table"]["ancestry_depth"],
+        )
+        procs.seed_from_proc()
+        enricher = Enricher(
+            node=socket.gethostname(),
+            procs=procs,
+            cgroups=CgroupIndex(cgroup_root, config["sandbox"]["cache_size"]),
+            sandbox_settings=config["sandbox"],
+            clock=BootClock(),
+        )
+        self.sink = JsonLinesSink.open(output, self.stats, config["output"]["flush_interval_ms"] / 1000)
+        self.pipeline = Pipeline(enricher, self.sink, self.stats, self.warnings, detect)
+        self.probes: Optional[ProbeSet] = None
+        self._stop = False
+
+    def stop(self, *_args) -> None:
+        self._stop = True
+
+    def run(self) -> None:
+        """Attach, say `ready`, and drain until SIGINT or SIGTERM; then detach everything."""
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+        self.probes = ProbeSet.load(self.config, self.pipeline.on_record)
+        print("ready", file=self.log, flush=True)
+        wait_ms = int(self.config["probes"]["drain_interval_ms"])
+        next_loss_check = 0.0
+        try:
+            while not self._stop:
+                self.probes.drain(wait_ms)
+                now = time.monotonic()
+                self.sink.flush_if_due(now)
+                if now >= next_loss_check:
+                    self.check_losses()
+                    next_loss_check = now + 1.0
+        finally:
+            self.probes.drain(0)
+            self.check_losses()
+            self.probes.close()
+            self.sink.close()
+
+    def check_losses(self) -> None:
+        """Fold the kernel's loss counters into stats, warning when they grew."""
+        for family, total in self.probes.lost().items():
+            grew = total - self.stats.lost[family]
+            if grew > 0:
+                self.stats.lost[family] = total
+                self.warnings.warn(f"lost-{family}", f"{family} probe lost {grew} events "
+                                   f"(ring buffer full; {total} in all)")

@@ -1,0 +1,83 @@
+"""Agent configuration: the embedded default YAML, overlaid by the user's file.
+
+A user file may only use keys that exist in the default, with values of the same type;
+anything else is one error naming the file, line and key.
+"""
+
+from __future__ import annotations
+
+import copy
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import yaml
+
+Config = dict
+
+
+class ConfigError(Exception):
+    """A configuration file that cannot be used; the message names file, line and key."""
+
+
+def default_config_text() -> str:
+    return resources.files("ebpfguard").joinpath("default_config.yaml").read_text()
+
+
+def load_config(path: Optional[Path] = None) -> Config:
+    """The default configuration, overlaid by `path` when given."""
+    config = yaml.safe_load(default_config_text())
+    if path is None:
+        return config
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if node is None:
+        return config
+    return _overlay(config, node, str(path), "")
+
+
+def _overlay(base: Mapping[str, Any], node: yaml.Node, path: str, prefix: str) -> dict:
+    if not isinstance(node, yaml.MappingNode):
+        raise ConfigError(f"{path}:{node.start_mark.line + 1}: {prefix or 'the file'} must be a mapping")
+    merged = copy.deepcopy(dict(base))
+    for key_node, value_node in node.value:
+        key = key_node.value
+        dotted = f"{prefix}{key}"
+        line = key_node.start_mark.line + 1
+        if key not in base:
+            known = ", ".join(sorted(base)) or "none"
+            raise ConfigError(f"{path}:{line}: unknown key '{dotted}' (known here: {known})")
+        default = base[key]
+        if isinstance(default, dict):
+            merged[key] = _overlay(default, value_node, path, dotted + ".")
+            continue
+        value = yaml.safe_load(yaml.serialize(value_node))
+        if not _same_type(default, value):
+            raise ConfigError(
+                f"{path}:{line}: '{dotted}' must be {_type_name(default)}, not {_type_name(value)}"
+            )
+        merged[key] = value
+    return merged
+
+
+def _same_type(default: Any, value: Any) -> bool:
+    if isinstance(default, bool) or isinstance(value, bool):
+        return type(default) is type(value)
+    if isinstance(default, (int, float)) and isinstance(value, (int, float)):
+        return isinstance(value, int) or isinstance(default, float)
+    if default is None:
+        return True
+    return isinstance(value, type(default))
+
+
+def _type_name(value: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            list: "a list", dict: "a mapping", type(None): "null"}.get(type(value), type(value).__name__)

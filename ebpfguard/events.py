@@ -1,0 +1,189 @@
+"""Python mirror of bpf/events.h, and decoding of raw ring-buffer records.
+
+The constants and enums are read from the header itself, so they are declared once. The
+struct layouts are mirrored here as data (field name, struct code) and checked against the
+compiled header by tests/unit/test_event_layout.py. Decoding uses `struct` on a memoryview:
+bcc's `table.event()` cannot decode 2-D arrays (argv) and its ctypes casts cost more.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Union
+
+BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
+HEADER_FILE = BPF_DIR / "events.h"
+
+
+def read_header_constants(text: str) -> dict[str, int]:
+    """The integer #defines and enum members of a C header."""
+    constants: dict[str, int] = {}
+    for name, value in re.findall(r"^#define\s+(\w+)\s+(0x[0-9a-fA-F]+|\d+)\b", text, re.M):
+        constants[name] = int(value, 0)
+    for body in re.findall(r"enum\s+\w+\s*{([^}]*)}", text):
+        for name, value in re.findall(r"(\w+)\s*=\s*(0x[0-9a-fA-F]+|\d+)", body):
+            constants[name] = int(value, 0)
+    return constants
+
+
+C = read_header_constants(HEADER_FILE.read_text())
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A C struct as an ordered list of (field, struct code); nested structs are inlined
+    with a dotted prefix. Codes follow C's natural alignment (`struct` '@'-free, explicit
+    '<' with manual padding fields named _pad)."""
+
+    name: str
+    fields: tuple[tuple[str, str], ...]
+
+    @property
+    def fmt(self) -> str:
+        return "<" + "".join(code for _, code in self.fields)
+
+    @property
+    def size(self) -> int:
+        return struct.calcsize(self.fmt)
+
+    def offsets(self) -> dict[str, int]:
+        """Byte offset of each field, as C would place it."""
+        out, pos = {}, 0
+        for name, code in self.fields:
+            out[name] = pos
+            pos += struct.calcsize("<" + code)
+        return out
+
+
+def _nested(prefix: str, layout: Layout) -> tuple[tuple[str, str], ...]:
+    return tuple((f"{prefix}.{name}", code) for name, code in layout.fields)
+
+
+EVENT_HEADER = Layout(
+    "event_header",
+    (
+        ("ktime_ns", "Q"),
+        ("cgroup_id", "Q"),
+        ("kind", "I"),
+        ("pid", "I"),
+        ("tid", "I"),
+        ("uid", "I"),
+        ("comm", f"{C['TASK_COMM_LEN']}s"),
+    ),
+)
+EXEC_EVENT = Layout(
+    "exec_event",
+    _nested("hdr", EVENT_HEADER)
+    + (
+        ("retval", "i"),
+        ("argc", "I"),
+        ("flags", "I"),
+        ("_pad", "I"),
+        ("filename", f"{C['FILENAME_LEN']}s"),
+        ("argv", f"{C['ARGV_MAX_ARGS'] * C['ARGV_SLOT_LEN']}s"),
+    ),
+)
+FORK_EVENT = Layout(
+    "fork_event",
+    _nested("hdr", EVENT_HEADER) + (("child_pid", "I"), ("_pad", "I"), ("clone_flags", "Q")),
+)
+EXIT_EVENT = Layout(
+    "exit_event",
+    _nested("hdr", EVENT_HEADER) + (("exit_code", "i"), ("flags", "I")),
+)
+
+LAYOUTS = (EVENT_HEADER, EXEC_EVENT, FORK_EVENT, EXIT_EVENT)
+
+
+@dataclass(frozen=True)
+class Header:
+    """What every record carries: when, where (cgroup) and who."""
+
+    ktime_ns: int
+    cgroup_id: int
+    pid: int
+    tid: int
+    uid: int
+    comm: bytes
+
+
+@dataclass(frozen=True)
+class ExecRecord:
+    hdr: Header
+    retval: int
+    filename: bytes
+    argv: tuple[bytes, ...]
+    argv_truncated: bool
+    filename_truncated: bool
+    via_execveat: bool
+
+
+@dataclass(frozen=True)
+class ForkRecord:
+    hdr: Header
+    child_pid: int
+    clone_flags: int
+
+
+@dataclass(frozen=True)
+class ExitRecord:
+    hdr: Header
+    exit_code: Optional[int]
+
+
+Record = Union[ExecRecord, ForkRecord, ExitRecord]
+
+
+class DecodeError(ValueError):
+    """A ring-buffer record that does not match any layout."""
+
+
+_HEADER = struct.Struct(EVENT_HEADER.fmt)
+_EXEC = struct.Struct(EXEC_EVENT.fmt)
+_FORK = struct.Struct(FORK_EVENT.fmt)
+_EXIT = struct.Struct(EXIT_EVENT.fmt)
+_SLOT = C["ARGV_SLOT_LEN"]
+
+
+def _cstr(raw: bytes) -> bytes:
+    end = raw.find(b"\0")
+    return raw if end < 0 else raw[:end]
+
+
+def _unpack(layout: struct.Struct, data: memoryview, what: str) -> tuple:
+    if len(data) < layout.size:
+        raise DecodeError(f"{what} record of {len(data)} bytes, want {layout.size}")
+    return layout.unpack_from(data, 0)
+
+
+def decode(data: Union[bytes, memoryview]) -> Record:
+    """Decode one ring-buffer record; DecodeError if it is not one of ours."""
+    data = memoryview(data)
+    kind = _unpack(_HEADER, data, "event")[2]
+    if kind == C["EVENT_EXEC"]:
+        *head, retval, argc, flags, _pad, filename, argv = _unpack(_EXEC, data, "exec")
+        argc = min(argc, C["ARGV_MAX_ARGS"])
+        return ExecRecord(
+            _header(head),
+            retval,
+            _cstr(filename),
+            tuple(_cstr(argv[i * _SLOT : (i + 1) * _SLOT]) for i in range(argc)),
+            argv_truncated=bool(flags & C["EXEC_ARGV_TRUNCATED"]),
+            filename_truncated=bool(flags & C["EXEC_FILENAME_TRUNCATED"]),
+            via_execveat=bool(flags & C["EXEC_VIA_EXECVEAT"]),
+        )
+    if kind == C["EVENT_FORK"]:
+        *head, child, _pad, clone_flags = _unpack(_FORK, data, "fork")
+        return ForkRecord(_header(head), child, clone_flags)
+    if kind == C["EVENT_EXIT"]:
+        *head, code, flags = _unpack(_EXIT, data, "exit")
+        return ExitRecord(_header(head), code if flags & C["EXIT_HAS_CODE"] else None)
+    raise DecodeError(f"unknown event kind {kind}")
+
+
+def _header(fields: list) -> Header:
+    ktime, cgid, _kind, pid, tid, uid, comm = fields
+    return Header(ktime, cgid, pid, tid, uid, _cstr(comm))

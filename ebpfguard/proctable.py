@@ -1,0 +1,153 @@
+"""The process table: who is whose parent, for `ppid` and `ancestry`.
+
+Fed by fork, exec and exit events from the kernel and seeded from /proc at start-up. Bounded
+(LRU) so that pid churn keeps memory flat; what it cannot know is reported, never guessed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Optional
+
+CLONE_PARENT = 0x00008000
+
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    pid: int
+    ppid: Optional[int]
+    comm: str
+    exe: Optional[str]
+    argv: Optional[tuple[str, ...]] = None
+    exited: bool = False
+
+
+@dataclass(frozen=True)
+class Lineage:
+    ppid: Optional[int]
+    ancestry: list[dict]
+    complete: bool
+
+
+class ProcessTable:
+    """pid -> ProcessInfo, at most `max_processes` entries, least recently used evicted."""
+
+    def __init__(self, max_processes: int = 65536, ancestry_depth: int = 16, proc_root: str = "/proc") -> None:
+        self.max_processes = max_processes
+        self.ancestry_depth = ancestry_depth
+        self.proc_root = proc_root
+        self._procs: OrderedDict[int, ProcessInfo] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._procs)
+
+    def get(self, pid: int) -> Optional[ProcessInfo]:
+        info = self._procs.get(pid)
+        if info is not None:
+            self._procs.move_to_end(pid)
+        return info
+
+    def put(self, info: ProcessInfo) -> None:
+        self._procs[info.pid] = info
+        self._procs.move_to_end(info.pid)
+        if len(self._procs) > self.max_processes:
+            self._procs.popitem(last=False)
+
+    def seed_from_proc(self) -> int:
+        """Load every process now in /proc; returns how many were read."""
+        count = 0
+        try:
+            names = os.listdir(self.proc_root)
+        except OSError:
+            return 0
+        for name in names:
+            if name.isdigit():
+                info = read_proc_process(self.proc_root, int(name))
+                if info:
+                    self.put(info)
+                    count += 1
+        return count
+
+    def on_fork(self, parent_pid: int, child_pid: int, clone_flags: int, comm: str) -> None:
+        parent = self.lookup(parent_pid)
+        ppid = parent_pid
+        if clone_flags & CLONE_PARENT and parent is not None:
+            ppid = parent.ppid  # the child becomes its parent's sibling
+        self.put(ProcessInfo(
+            pid=child_pid,
+            ppid=ppid,
+            comm=comm,
+            exe=parent.exe if parent else None,
+            argv=parent.argv if parent else None,
+        ))
+
+    def on_exec(self, pid: int, comm: str, exe: Optional[str], argv: tuple[str, ...]) -> None:
+        known = self.lookup(pid)
+        ppid = known.ppid if known else None
+        self.put(ProcessInfo(pid=pid, ppid=ppid, comm=comm, exe=exe, argv=argv))
+
+    def on_exit(self, pid: int) -> None:
+        # Kept (marked) for events still in flight; the LRU bound retires it.
+        known = self._procs.get(pid)
+        if known is not None:
+            self._procs[pid] = replace(known, exited=True)
+
+    def lookup(self, pid: int) -> Optional[ProcessInfo]:
+        """The table's entry, else what /proc says now (remembered), else None."""
+        info = self.get(pid)
+        if info is None and pid > 0:
+            info = read_proc_process(self.proc_root, pid)
+            if info is not None:
+                self.put(info)
+        return info
+
+    def lineage(self, pid: int) -> Lineage:
+        """ppid and ancestry (nearest parent first, up to pid 1 or the depth bound)."""
+        me = self.lookup(pid)
+        if me is None or me.ppid is None:
+            return Lineage(None, [], False)
+        ancestry: list[dict] = []
+        seen = {pid}
+        ppid = me.ppid
+        while ppid and ppid not in seen:
+            if len(ancestry) >= self.ancestry_depth:
+                return Lineage(me.ppid, ancestry, False)
+            parent = self.lookup(ppid)
+            if parent is None:
+                return Lineage(me.ppid, ancestry, False)
+            ancestry.append({"pid": parent.pid, "comm": parent.comm, "exe": parent.exe})
+            seen.add(ppid)
+            ppid = parent.ppid
+        return Lineage(me.ppid, ancestry, True)
+
+
+def read_proc_process(proc_root: str, pid: int) -> Optional[ProcessInfo]:
+    """A process as /proc/<pid> describes it now, or None if it is gone or unreadable."""
+    base = Path(proc_root, str(pid))
+    try:
+        stat = (base / "stat").read_bytes()
+    except OSError:
+        return None
+    # comm may hold spaces and parentheses: it runs from the first '(' to the last ')'.
+    lpar, rpar = stat.find(b"("), stat.rfind(b")")
+    if lpar < 0 or rpar < 0:
+        return None
+    comm = stat[lpar + 1 : rpar].decode("utf-8", "backslashreplace")
+    fields = stat[rpar + 2 :].split()
+    try:
+        ppid = int(fields[1])
+    except (IndexError, ValueError):
+        return None
+    try:
+        exe: Optional[str] = os.readlink(base / "exe")
+    except OSError:
+        exe = None
+    try:
+        raw = (base / "cmdline").read_bytes()
+        argv = tuple(a.decode("utf-8", "backslashreplace") for a in raw.split(b"\0")[:-1]) or None
+    except OSError:
+        argv = None
+    return ProcessInfo(pid=pid, ppid=ppid, comm=comm, exe=exe, argv=argv)

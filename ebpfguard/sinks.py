@@ -1,0 +1,64 @@
+"""Sinks: where finished events go. JSON Lines to stdout or a file.
+
+Every string a sandbox controls (argv, comm, paths) is written with JSON escapes and ASCII
+only, so no argument can break a line, forge another event, or put a raw terminal escape on
+an operator's screen.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Optional, TextIO
+
+from ebpfguard.stats import PipelineStats
+
+
+def to_json_line(event: dict) -> str:
+    """One event as one line of ASCII JSON (control characters and non-ASCII escaped)."""
+    return json.dumps(event, ensure_ascii=True, separators=(",", ":")) + "\n"
+
+
+class JsonLinesSink:
+    """Buffered JSON Lines writer, flushed at least every `flush_interval_s`."""
+
+    def __init__(self, stream: TextIO, stats: PipelineStats, flush_interval_s: float = 0.05) -> None:
+        self.stream = stream
+        self.stats = stats
+        self.flush_interval_s = flush_interval_s
+        self._last_flush = time.monotonic()
+        self._pending = 0
+
+    @classmethod
+    def open(cls, path: Optional[str], stats: PipelineStats, flush_interval_s: float) -> "JsonLinesSink":
+        """stdout when path is None, else the file opened for appending."""
+        stream = sys.stdout if path is None else open(path, "a", encoding="ascii", buffering=1 << 16)
+        return cls(stream, stats, flush_interval_s)
+
+    def write(self, event: dict) -> bool:
+        try:
+            self.stream.write(to_json_line(event))
+        except (OSError, ValueError):
+            self.stats.drop("output", "write_error")
+            return False
+        self._pending += 1
+        return True
+
+    def flush_if_due(self, now: Optional[float] = None) -> None:
+        now = time.monotonic() if now is None else now
+        if self._pending and now - self._last_flush >= self.flush_interval_s:
+            self.flush()
+
+    def flush(self) -> None:
+        try:
+            self.stream.flush()
+        except (OSError, ValueError):
+            self.stats.drop("output", "write_error", self._pending)
+        self._pending = 0
+        self._last_flush = time.monotonic()
+
+    def close(self) -> None:
+        self.flush()
+        if self.stream is not sys.stdout:
+            self.stream.close()

@@ -1,0 +1,55 @@
+"""Decoding raw ring-buffer records, built here byte by byte as the kernel lays them out."""
+
+import struct
+
+import pytest
+
+from ebpfguard import events
+from ebpfguard.events import C, DecodeError, ExecRecord, ExitRecord, ForkRecord, decode
+
+
+def header(kind, pid=4242, comm=b"xmrig"):
+    return struct.pack(events.EVENT_HEADER.fmt, 123456789, 777, kind, pid, pid + 1, 1000, comm)
+
+
+def exec_record(argv, filename=b"/usr/bin/x", retval=0, flags=0):
+    slot = C["ARGV_SLOT_LEN"]
+    argv_bytes = b"".join(a + b"\0" * (slot - len(a)) for a in argv)
+    argv_bytes += b"\0" * (C["ARGV_MAX_ARGS"] * slot - len(argv_bytes))
+    tail = struct.pack("<iIII", retval, len(argv), flags, 0)
+    return header(C["EVENT_EXEC"]) + tail + filename.ljust(C["FILENAME_LEN"], b"\0") + argv_bytes
+
+
+def test_exec_record_decodes_argv_exactly_including_empty_and_non_utf8():
+    argv = (b"xmrig", b"", b"-o", b"\xff\xfe pool")
+    rec = decode(exec_record(argv))
+    assert isinstance(rec, ExecRecord)
+    assert rec.argv == argv
+    assert rec.filename == b"/usr/bin/x"
+    assert rec.hdr.pid == 4242 and rec.hdr.cgroup_id == 777 and rec.hdr.comm == b"xmrig"
+    assert not rec.argv_truncated
+
+
+def test_exec_flags_and_failed_retval():
+    flags = C["EXEC_ARGV_TRUNCATED"] | C["EXEC_VIA_EXECVEAT"]
+    rec = decode(exec_record((b"a",), retval=-2, flags=flags))
+    assert rec.retval == -2 and rec.argv_truncated and rec.via_execveat
+
+
+def test_fork_and_exit_records():
+    fork = decode(header(C["EVENT_FORK"]) + struct.pack("<IIQ", 99, 0, 0x11))
+    assert isinstance(fork, ForkRecord) and fork.child_pid == 99 and fork.clone_flags == 0x11
+    code = decode(header(C["EVENT_EXIT"]) + struct.pack("<iI", 3, C["EXIT_HAS_CODE"]))
+    killed = decode(header(C["EVENT_EXIT"]) + struct.pack("<iI", 0, 0))
+    assert isinstance(code, ExitRecord) and code.exit_code == 3
+    assert killed.exit_code is None
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"", b"\0" * 10, header(C["EVENT_EXEC"]), header(99) + b"\0" * 64],
+    ids=["empty", "short", "truncated-exec", "unknown-kind"],
+)
+def test_malformed_records_raise_decode_error(raw):
+    with pytest.raises(DecodeError):
+        decode(raw)
