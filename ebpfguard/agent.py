@@ -6,6 +6,7 @@ about, never fatal, so one odd event cannot stop the agent.
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import sys
@@ -123,6 +124,16 @@ class Agent:
             self.check_losses()
             self.probes.close()
             self.sink.close()
+            print(f"ebpfguard: stopped: {json.dumps(self.summary())}", file=self.log, flush=True)
+
+    def summary(self) -> dict:
+        """What went through, and what was lost (kernel) or dropped (userspace), by cause."""
+        return {
+            "events": sum(self.stats.events.values()),
+            "alerts": sum(self.stats.alerts.values()),
+            "lost": dict(self.stats.lost),
+            "dropped": {f"{stage}/{reason}": n for (stage, reason), n in self.stats.dropped.items()},
+        }
 
     def check_losses(self) -> None:
         """Fold the kernel's loss counters into stats, warning when they grew."""

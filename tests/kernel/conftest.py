@@ -1,0 +1,187 @@
+"""Kernel tests: real probes in the running kernel, real cgroups, one shared agent.
+
+Each bcc compile costs seconds on two cores, so one agent serves every test that can share
+it; tests find their own events by a unique marker, cgroup or pid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Callable, Iterator, Optional
+
+import pytest
+
+from ebpfguard.sandbox import cgroup_root_from_proc
+
+READY_TIMEOUT_S = 120
+EVENT_TIMEOUT_S = 10
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "tests/kernel" in str(item.fspath):
+            item.add_marker(pytest.mark.kernel)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _needs_root():
+    if os.geteuid() != 0:
+        pytest.fail("kernel tests load BPF programs: run them as root (unit tests: tests/unit)")
+
+
+class RunningAgent:
+    """An `ebpfguard run` process writing JSON Lines to a file that tests read."""
+
+    def __init__(self, workdir: Path, args: tuple[str, ...] = (), env: Optional[dict] = None) -> None:
+        self.output = workdir / "events.jsonl"
+        self.stderr_path = workdir / "agent.stderr"
+        self._stderr = open(self.stderr_path, "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ebpfguard", "run", "--output", str(self.output), *args],
+            stdout=subprocess.DEVNULL, stderr=self._stderr, env=env,
+        )
+        self._offset = 0
+        self._seen: list[dict] = []
+        self._wait_ready()
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if "ready" in self.stderr_path.read_text().splitlines():
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        raise AssertionError(f"agent did not become ready:\n{self.stderr_path.read_text()[-4000:]}")
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_path.read_text()
+
+    def raw_lines(self) -> list[str]:
+        return self.output.read_text().splitlines() if self.output.exists() else []
+
+    def events(self) -> list[dict]:
+        """Every event written so far (read incrementally)."""
+        if self.output.exists():
+            with open(self.output) as f:
+                f.seek(self._offset)
+                chunk = f.read()
+            complete, _, _rest = chunk.rpartition("\n")
+            if complete:
+                self._offset += len(complete) + 1
+                self._seen.extend(json.loads(line) for line in complete.split("\n"))
+        return self._seen
+
+    def wait_for(self, match: Callable[[dict], bool], timeout: float = EVENT_TIMEOUT_S) -> dict:
+        """The first event that matches, waiting up to `timeout` seconds for it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for event in self.events():
+                if match(event):
+                    return event
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no matching event within {timeout}s")
+            if self.proc.poll() is not None:
+                raise AssertionError(f"agent died:\n{self.stderr[-4000:]}")
+            time.sleep(0.05)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._stderr.close()
+        return self.proc.returncode
+
+
+@pytest.fixture(scope="session")
+def agent(tmp_path_factory) -> Iterator[RunningAgent]:
+    running = RunningAgent(tmp_path_factory.mktemp("agent"))
+    yield running
+    assert running.stop() == 0, running.stderr[-4000:]
+
+
+@pytest.fixture(scope="session")
+def cgroup_root() -> Path:
+    root = cgroup_root_from_proc()
+    assert root, "no cgroup2 mount on this host"
+    return Path(root)
+
+
+class Cgroup:
+    """A cgroup made by a test under the cgroup2 mount, removed afterwards."""
+
+    def __init__(self, path: Path, root: Path) -> None:
+        self.path = path
+        self.root = root
+        self.rel = "/" + str(path.relative_to(root))
+        path.mkdir(parents=True)
+
+    def child(self, name: str) -> "Cgroup":
+        return Cgroup(self.path / name, self.root)
+
+    def enter(self) -> None:
+        """Move the calling process into this cgroup (use as a preexec_fn)."""
+        (self.path / "cgroup.procs").write_text("0")
+
+    def run(self, argv, **kwargs) -> subprocess.CompletedProcess:
+        """Run argv inside this cgroup and wait for it."""
+        return subprocess.run(argv, preexec_fn=self.enter, **kwargs)
+
+    def popen(self, argv, **kwargs) -> subprocess.Popen:
+        return subprocess.Popen(argv, preexec_fn=self.enter, **kwargs)
+
+    def remove(self) -> None:
+        for child in sorted(self.path.rglob("*"), key=lambda p: -len(p.parts)):
+            if child.is_dir():
+                _rmdir_when_empty(child)
+        _rmdir_when_empty(self.path)
+
+
+def _rmdir_when_empty(path: Path) -> None:
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            path.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def make_cgroup(cgroup_root) -> Iterator[Callable[[str], Cgroup]]:
+    """make_cgroup("sandbox-") -> a fresh cgroup named that prefix plus a random suffix."""
+    made: list[Cgroup] = []
+
+    def make(prefix: str) -> Cgroup:
+        cg = Cgroup(cgroup_root / f"{prefix}{uuid.uuid4().hex[:8]}", cgroup_root)
+        made.append(cg)
+        return cg
+
+    yield make
+    for cg in reversed(made):
+        cg.remove()
+
+
+def marker() -> str:
+    """A unique argument that lets a test find its own events."""
+    return f"ebpfguard-test-{uuid.uuid4().hex[:12]}"
+
+
+def has_arg(token: str, kind: str = "exec") -> Callable[[dict], bool]:
+    return lambda e: e["kind"] == kind and token in e["process"]["argv"]

@@ -1,0 +1,99 @@
+"""exec events from the real execve/execveat tracepoints."""
+
+import json
+import os
+import subprocess
+
+from conftest import has_arg, marker
+
+from ebpfguard.events import C
+
+
+def test_argv_is_exact_including_empty_strings_and_non_utf8(agent, make_cgroup):
+    token = marker()
+    argv = ["/bin/true", token, "", "caf\xe9", os.fsdecode(b"\xff\xferaw")]
+    make_cgroup("sandbox-").run(argv, check=True)
+    event = agent.wait_for(has_arg(token))
+    assert event["process"]["argv"] == ["/bin/true", token, "", "caf\xe9", "\\xff\\xferaw"]
+    exact = [__import__("base64").b64decode(a) for a in event["process"]["argv_b64"]]
+    assert exact == [os.fsencode(a) for a in argv]
+    assert event["process"]["argv_truncated"] is False
+    assert event["retval"] == 0 and event["filename"] == "/bin/true"
+
+
+def test_a_thousand_args_are_cut_and_flagged(agent):
+    token = marker()
+    subprocess.run(["/bin/true", token] + [f"a{i}" for i in range(998)], check=True)
+    event = agent.wait_for(has_arg(token))
+    assert len(event["process"]["argv"]) == C["ARGV_MAX_ARGS"]
+    assert event["process"]["argv"][2:5] == ["a0", "a1", "a2"]
+    assert event["process"]["argv_truncated"] is True
+
+
+def test_an_argument_longer_than_the_bound_is_flagged(agent):
+    token = marker()
+    exactly = "x" * C["ARGV_ARG_LEN"]
+    subprocess.run(["/bin/true", token, exactly], check=True)
+    fits = agent.wait_for(has_arg(token))
+    assert fits["process"]["argv"][2] == exactly and not fits["process"]["argv_truncated"]
+    token = marker()
+    subprocess.run(["/bin/true", token, exactly + "TAIL"], check=True)
+    cut = agent.wait_for(has_arg(token))
+    assert cut["process"]["argv"][2] == exactly and cut["process"]["argv_truncated"]
+
+
+def test_failed_exec_is_reported_with_negative_errno(agent):
+    token = marker()
+    missing = f"/nonexistent/{token}"
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.execv(missing, [missing, token])
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    event = agent.wait_for(has_arg(token))
+    assert event["retval"] == -2
+    assert event["filename"] == missing
+    assert event["process"]["pid"] == pid
+
+
+def test_execveat_is_seen(agent):
+    token = marker()
+    fd = os.open("/bin/true", os.O_RDONLY)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.execve(fd, ["true", token], {})  # fexecve: execveat(fd, "", AT_EMPTY_PATH)
+        finally:
+            os._exit(1)
+    os.close(fd)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    event = agent.wait_for(has_arg(token))
+    assert event["filename"] == "" and event["retval"] == 0
+    # With an empty filename only /proc/<pid>/exe names the binary, and /bin/true may be gone
+    # before we look: then exe is unknown and says so rather than guessing.
+    exe = event["process"]["exe"]
+    assert exe.endswith("/true") if exe else "exe" in event["partial"]
+
+
+def test_newline_and_escape_come_out_escaped_in_one_json_line(agent):
+    token = marker()
+    subprocess.run(["/bin/true", token, "line1\nline2", "\x1b[2Jclear"], check=True)
+    event = agent.wait_for(has_arg(token))
+    assert event["process"]["argv"][2:] == ["line1\nline2", "\x1b[2Jclear"]
+    raw = [line for line in agent.raw_lines() if token in line and '"kind":"exec"' in line]
+    assert len(raw) == 1
+    assert "\x1b" not in raw[0] and "\\u001b[2Jclear" in raw[0] and "line1\\nline2" in raw[0]
+    assert json.loads(raw[0]) == event
+
+
+def test_event_carries_the_cgroup_the_process_was_moved_into(agent, make_cgroup):
+    token = marker()
+    cg = make_cgroup("sandbox-")
+    cg.run(["/bin/true", token], check=True)
+    event = agent.wait_for(has_arg(token))
+    assert event["sandbox"]["cgroup"] == cg.rel
+    assert event["sandbox"]["cgroup_id"] == os.stat(cg.path).st_ino
+    assert event["process"]["comm"] == "true" and event["process"]["uid"] == 0
