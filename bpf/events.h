@@ -24,13 +24,16 @@ enum event_kind {
 	EVENT_EXEC = 1,
 	EVENT_FORK = 2,
 	EVENT_EXIT = 3,
+	EVENT_SOCKET = 4,
+	EVENT_CONNECT = 5,
 };
 
 /* Probe families: each counts its own ring-buffer losses. */
 enum probe_family {
 	PROBE_EXEC = 0,
 	PROBE_PROC = 1,
-	PROBE_FAMILIES = 2,
+	PROBE_NET = 2,
+	PROBE_FAMILIES = 3,
 };
 
 /* exec_event.flags */
@@ -72,6 +75,24 @@ struct exit_event {
 	struct event_header hdr;
 	__s32 exit_code;  /* valid when EXIT_HAS_CODE */
 	__u32 flags;      /* EXIT_* */
+};
+
+struct socket_event {
+	struct event_header hdr;
+	__s32 family;
+	__s32 type;       /* including SOCK_NONBLOCK / SOCK_CLOEXEC as passed */
+	__s32 protocol;
+	__s32 retval;     /* the new fd, or -errno */
+};
+
+struct connect_event {
+	struct event_header hdr;
+	__u64 sock_cookie;  /* bpf_get_socket_cookie(): names the socket across probes */
+	__u64 netns_cookie; /* bpf_get_netns_cookie(): compared with the host's in userspace */
+	__u16 family;       /* AF_INET or AF_INET6 */
+	__u16 dport;        /* host byte order */
+	__s32 retval;       /* 0, or -errno (-EINPROGRESS for a non-blocking connect) */
+	__u8 daddr[16];     /* IPv4 in the first 4 bytes */
 };
 
 #endif

@@ -14,7 +14,9 @@ import time
 from typing import Callable, Mapping, Optional, TextIO
 
 from ebpfguard.enrich import BootClock, Enricher
-from ebpfguard.events import DecodeError, ExecRecord, ExitRecord, ForkRecord, decode
+from ebpfguard.events import (
+    ConnectRecord, DecodeError, ExecRecord, ExitRecord, ForkRecord, SocketRecord, decode,
+)
 from ebpfguard.load import ProbeSet
 from ebpfguard.proctable import ProcessTable
 from ebpfguard.sandbox import CgroupIndex
@@ -47,6 +49,10 @@ class Pipeline:
                 event = self.enricher.exec_event(record)
             elif isinstance(record, ExitRecord):
                 event = self.enricher.exit_event(record)
+            elif isinstance(record, ConnectRecord):
+                event = self.enricher.connect_event(record)
+            elif isinstance(record, SocketRecord):
+                event = self.enricher.socket_event(record)
             else:
                 return
             self.emit(event)
@@ -81,6 +87,7 @@ class Agent:
                  detect: Optional[Detect] = None, log: TextIO = sys.stderr) -> None:
         self.config = config
         self.log = log
+        self.cgroup_root = cgroup_root
         self.stats = PipelineStats()
         self.warnings = RateLimitedWarnings(config["logging"]["warn_interval_s"], log)
         procs = ProcessTable(
@@ -107,7 +114,7 @@ class Agent:
         """Attach, say `ready`, and drain until SIGINT or SIGTERM; then detach everything."""
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
-        self.probes = ProbeSet.load(self.config, self.pipeline.on_record)
+        self.probes = ProbeSet.load(self.config, self.cgroup_root, self.pipeline.on_record)
         print("ready", file=self.log, flush=True)
         wait_ms = int(self.config["probes"]["drain_interval_ms"])
         next_loss_check = 0.0

@@ -73,8 +73,8 @@ def check_tracepoints() -> list[Check]:
     if root is None:
         return [Check("tracefs", False, "not mounted", "mount -t tracefs nodev /sys/kernel/tracing (the agent does this itself when root)")]
     checks = [Check("tracefs", True, root)]
-    for family, (_src, tracepoints) in PROBE_FAMILIES.items():
-        for category, event in tracepoints:
+    for family, probe in PROBE_FAMILIES.items():
+        for category, event in probe.tracepoints:
             ok = os.path.isdir(os.path.join(root, "events", category, event))
             checks.append(Check(f"tracepoint {category}:{event}", ok, f"{family} probe",
                                 "" if ok else "needs CONFIG_FTRACE_SYSCALLS / a newer kernel"))

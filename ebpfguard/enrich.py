@@ -5,11 +5,13 @@ node, sandbox (from the cgroup id) and process (pid, ppid, ancestry from the pro
 from __future__ import annotations
 
 import base64
+import ipaddress
 import os
+import socket
 import time
 from typing import Mapping, Optional
 
-from ebpfguard.events import ExecRecord, ExitRecord, ForkRecord, Header
+from ebpfguard.events import ConnectRecord, ExecRecord, ExitRecord, ForkRecord, Header, SocketRecord
 from ebpfguard.proctable import ProcessTable
 from ebpfguard.sandbox import CgroupIndex, resolve_sandbox
 
@@ -54,6 +56,33 @@ def argv_fields(argv: tuple[bytes, ...]) -> dict:
     return out
 
 
+SO_NETNS_COOKIE = 71  # Linux 5.14+
+
+
+def netns_cookie_of_this_process() -> Optional[int]:
+    """The network-namespace cookie of the namespace we run in (the host's, for the agent)."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            return int.from_bytes(s.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8), "little")
+    except OSError:
+        return None
+
+
+_FAMILIES = {1: "AF_UNIX", 2: "AF_INET", 10: "AF_INET6", 16: "AF_NETLINK", 17: "AF_PACKET"}
+_TYPES = {1: "SOCK_STREAM", 2: "SOCK_DGRAM", 3: "SOCK_RAW", 4: "SOCK_RDM", 5: "SOCK_SEQPACKET", 10: "SOCK_PACKET"}
+_PROTOCOLS = {0: "default", 1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp", 255: "raw"}
+_SOCK_TYPE_MASK = 0xF  # the rest are SOCK_NONBLOCK / SOCK_CLOEXEC
+
+
+def socket_fields(family: int, sock_type: int, protocol: int) -> dict:
+    """socket(2) arguments as names (numbers where there is no name)."""
+    return {
+        "family": _FAMILIES.get(family, str(family)),
+        "type": _TYPES.get(sock_type & _SOCK_TYPE_MASK, str(sock_type & _SOCK_TYPE_MASK)),
+        "protocol": _PROTOCOLS.get(protocol, str(protocol)),
+    }
+
+
 class Enricher:
     """Turns records into events; keeps the process table current as it goes."""
 
@@ -64,6 +93,7 @@ class Enricher:
         self.cgroups = cgroups
         self.sandbox_settings = sandbox_settings
         self.clock = clock
+        self.host_netns_cookie = netns_cookie_of_this_process()
 
     def on_fork(self, rec: ForkRecord) -> None:
         self.procs.on_fork(rec.hdr.pid, rec.child_pid, rec.clone_flags, text(rec.hdr.comm))
@@ -85,12 +115,33 @@ class Enricher:
         return event
 
     def exit_event(self, rec: ExitRecord) -> dict:
-        known = self.procs.lookup(rec.hdr.pid)
-        argv = {"argv": list(known.argv)} if known and known.argv is not None else None
-        event = self._base("exit", rec.hdr, text(rec.hdr.comm), known.exe if known else None, argv, False)
+        event = self._process_event("exit", rec.hdr)
         event["exit_code"] = rec.exit_code
         self.procs.on_exit(rec.hdr.pid)
         return event
+
+    def socket_event(self, rec: SocketRecord) -> dict:
+        event = self._process_event("socket", rec.hdr)
+        event.update(socket_fields(rec.family, rec.type, rec.protocol))
+        event["retval"] = rec.retval
+        return event
+
+    def connect_event(self, rec: ConnectRecord) -> dict:
+        event = self._process_event("connect", rec.hdr)
+        event["family"] = _FAMILIES.get(rec.family, str(rec.family))
+        event["daddr"] = str(ipaddress.ip_address(rec.daddr))
+        event["dport"] = rec.dport
+        event["retval"] = rec.retval
+        event["sock_cookie"] = rec.sock_cookie
+        if self.host_netns_cookie is not None:
+            event["host_netns"] = rec.netns_cookie == self.host_netns_cookie
+        return event
+
+    def _process_event(self, kind: str, hdr: Header) -> dict:
+        """An event about a process we know from the table (not an exec)."""
+        known = self.procs.lookup(hdr.pid)
+        argv = {"argv": list(known.argv)} if known and known.argv is not None else None
+        return self._base(kind, hdr, text(hdr.comm), known.exe if known else None, argv, False)
 
     def _base(self, kind: str, hdr: Header, comm: str, exe: Optional[str],
               argv: Optional[dict], argv_truncated: bool) -> dict:

@@ -95,7 +95,24 @@ EXIT_EVENT = Layout(
     _nested("hdr", EVENT_HEADER) + (("exit_code", "i"), ("flags", "I")),
 )
 
-LAYOUTS = (EVENT_HEADER, EXEC_EVENT, FORK_EVENT, EXIT_EVENT)
+SOCKET_EVENT = Layout(
+    "socket_event",
+    _nested("hdr", EVENT_HEADER) + (("family", "i"), ("type", "i"), ("protocol", "i"), ("retval", "i")),
+)
+CONNECT_EVENT = Layout(
+    "connect_event",
+    _nested("hdr", EVENT_HEADER)
+    + (
+        ("sock_cookie", "Q"),
+        ("netns_cookie", "Q"),
+        ("family", "H"),
+        ("dport", "H"),
+        ("retval", "i"),
+        ("daddr", "16s"),
+    ),
+)
+
+LAYOUTS = (EVENT_HEADER, EXEC_EVENT, FORK_EVENT, EXIT_EVENT, SOCKET_EVENT, CONNECT_EVENT)
 
 
 @dataclass(frozen=True)
@@ -134,7 +151,27 @@ class ExitRecord:
     exit_code: Optional[int]
 
 
-Record = Union[ExecRecord, ForkRecord, ExitRecord]
+@dataclass(frozen=True)
+class SocketRecord:
+    hdr: Header
+    family: int
+    type: int
+    protocol: int
+    retval: int
+
+
+@dataclass(frozen=True)
+class ConnectRecord:
+    hdr: Header
+    sock_cookie: int
+    netns_cookie: int
+    family: int
+    daddr: bytes  # 4 bytes for AF_INET, 16 for AF_INET6
+    dport: int
+    retval: int
+
+
+Record = Union[ExecRecord, ForkRecord, ExitRecord, SocketRecord, ConnectRecord]
 
 
 class DecodeError(ValueError):
@@ -145,6 +182,9 @@ _HEADER = struct.Struct(EVENT_HEADER.fmt)
 _EXEC = struct.Struct(EXEC_EVENT.fmt)
 _FORK = struct.Struct(FORK_EVENT.fmt)
 _EXIT = struct.Struct(EXIT_EVENT.fmt)
+_SOCKET = struct.Struct(SOCKET_EVENT.fmt)
+_CONNECT = struct.Struct(CONNECT_EVENT.fmt)
+_AF_INET = 2
 _SLOT = C["ARGV_SLOT_LEN"]
 
 
@@ -181,6 +221,13 @@ def decode(data: Union[bytes, memoryview]) -> Record:
     if kind == C["EVENT_EXIT"]:
         *head, code, flags = _unpack(_EXIT, data, "exit")
         return ExitRecord(_header(head), code if flags & C["EXIT_HAS_CODE"] else None)
+    if kind == C["EVENT_SOCKET"]:
+        *head, family, sock_type, protocol, retval = _unpack(_SOCKET, data, "socket")
+        return SocketRecord(_header(head), family, sock_type, protocol, retval)
+    if kind == C["EVENT_CONNECT"]:
+        *head, cookie, netns, family, dport, retval, daddr = _unpack(_CONNECT, data, "connect")
+        return ConnectRecord(_header(head), cookie, netns, family,
+                             daddr[:4] if family == _AF_INET else daddr, dport, retval)
     raise DecodeError(f"unknown event kind {kind}")
 
 

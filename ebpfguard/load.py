@@ -8,22 +8,46 @@ from __future__ import annotations
 
 import ctypes
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Mapping, Optional
 
 from ebpfguard.events import BPF_DIR, C
+from ebpfguard.links import CgroupLink, link_to_cgroup
 
-# Probe families: their source file and the tracepoints they attach to. The family names
-# are the PROBE_* enum of bpf/events.h, lower-cased, and label losses and health.
-PROBE_FAMILIES: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {
-    "exec": ("exec.bpf.c", (
+
+@dataclass(frozen=True)
+class CgroupProgram:
+    """A cgroup BPF program: its function in the source and where it attaches."""
+
+    function: str
+    attach_type: str  # a bcc.BPFAttachType member name
+
+
+@dataclass(frozen=True)
+class ProbeFamily:
+    source: str
+    tracepoints: tuple[tuple[str, str], ...]
+    cgroup_programs: tuple[CgroupProgram, ...] = ()
+
+
+# The family names are the PROBE_* enum of bpf/events.h, lower-cased; they label losses
+# and health. Tracepoints attach by bcc's naming (TRACEPOINT_PROBE); cgroup programs attach
+# to the cgroup2 root through BPF links.
+PROBE_FAMILIES: dict[str, ProbeFamily] = {
+    "exec": ProbeFamily("exec.bpf.c", (
         ("syscalls", "sys_enter_execve"), ("syscalls", "sys_exit_execve"),
         ("syscalls", "sys_enter_execveat"), ("syscalls", "sys_exit_execveat"),
     )),
-    "proc": ("proc.bpf.c", (
+    "proc": ProbeFamily("proc.bpf.c", (
         ("task", "task_newtask"), ("sched", "sched_process_exit"),
         ("syscalls", "sys_enter_exit_group"),
     )),
+    "net": ProbeFamily(
+        "net.bpf.c",
+        (("syscalls", "sys_enter_socket"), ("syscalls", "sys_exit_socket"), ("syscalls", "sys_exit_connect")),
+        (CgroupProgram("cgroup__connect4", "CGROUP_INET4_CONNECT"),
+         CgroupProgram("cgroup__connect6", "CGROUP_INET6_CONNECT")),
+    ),
 }
 
 TRACEFS_CANDIDATES = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
@@ -63,7 +87,7 @@ def program_text(families: tuple[str, ...] = tuple(PROBE_FAMILIES)) -> str:
     """common.h and the families' sources, concatenated: bcc rewrites map calls and makes
     tracepoint argument structs only in its main text, never in included files (common.h's
     include guard then makes each family's `#include "common.h"` a no-op)."""
-    sources = ["common.h"] + [PROBE_FAMILIES[f][0] for f in families]
+    sources = ["common.h"] + [PROBE_FAMILIES[f].source for f in families]
     return "".join((BPF_DIR / name).read_text() for name in sources)
 
 
@@ -84,11 +108,12 @@ class ProbeSet:
 
     bpf: object
     families: tuple[str, ...]
+    links: list[CgroupLink] = field(default_factory=list)
 
     @classmethod
-    def load(cls, config: Mapping, on_record: Callable[[bytes], None]) -> "ProbeSet":
+    def load(cls, config: Mapping, cgroup_root: str, on_record: Callable[[bytes], None]) -> "ProbeSet":
         """Compile and attach every probe family; records go to `on_record` on drain()."""
-        from bcc import BPF  # the distro's python3-bpfcc; imported here so unit tests need no bcc
+        from bcc import BPF, BPFAttachType  # the distro's python3-bpfcc: unit tests need no bcc
 
         tracefs = ensure_tracefs()
         families = tuple(PROBE_FAMILIES)
@@ -96,12 +121,22 @@ class ProbeSet:
             bpf = BPF(text=program_text(families), cflags=compile_flags(config, tracefs))
         except Exception as exc:  # bcc raises bare Exception for compile and load failures
             raise ProbeError(f"loading the probes failed: {exc}") from None
+        probes = cls(bpf, families)
+        try:
+            for family in families:
+                for prog in PROBE_FAMILIES[family].cgroup_programs:
+                    attach_type = getattr(BPFAttachType, prog.attach_type)
+                    # bcc 0.26 needs the attach type at load time for sock_addr programs.
+                    fn = bpf.load_func(prog.function, BPF.CGROUP_SOCK_ADDR, attach_type=attach_type)
+                    probes.links.append(link_to_cgroup(fn.fd, cgroup_root, attach_type))
+        except Exception as exc:  # noqa: BLE001 - bcc raises bare Exception
+            probes.close()
+            raise ProbeError(f"attaching cgroup programs to {cgroup_root} failed: {exc}") from None
 
         def deliver(_ctx, data, size):
             on_record(ctypes.string_at(data, size))
 
         bpf["events"].open_ring_buffer(deliver)
-        probes = cls(bpf, families)
         probes._deliver = deliver  # bcc keeps only a weak hold on the callback
         return probes
 
@@ -119,5 +154,7 @@ class ProbeSet:
         }
 
     def close(self) -> None:
-        """Detach every probe (bcc closes the tracepoint links)."""
+        """Detach every probe: close the cgroup links, and let bcc detach the tracepoints."""
+        for link in self.links:
+            link.close()
         self.bpf.cleanup()

@@ -1,5 +1,6 @@
 """exec events from the real execve/execveat tracepoints."""
 
+import base64
 import json
 import os
 import subprocess
@@ -15,7 +16,7 @@ def test_argv_is_exact_including_empty_strings_and_non_utf8(agent, make_cgroup):
     make_cgroup("sandbox-").run(argv, check=True)
     event = agent.wait_for(has_arg(token))
     assert event["process"]["argv"] == ["/bin/true", token, "", "caf\xe9", "\\xff\\xferaw"]
-    exact = [__import__("base64").b64decode(a) for a in event["process"]["argv_b64"]]
+    exact = [base64.b64decode(a) for a in event["process"]["argv_b64"]]
     assert exact == [os.fsencode(a) for a in argv]
     assert event["process"]["argv_truncated"] is False
     assert event["retval"] == 0 and event["filename"] == "/bin/true"
