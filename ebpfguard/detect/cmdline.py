@@ -42,7 +42,7 @@ WRAPPERS: dict[str, tuple[frozenset, int]] = {
     "time": (frozenset({"-f", "--format", "-o", "--output"}), 0),
     "busybox": (frozenset(), 0),
 }
-SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ash", "ksh", "mksh", "rbash", "busybox-sh"})
+SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ash", "ksh", "mksh", "rbash"})
 MAX_DEPTH = 4  # nesting of wrappers, scripts and base64 layers followed
 MAX_SCRIPT_CHARS = 65536
 _ENV_ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
@@ -106,8 +106,6 @@ def shell_script(argv: Sequence[str]) -> str | None:
     if not argv:
         return None
     name = program_name(argv[0])
-    if name == "busybox" and len(argv) > 1:
-        argv, name = argv[1:], program_name(argv[1])
     if name == "su":
         for index, token in enumerate(argv[:-1]):
             if token in ("-c", "--command"):
