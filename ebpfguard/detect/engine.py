@@ -1,0 +1,137 @@
+"""The detection engine: events in, complete `alert` events out.
+
+One instance of each enabled rule's detector, dispatched by event kind; findings become alerts
+with the rule's severity and tags, minus those an allowlist (the rule's `allow`, the config's
+`detect.allow`) covers, and minus repeats (same rule, sandbox, pid and evidence within the
+de-duplication window, by the events' own times). The live agent and `replay` share it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections import OrderedDict
+from datetime import datetime, timezone
+from typing import Any, Mapping, Optional
+
+from ebpfguard.detect.config import DetectConfig, parse_detect_config
+from ebpfguard.detect.registry import DETECTORS, Detector, Event, Finding, ReadProcessFile, RuleContext
+from ebpfguard.detect.rulefile import Rule, RuleSet, RulesError, load_rules
+
+__all__ = ["DetectionEngine", "RuleSet", "RulesError", "load_rules", "event_time_ns"]
+
+log = logging.getLogger(__name__)
+
+
+class DetectionEngine:
+    """Runs the enabled rules over events; `process` is called once per event."""
+
+    def __init__(
+        self,
+        rules: RuleSet,
+        config: Optional[Mapping[str, Any]] = None,
+        read_file: Optional[ReadProcessFile] = None,
+    ) -> None:
+        self.config: DetectConfig = parse_detect_config(config)
+        self._by_kind: dict[str, list[tuple[Rule, Detector]]] = {}
+        for rule in rules.rules:
+            if not rule.enabled:
+                continue
+            cls = DETECTORS[rule.id]
+            instance = cls(RuleContext(rule_id=rule.id, params=rule.params, lists=rules.lists, read_file=read_file))
+            for kind in cls.kinds:
+                self._by_kind.setdefault(kind, []).append((rule, instance))
+        self._dedup = _Deduplicator(self.config.dedup_window_ns, self.config.dedup_max_keys)
+
+    def process(self, event: Event) -> list[dict]:
+        """Alerts for one event (usually none)."""
+        alerts = []
+        for rule, instance in self._by_kind.get(event.get("kind"), ()):
+            try:
+                findings = list(instance.on_event(event))
+            except Exception:  # one detector's bug must not stop the agent's other rules
+                log.exception("detector %s failed on an event", rule.id)
+                continue
+            for finding in findings:
+                if self._allowed(rule, event):
+                    break
+                if self._dedup.is_repeat(_dedup_key(rule, event, finding), event_time_ns(event.get("time"))):
+                    continue
+                alerts.append(_alert(rule, finding, event))
+        return alerts
+
+    def _allowed(self, rule: Rule, event: Event) -> bool:
+        if any(condition.matches(event) for condition in rule.allow):
+            return True
+        return any(entry.rules.match(rule.id) and entry.condition.matches(event) for entry in self.config.allow)
+
+
+def _alert(rule: Rule, finding: Finding, event: Event) -> dict:
+    return {
+        "kind": "alert",
+        "time": event.get("time") or _now_rfc3339(),
+        "node": event.get("node"),
+        "sandbox": event.get("sandbox"),
+        "process": event.get("process"),
+        "rule": rule.id,
+        "severity": finding.severity or rule.severity,
+        "summary": finding.summary,
+        "tags": list(rule.tags),
+        "evidence": dict(finding.evidence),
+        "event": event,
+    }
+
+
+def _dedup_key(rule: Rule, event: Event, finding: Finding) -> Optional[tuple]:
+    """None when the event cannot be told apart from others (no pid or no time)."""
+    pid = (event.get("process") or {}).get("pid")
+    if pid is None or not event.get("time"):
+        return None
+    sandbox = (event.get("sandbox") or {}).get("name")
+    evidence = json.dumps(finding.evidence, sort_keys=True, default=str)
+    return (rule.id, sandbox, pid, evidence)
+
+
+class _Deduplicator:
+    """Remembers when each alert key last alerted; bounded, least recently used evicted."""
+
+    def __init__(self, window_ns: int, max_keys: int) -> None:
+        self.window_ns = window_ns
+        self.max_keys = max_keys
+        self._first_seen: OrderedDict[tuple, int] = OrderedDict()
+
+    def is_repeat(self, key: Optional[tuple], time_ns: Optional[int]) -> bool:
+        if key is None or time_ns is None:
+            return False
+        first = self._first_seen.get(key)
+        # abs(): recorded files are not always in time order.
+        if first is not None and abs(time_ns - first) < self.window_ns:
+            self._first_seen.move_to_end(key)
+            return True
+        self._first_seen[key] = time_ns
+        self._first_seen.move_to_end(key)
+        if len(self._first_seen) > self.max_keys:
+            self._first_seen.popitem(last=False)
+        return False
+
+
+_RFC3339 = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)\Z", re.IGNORECASE)
+
+
+def event_time_ns(value: Any) -> Optional[int]:
+    """Nanoseconds since the epoch of an RFC 3339 time (ns precision kept), None if not one."""
+    match = _RFC3339.match(value) if isinstance(value, str) else None
+    if match is None:
+        return None
+    whole, fraction, zone = match.groups()
+    try:
+        moment = datetime.fromisoformat(whole + ("+00:00" if zone.upper() == "Z" else zone))
+    except ValueError:
+        return None
+    return int(moment.timestamp()) * 1_000_000_000 + int((fraction or "0").ljust(9, "0"))
+
+
+def _now_rfc3339() -> str:
+    now = datetime.now(timezone.utc)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond:06d}000Z"

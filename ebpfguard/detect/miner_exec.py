@@ -1,0 +1,303 @@
+"""miner.exec: a cryptocurrency miner started, known by its name or by its command line.
+
+Renaming the binary is the first thing cryptojacking campaigns do (`kworker`, `kdevtmpfsi`,
+`systemd-journald`), so the name is only one hint among many: pool URLs and hosts, miner-only
+options, algorithms, coins and wallet-shaped arguments each add a weight, and a command alerts
+when its score reaches `min_score`. Each command an exec would run is scored on its own (the
+exec itself unwrapped, and every command of its `sh -c` scripts and base64 payloads); in the
+live agent, the `-c`/`--config` file is read and scored as part of its command.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator, Optional, Sequence
+
+from ebpfguard.detect.cmdline import Command, commands_of, program_name
+from ebpfguard.detect.conditions import compile_globs
+from ebpfguard.detect.registry import Detector, Event, Finding, RuleContext, detector
+
+HINT_NAMES = (
+    "binary", "generic_binary", "disguise", "pool_url", "pool_host", "pool_option", "donate",
+    "algo", "coin", "wallet", "wallet_shape", "gpu_option", "miner_option",
+)
+MAX_MATCH_CHARS = 160
+MAX_CONFIG_BYTES = 256 * 1024
+
+_POOL_URL = re.compile(
+    r"\b(?:stratum[0-9]?(?:\+[a-z0-9]+)*|ethproxy(?:\+[a-z]+)?|ethstratum(?:\+[a-z]+)?|nicehash\+[a-z]+)://\S+",
+    re.IGNORECASE,
+)
+_HOST_PORT = re.compile(r"^(?:[a-z]+(?:\+[a-z0-9]+)*://)?(?:[^@/\s]+@)?([a-z0-9.-]+\.[a-z0-9-]{2,}|\d{1,3}(?:\.\d{1,3}){3}):(\d{2,5})(?:/\S*)?$", re.IGNORECASE)
+_BASE58 = "1-9A-HJ-NP-Za-km-z"
+# CryptoNote addresses (Monero 4.../8..., integrated, and the coins forked from it) are long
+# base58 strings: distinctive enough to count fully anywhere.
+_CRYPTONOTE = re.compile(rf"[{_BASE58}]{{94,110}}\Z")
+_KASPA = re.compile(r"(?:kaspa|karlsen|nexa|ironfish):[a-z0-9]{40,70}\Z")
+# Shorter shapes (Bitcoin base58 and bech32, Ethereum, Ravencoin, Litecoin, Dogecoin, Zcash
+# t-addresses, Ergo) also look like hashes and keys: they count fully only as a login.
+_WALLET_SHAPES = re.compile(
+    rf"(?:[13][{_BASE58}]{{25,34}}|(?:bc1|ltc1|tb1)[02-9ac-hj-np-z]{{11,71}}|0x[0-9a-fA-F]{{40}}"
+    rf"|[RLMD][{_BASE58}]{{33}}|t1[{_BASE58}]{{33}}|9[{_BASE58}]{{50}})\Z"
+)
+_COIN_PREFIX = re.compile(r"^[A-Za-z0-9]{2,8}:")
+_JSON_PAIR = re.compile(r'"([\w-]{1,40})"\s*:\s*"([^"\\]{1,300})"')
+_JSON_STRING = re.compile(r'"([^"\\]{26,300})"')
+_DONATE_KEY = re.compile(r'"donate-level"\s*:|"donate-over-proxy"\s*:')
+_CONFIG_POOL_KEYS = frozenset({"url", "pool", "pool_address", "server", "host", "stratum", "proxy"})
+_CONFIG_USER_KEYS = frozenset({"user", "wallet", "wallet_address", "login", "address", "username", "worker"})
+
+
+@dataclass(frozen=True)
+class Hint:
+    """One reason a command looks like a miner."""
+
+    hint: str
+    weight: int
+    match: str
+    source: str
+
+    def as_evidence(self) -> dict:
+        return {"hint": self.hint, "weight": self.weight, "match": self.match[:MAX_MATCH_CHARS], "source": self.source}
+
+
+@detector("miner.exec", kinds=("exec",))
+class MinerExec(Detector):
+    """Scores every command an exec would run; alerts on the best one that reaches the bar."""
+
+    def __init__(self, ctx: RuleContext) -> None:
+        super().__init__(ctx)
+        params = ctx.params
+        self.weights = {name: int(params["weights"][name]) for name in HINT_NAMES}
+        self.min_score = int(params["min_score"])
+        self.inert_factor = int(params["inert_factor"])
+        self.binaries = _lower_set(params["binaries"])
+        self.binary_pattern = re.compile(
+            "(?:" + "|".join(re.escape(name) for name in sorted(self.binaries, key=len, reverse=True)) + r")(?:[-_.][a-z0-9.]+)*\Z"
+        )
+        self.generic_binaries = _lower_set(params["generic_binaries"])
+        self.disguises = compile_globs(params["disguise_names"])
+        self.algorithms = _lower_set(params["algorithms"])
+        self.coins = _lower_set(params["coins"])
+        domains = sorted(_lower_set(params["pool_domains"]), key=len, reverse=True)
+        self.pool_host = re.compile(r"(?:^|\.)(?:" + "|".join(re.escape(domain) for domain in domains) + r")\Z")
+        self.pool_host_in_text = re.compile(
+            r"(?<![\w.-])((?:[a-z0-9-]+\.)*(?:" + "|".join(re.escape(domain) for domain in domains) + r")):(\d{2,5})\b",
+            re.IGNORECASE,
+        )
+        self.options = {
+            "pool": frozenset(params["pool_options"]),
+            "user": frozenset(params["user_options"]),
+            "algo": frozenset(params["algo_options"]),
+            "coin": frozenset(params["coin_options"]),
+            "donate": frozenset(params["donate_options"]),
+            "gpu": frozenset(params["gpu_options"]),
+            "miner": frozenset(params["miner_options"]),
+            "config": frozenset(params["config_options"]),
+        }
+        self.inert_commands = _lower_set(params["inert_commands"])
+        self.system_dirs = tuple(directory.rstrip("/") + "/" for directory in params["system_dirs"])
+        if self.min_score < 1 or self.inert_factor < 1:
+            raise ValueError("min_score and inert_factor must be at least 1")
+
+    def on_event(self, event: Event) -> Iterable[Finding]:
+        process = event.get("process") or {}
+        argv = process.get("argv") or event.get("argv") or ()
+        if not isinstance(argv, (list, tuple)) or not argv:
+            return
+        best: Optional[tuple[int, int, str, list[Hint], Command]] = None
+        for index, command in enumerate(commands_of([str(arg) for arg in argv])):
+            hints = self.command_hints(command)
+            if index == 0:
+                hints += self.exec_hints(event, command)
+            score = _score(hints)
+            needed = self.min_score * (self.inert_factor if self._is_inert(command, hints) else 1)
+            if score >= needed and (best is None or score > best[0]):
+                best = (score, needed, _binary(hints), hints, command)
+        if best is None:
+            return
+        score, needed, binary, hints, command = best
+        named = binary or program_name(command.argv[0])
+        reasons = ", ".join(dict.fromkeys(hint.hint for hint in hints))
+        yield Finding(
+            summary=f"miner started: {named} (score {score} >= {needed}: {reasons})",
+            evidence={
+                "binary": binary or None,
+                "score": score,
+                "min_score": needed,
+                "hints": [hint.as_evidence() for hint in _strongest(hints)],
+                "command": list(command.argv[:64]),
+            },
+        )
+
+    # -- hints from a command's argv -----------------------------------------------------------
+
+    def command_hints(self, command: Command) -> list[Hint]:
+        """Hints from one command's name and arguments."""
+        argv, source = command.argv, command.source
+        hints = []
+        name = program_name(argv[0])
+        if self.binary_pattern.match(name):
+            hints.append(Hint("binary", self.weights["binary"], name, source))
+        elif name in self.generic_binaries:
+            hints.append(Hint("generic_binary", self.weights["generic_binary"], name, source))
+        for option, value, token in _options(argv[1:]):
+            hints.extend(self._argument_hints(option, value, token, source))
+        return hints
+
+    def _argument_hints(self, option: Optional[str], value: Optional[str], token: str, source: str) -> Iterator[Hint]:
+        weights, options = self.weights, self.options
+        url = _POOL_URL.search(token)
+        if url:
+            yield Hint("pool_url", weights["pool_url"], url.group(0), source)
+        for host_port in (value, token):
+            host = self._known_pool(host_port)
+            if host:
+                yield Hint("pool_host", weights["pool_host"], host, source)
+                break
+        if option is None:
+            yield from self._wallet_hints(token, source, as_login=False)
+            return
+        if option in options["pool"] and value and _HOST_PORT.match(value):
+            yield Hint("pool_option", weights["pool_option"], f"{option} {value}", source)
+        if option in options["user"] and value:
+            yield from self._wallet_hints(value, source, as_login=True)
+        if option in options["donate"]:
+            yield Hint("donate", weights["donate"], token if value is None else f"{option} {value}", source)
+        if option in options["algo"] and value and value.lower() in self.algorithms:
+            yield Hint("algo", weights["algo"], f"{option} {value}", source)
+        if option in options["coin"] and value and value.lower() in self.coins:
+            yield Hint("coin", weights["coin"], f"{option} {value}", source)
+        if option in options["gpu"]:
+            yield Hint("gpu_option", weights["gpu_option"], option, source)
+        if option in options["miner"]:
+            yield Hint("miner_option", weights["miner_option"], option, source)
+
+    def _known_pool(self, text: Optional[str]) -> Optional[str]:
+        match = _HOST_PORT.match(text) if text else None
+        if match and self.pool_host.search(match.group(1).lower()):
+            return f"{match.group(1)}:{match.group(2)}"
+        return None
+
+    def _wallet_hints(self, text: str, source: str, *, as_login: bool) -> Iterator[Hint]:
+        if len(text) < 26:
+            return
+        kind = wallet_kind(text)
+        if kind == "distinctive" or (kind == "shape" and as_login):
+            yield Hint("wallet", self.weights["wallet"], text, source)
+        elif kind == "shape":
+            yield Hint("wallet", self.weights["wallet_shape"], text, source)
+
+    # -- hints that need the whole exec --------------------------------------------------------
+
+    def exec_hints(self, event: Event, command: Command) -> list[Hint]:
+        """Hints from the exec itself: a disguise name, and (live only) the config file."""
+        hints = []
+        process = event.get("process") or {}
+        names = {program_name(str(value)) for value in (command.argv[0], event.get("filename"), process.get("exe")) if value}
+        if isinstance(process.get("comm"), str):
+            names.add(process["comm"])
+        disguised = sorted(name for name in names if self.disguises.match(name))
+        if disguised:
+            hints.append(Hint("disguise", self.weights["disguise"], disguised[0], "argv"))
+        read_file = self.ctx.read_file
+        if read_file is not None:
+            for path in self._config_paths(event, command):
+                content = read_file(event, path)
+                if content:
+                    hints.extend(self.config_hints(content[:MAX_CONFIG_BYTES].decode("utf-8", "replace"), f"config:{path}"))
+        return hints
+
+    def _config_paths(self, event: Event, command: Command) -> list[str]:
+        argv = command.argv
+        paths = [value for option, value, _ in _options(argv[1:]) if option in self.options["config"] and value]
+        filename = event.get("filename") or argv[0]
+        # XMRig run bare loads config.json from its own directory: the renamed-miner favourite.
+        if len(argv) == 1 and isinstance(filename, str) and not filename.startswith(self.system_dirs):
+            paths.append(posixpath.join(posixpath.dirname(filename), "config.json"))
+        return paths[:2]
+
+    def config_hints(self, text: str, source: str) -> list[Hint]:
+        """Hints from a miner config (XMRig config.json, xmr-stak pools.txt, ...)."""
+        weights = self.weights
+        hints = [Hint("pool_url", weights["pool_url"], match.group(0), source) for match in _POOL_URL.finditer(text)][:1]
+        host = self.pool_host_in_text.search(text)
+        if host:
+            hints.append(Hint("pool_host", weights["pool_host"], host.group(0), source))
+        if _DONATE_KEY.search(text):
+            hints.append(Hint("donate", weights["donate"], _DONATE_KEY.search(text).group(0), source))
+        for key, value in _JSON_PAIR.findall(text):
+            key = key.lower()
+            if key in _CONFIG_POOL_KEYS and _HOST_PORT.match(value):
+                hints.append(Hint("pool_option", weights["pool_option"], f"{key}: {value}", source))
+            elif key in _CONFIG_USER_KEYS:
+                hints.extend(self._wallet_hints(value, source, as_login=True))
+            elif key == "algo" and value.lower() in self.algorithms:
+                hints.append(Hint("algo", weights["algo"], f"{key}: {value}", source))
+            elif key == "coin" and value.lower() in self.coins:
+                hints.append(Hint("coin", weights["coin"], f"{key}: {value}", source))
+        for value in _JSON_STRING.findall(text):
+            hints.extend(self._wallet_hints(value, source, as_login=False))
+        return hints
+
+    def _is_inert(self, command: Command, hints: Sequence[Hint]) -> bool:
+        """A data-handling command (grep, pip, an editor) that is not itself a known miner."""
+        return program_name(command.argv[0]) in self.inert_commands and not any(hint.hint == "binary" for hint in hints)
+
+
+def wallet_kind(text: str) -> Optional[str]:
+    """`distinctive` (CryptoNote, Kaspa-style), `shape` (BTC/ETH/RVN/...), or None.
+
+    Pool logins decorate the address (`XMR:4...`, `0x....rig1`, `4...+50000`, `addr/worker`):
+    the decoration is stripped first.
+    """
+    if _KASPA.match(text):
+        return "distinctive"
+    address = _COIN_PREFIX.sub("", text, count=1)
+    address = re.split(r"[.+/]", address, maxsplit=1)[0]
+    if _CRYPTONOTE.match(address):
+        return "distinctive"
+    if _WALLET_SHAPES.match(address):
+        return "shape"
+    return None
+
+
+def _options(arguments: Sequence[str]) -> Iterator[tuple[Optional[str], Optional[str], str]]:
+    """(option, its value or None, the raw token) for each argument; option None for operands.
+
+    A value is the text after `=` or the next argument when that is not itself an option.
+    """
+    for index, token in enumerate(arguments):
+        if token.startswith("-") and len(token) > 1:
+            option, equals, value = token.partition("=")
+            if not equals:
+                following = arguments[index + 1] if index + 1 < len(arguments) else None
+                value = following if following is not None and not following.startswith("-") else None
+            yield option, value, token
+        else:
+            yield None, None, token
+
+
+def _score(hints: Sequence[Hint]) -> int:
+    """The sum of the strongest weight of each kind of hint: repeats do not add up."""
+    return sum(hint.weight for hint in _strongest(hints))
+
+
+def _strongest(hints: Sequence[Hint]) -> list[Hint]:
+    best: dict[str, Hint] = {}
+    for hint in hints:
+        if hint.hint not in best or hint.weight > best[hint.hint].weight:
+            best[hint.hint] = hint
+    return list(best.values())
+
+
+def _binary(hints: Sequence[Hint]) -> str:
+    return next((hint.match for hint in hints if hint.hint == "binary"), "")
+
+
+def _lower_set(values: Any) -> frozenset:
+    if isinstance(values, (str, bytes)) or not isinstance(values, (list, tuple)):
+        raise ValueError("expected a list")
+    return frozenset(str(value).lower() for value in values)

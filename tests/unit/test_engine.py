@@ -1,0 +1,76 @@
+"""The engine: alerts built per design.md, allowlists, de-duplication by event time."""
+
+from __future__ import annotations
+
+from rules_helpers import KEYWORD_RULE, write
+
+from ebpfguard.detect.engine import DetectionEngine, event_time_ns, load_rules
+
+
+def exec_event(argv, *, pid=42, time="2024-05-01T12:00:00.000000001Z", sandbox="sandbox-a", comm="tool"):
+    return {
+        "kind": "exec",
+        "time": time,
+        "node": "host1",
+        "sandbox": {"name": sandbox},
+        "process": {"pid": pid, "comm": comm, "argv": argv, "ancestry": [{"pid": 1, "comm": "systemd", "exe": "/sbin/init"}]},
+        "extra": "kept",
+    }
+
+
+def engine(tmp_path, config=None):
+    return DetectionEngine(load_rules([write(tmp_path, "r.yaml", KEYWORD_RULE)]), config)
+
+
+def test_alert_copies_context_and_carries_rule_and_evidence(tmp_path):
+    event = exec_event(["tool", "alpha"])
+    [alert] = engine(tmp_path).process(event)
+    assert alert["kind"] == "alert" and alert["rule"] == "test.keyword"
+    assert alert["severity"] == "low" and alert["tags"] == ["T0000"]
+    assert alert["evidence"] == {"words": ["alpha"]}
+    assert (alert["time"], alert["node"], alert["sandbox"], alert["process"]) == (
+        event["time"], "host1", {"name": "sandbox-a"}, event["process"])
+    assert alert["event"]["extra"] == "kept"
+
+
+def test_events_of_other_kinds_are_not_given_to_the_detector(tmp_path):
+    assert engine(tmp_path).process({"kind": "connect", "process": {"argv": ["alpha"]}}) == []
+
+
+def test_same_rule_process_and_evidence_within_window_alerts_once(tmp_path):
+    guard = engine(tmp_path, {"dedup_window_s": 60})
+    first = guard.process(exec_event(["tool", "alpha"]))
+    again = guard.process(exec_event(["tool", "alpha"], time="2024-05-01T12:00:59Z"))
+    later = guard.process(exec_event(["tool", "alpha"], time="2024-05-01T12:01:01Z"))
+    other_pid = guard.process(exec_event(["tool", "alpha"], pid=43))
+    other_evidence = guard.process(exec_event(["tool", "beta"]))
+    assert [len(x) for x in (first, again, later, other_pid, other_evidence)] == [1, 0, 1, 1, 1]
+
+
+def test_events_without_time_or_pid_are_never_deduplicated(tmp_path):
+    guard = engine(tmp_path)
+    event = {"kind": "exec", "process": {"argv": ["alpha"]}, "sandbox": {"name": "unknown"}}
+    assert len(guard.process(event)) == 1 and len(guard.process(event)) == 1
+
+
+def test_rule_allow_condition_by_sandbox_glob(tmp_path):
+    assert engine(tmp_path).process(exec_event(["alpha"], sandbox="sandbox-trusted-7")) == []
+    assert engine(tmp_path).process(exec_event(["alpha"], comm="ignored")) == []
+
+
+def test_config_allowlist_per_sandbox_and_rule(tmp_path):
+    config = {"allow": [{"rules": ["test.*"], "sandboxes": ["sandbox-a"]}, {"rules": ["other.*"], "ancestors": ["/sbin/init"]}]}
+    guard = engine(tmp_path, config)
+    assert guard.process(exec_event(["alpha"])) == []
+    assert len(guard.process(exec_event(["alpha"], sandbox="sandbox-b"))) == 1
+
+
+def test_disabled_rule_does_not_run(tmp_path):
+    rules = load_rules([write(tmp_path, "r.yaml", KEYWORD_RULE), write(tmp_path, "off.yaml", "rules: [{id: test.keyword, enabled: false}]")])
+    assert DetectionEngine(rules).process(exec_event(["alpha"])) == []
+
+
+def test_event_time_keeps_nanoseconds():
+    assert event_time_ns("1970-01-01T00:00:01.000000002Z") == 1_000_000_002
+    assert event_time_ns("1970-01-01T01:00:00+01:00") == 0
+    assert event_time_ns("yesterday") is None

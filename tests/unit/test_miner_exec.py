@@ -1,0 +1,139 @@
+"""miner.exec: miners caught by name and by command line, renamed or wrapped; benign left alone."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from ebpfguard.detect.engine import DetectionEngine, load_rules
+from ebpfguard.detect.miner_exec import wallet_kind
+
+XMR = "48edfHu7V9Z84YzzMa6fUueoELZ9ZRXq9VetWzYGzKt52XU5xvqgzYnDK9URnRoJMk1j8nLwEVsaSWJ4fhdUyZijBGUicoD"
+ETH = "0x1d7E3d7a3c3d7B8c86B8f0f3b2e8A8f6C3Bd0A11"
+
+
+def alerts_for(argv, *, filename=None, read_file=None, pid=7):
+    engine = DetectionEngine(load_rules(), read_file=read_file)
+    event = {"kind": "exec", "sandbox": {"name": "sandbox-1"}, "process": {"pid": pid, "argv": argv}}
+    if filename:
+        event["filename"] = filename
+    return engine.process(event)
+
+
+def only_alert(argv, **kwargs):
+    [alert] = alerts_for(argv, **kwargs)
+    assert alert["rule"] == "miner.exec"
+    return alert
+
+
+def hint_names(alert):
+    return {hint["hint"] for hint in alert["evidence"]["hints"]}
+
+
+def test_known_miner_binary_is_flagged_by_name():
+    alert = only_alert(["/opt/xmrig-6.21.0/xmrig"])
+    assert alert["evidence"]["binary"] == "xmrig"
+
+
+def test_renamed_xmrig_as_kworker_with_pool_url_is_flagged():
+    alert = only_alert(["/tmp/.x/kworker", "-o", "stratum+tcp://45.9.148.125:80", "-u", XMR])
+    assert alert["evidence"]["binary"] is None
+    assert {"disguise", "pool_url", "wallet"} <= hint_names(alert)
+    assert alert["evidence"]["score"] >= alert["evidence"]["min_score"] == 3
+
+
+def test_renamed_miner_as_systemd_journald_with_pool_args_is_flagged():
+    alert = only_alert(["systemd-journald", "-o", "pool.supportxmr.com:443", "-u", XMR, "-k", "--tls"],
+                       filename="/var/tmp/.s/systemd-journald")
+    assert {"disguise", "pool_host", "wallet"} <= hint_names(alert)
+
+
+def test_miner_started_by_bash_c_is_flagged_with_the_inner_command():
+    alert = only_alert(["bash", "-c", f"cd /tmp && nohup ./update -a rx/0 -o 1.2.3.4:3333 -u {XMR} >/dev/null 2>&1 &"])
+    assert alert["evidence"]["command"][0] == "./update"
+    assert {hint["source"] for hint in alert["evidence"]["hints"]} == {"sh -c"}
+
+
+def test_miner_hidden_in_base64_piped_to_a_shell_is_decoded_and_flagged():
+    payload = base64.b64encode(f"./x -o stratum+tcp://pool.minexmr.com:4444 -u {XMR}".encode()).decode()
+    alert = only_alert(["sh", "-c", f"echo {payload} | base64 -d | sh"])
+    assert {hint["source"] for hint in alert["evidence"]["hints"]} == {"base64"}
+
+
+def test_wrappers_are_peeled_off():
+    alert = only_alert(["nohup", "nice", "-n", "19", "screen", "-dmS", "s", "./svc", "--donate-level", "1"])
+    assert alert["evidence"]["command"] == ["./svc", "--donate-level", "1"]
+
+
+def test_config_file_with_pool_url_is_read_in_the_live_agent():
+    config = json.dumps({"donate-level": 1, "pools": [{"url": "stratum+tcp://gulf.moneroocean.stream:10128", "user": XMR}]})
+    asked = []
+
+    def read_file(event, path):
+        asked.append((event["process"]["pid"], path))
+        return config.encode() if path == "config.json" else None
+
+    alert = only_alert(["./kworker", "-c", "config.json"], read_file=read_file)
+    assert asked == [(7, "config.json")]
+    assert {"pool_url", "donate", "wallet"} <= hint_names(alert)
+    assert "config:config.json" in {hint["source"] for hint in alert["evidence"]["hints"]}
+
+
+def test_config_beside_a_binary_run_without_arguments_is_read():
+    def read_file(event, path):
+        return b'{"pools": [{"url": "pool.hashvault.pro:443"}]}' if path == "/tmp/.cache/config.json" else None
+
+    assert alerts_for(["/tmp/.cache/kworker"], filename="/tmp/.cache/kworker", read_file=read_file)
+
+
+def test_config_option_without_a_file_reader_does_not_alert_for_an_unknown_binary():
+    assert alerts_for(["./kworker", "-c", "config.json"]) == []
+
+
+def test_one_weak_hint_does_not_alert():
+    assert alerts_for(["./trainer", "--cuda"]) == []
+    assert alerts_for(["./tool", "-o", "example.com:8080"]) == []
+    assert alerts_for(["python", "check.py", ETH]) == []
+    assert alerts_for(["/usr/lib/systemd/systemd-journald"]) == []
+
+
+@pytest.mark.parametrize("argv", [
+    ["grep", "-rn", "stratum+tcp://", "logs/"],
+    ["git", "clone", "https://github.com/xmrig/xmrig"],
+    ["pip", "install", "xmrig-wrapper"],
+    ["man", "xmrig"],
+    ["minerva", "--config", "configs/base.yaml"],
+    ["java", "-jar", "minecraft_server.jar", "nogui"],
+    ["hashcat", "-a", "0", "-m", "1400", "hashes.txt"],
+])
+def test_benign_commands_about_miners_are_not_flagged(argv):
+    assert alerts_for(argv) == []
+
+
+def test_data_commands_need_twice_the_score():
+    assert alerts_for(["echo", "stratum+tcp://pool.supportxmr.com:3333"]) == []
+    assert alerts_for(["echo", "-o", "stratum+tcp://pool.supportxmr.com:3333", "-u", XMR])
+
+
+def test_user_file_can_add_a_binary_and_raise_the_bar(tmp_path):
+    extra = tmp_path / "local.yaml"
+    extra.write_text("lists:\n  miner_binaries: [mybadminer]\nrules:\n  - id: miner.exec\n    params: {min_score: 9}\n")
+    engine = DetectionEngine(load_rules([extra]))
+    event = {"kind": "exec", "process": {"argv": ["mybadminer", "-o", "stratum+tcp://h.example:3333", "-a", "rx/0"]}}
+    [alert] = engine.process(event)
+    assert alert["evidence"]["binary"] == "mybadminer" and alert["evidence"]["min_score"] == 9
+
+
+@pytest.mark.parametrize("text, kind", [
+    (XMR, "distinctive"),
+    ("XMR:" + XMR + ".rig1", "distinctive"),
+    (ETH + ".worker", "shape"),
+    ("1P7ujsXeX7GxQwHNnJsRMgAdNkFZmNVqJT", "shape"),
+    ("bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq", "shape"),
+    ("kaspa:qr0lr4ml9fn3chekrqmjdkergxl93l4wrk3dankcgvjq776s9wn9jkdskewva", "distinctive"),
+    ("not-a-wallet-but-long-enough-to-check", None),
+])
+def test_wallet_shapes(text, kind):
+    assert wallet_kind(text) == kind
