@@ -306,6 +306,9 @@ def _parse_plink(args: Sequence[str]) -> SshCommand:
             builder.port = _parse_port(value)
         elif word == "-V":
             builder.exits_early = True
+        elif word == "-load" and value is not None:
+            # A saved session names the host: plink needs no host argument then.
+            builder.destination = f"saved session {value}"
         i += 2 if word in PLINK_WITH_VALUE else 1
     if i < len(args):
         builder.set_destination(args[i])

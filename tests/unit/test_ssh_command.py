@@ -179,3 +179,8 @@ def test_split_config_line_accepts_equals_and_whitespace():
     assert split_config_line("  RemoteForward = 8080 localhost:80 # note") == (
         "remoteforward", ["8080", "localhost:80"])
     assert split_config_line("Host=a b") == ("host", ["a", "b"])
+
+
+def test_plink_saved_session_stands_for_the_host():
+    command = parse_ssh_command("plink", ["-load", "office", "-R", "3389:localhost:3389", "-N"])
+    assert command.opens_remote_forwards
