@@ -181,7 +181,8 @@ def remote_forward_from_config(args: Sequence[str], source: str) -> Optional[Rem
 
 
 def _parse_port(value: str) -> Optional[int]:
-    return int(value) if value.isdigit() else None
+    # isascii: str.isdigit() also accepts digits int() refuses, such as superscripts.
+    return int(value) if value.isascii() and value.isdigit() else None
 
 
 def is_yes(args: Sequence[str]) -> bool:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import OrderedDict
-from typing import Iterable, Optional
+from typing import Iterable, Optional, Union
 
 from ebpfguard.detect.execinfo import event_pid, exec_succeeded, program_and_args
 from ebpfguard.detect.registry import Detector, Event, Finding, RuleContext, detector
@@ -38,7 +38,7 @@ DIALECT_PARAMS = {"openssh": "openssh_clients", "autossh": "autossh_clients",
 DNS_PORT = 53
 
 
-def _ip(value: object) -> Optional[ipaddress._BaseAddress]:
+def _ip(value: object) -> Optional[Union[ipaddress.IPv4Address, ipaddress.IPv6Address]]:
     try:
         return ipaddress.ip_address(str(value))
     except ValueError:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import shlex
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ebpfguard.detect.ssh_command import (
     destination_host, parse_remote_forward, parse_ssh_command, split_config_line,
@@ -184,3 +186,11 @@ def test_split_config_line_accepts_equals_and_whitespace():
 def test_plink_saved_session_stands_for_the_host():
     command = parse_ssh_command("plink", ["-load", "office", "-R", "3389:localhost:3389", "-N"])
     assert command.opens_remote_forwards
+
+
+@given(st.sampled_from(["openssh", "autossh", "dropbear", "plink"]),
+       st.lists(st.one_of(st.sampled_from(["-R", "-o", "-F", "-p", "--", "-O", "-", "host"]),
+                          st.text(max_size=12)), max_size=10))
+def test_any_argv_parses_without_error(client, args):
+    command = parse_ssh_command(client, args)
+    assert all(f.source for f in command.remote_forwards)

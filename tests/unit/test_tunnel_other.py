@@ -5,6 +5,8 @@ from __future__ import annotations
 import shlex
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from shipped_rules import context_for
 
 from ebpfguard.detect.tunnel_other import OtherTunnel
@@ -84,3 +86,10 @@ def test_local_forwards_servers_and_everyday_commands_are_not_tunnels(command_li
 
 def test_failed_exec_is_not_counted():
     assert run("ngrok http 80", retval=-13) == []
+
+
+@given(st.sampled_from(["chisel", "frpc", "ngrok", "cloudflared", "bore", "lt", "code",
+                        "socat", "nc", "bash", "python3", "npx", "busybox"]),
+       st.lists(st.text(max_size=12), max_size=8))
+def test_any_argv_is_classified_without_error(program, args):
+    list(RULE.on_event({"kind": "exec", "argv": [program, *args]}))
