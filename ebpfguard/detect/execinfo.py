@@ -1,0 +1,72 @@
+"""What an `exec` event ran: the program's name and its arguments, as detectors need them."""
+
+from __future__ import annotations
+
+import posixpath
+from typing import Optional, Sequence
+
+from ebpfguard.detect.registry import Event
+
+# Multi-call binaries whose first argument names the applet: `busybox nc -e /bin/sh ...`.
+MULTICALL = ("busybox", "toybox", "dropbearmulti")
+
+
+def basename(path: str) -> str:
+    """The last path component (`/usr/bin/ssh` -> `ssh`)."""
+    return posixpath.basename(path.rstrip("/")) if path else ""
+
+
+def exec_succeeded(event: Event) -> bool:
+    """False for a failed execve (negative `retval`): the image never ran.
+
+    A PATH search (`execvp`) makes one failed call per directory before the one that works,
+    all from the same pid; only the call that succeeded describes a running program.
+    """
+    retval = event.get("retval", 0)
+    return not isinstance(retval, int) or retval >= 0
+
+
+def exec_argv(event: Event) -> list[str]:
+    """The argv of an exec event, top-level (minimal replay form) or under `process`."""
+    argv = event.get("argv")
+    if argv is None:
+        argv = (event.get("process") or {}).get("argv")
+    return [str(a) for a in argv or ()]
+
+
+def program_and_args(event: Event) -> tuple[str, list[str]]:
+    """The program's name and the arguments after argv[0].
+
+    The name comes from the file the kernel was asked to run (argv[0] is free text the caller
+    chooses), falling back to `process.exe`, then argv[0]. Multi-call binaries are unwrapped so
+    `busybox nc ...` reads as `nc ...`.
+    """
+    argv = exec_argv(event)
+    filename = event.get("filename") or ""
+    # fexecve() and friends run `/dev/fd/N` or `/proc/self/fd/N`: that name says nothing.
+    name = "" if filename.startswith(("/dev/fd/", "/proc/")) else basename(filename)
+    if not name:
+        name = basename((event.get("process") or {}).get("exe") or "")
+    if not name and argv:
+        name = basename(argv[0])
+    args = argv[1:]
+    if name in MULTICALL and args:
+        name, args = basename(args[0]), args[1:]
+    return name, args
+
+
+def sandbox_name(event: Event) -> str:
+    """The sandbox an event came from; replay's default for a missing one is `unknown`."""
+    sandbox = event.get("sandbox") or {}
+    return str(sandbox.get("name") or "unknown")
+
+
+def event_pid(event: Event) -> Optional[int]:
+    """The thread-group id of the event's process, when the event names one."""
+    pid = (event.get("process") or {}).get("pid")
+    return pid if isinstance(pid, int) else None
+
+
+def first_positional(args: Sequence[str]) -> Optional[str]:
+    """The first argument that is not an option (does not start with `-`)."""
+    return next((a for a in args if not a.startswith("-")), None)

@@ -1,0 +1,131 @@
+"""`tunnel.ssh_remote_forward`: an ssh client asked to open a remote (reverse) forward.
+
+A remote forward makes the server listen and tunnel what arrives back into the sandbox: the
+way out through a firewall that the incident's agent used. We read the client's argv as the
+client does (`ssh_command`), and in the live agent its configuration files (`ssh_config`).
+
+When to alert. At the exec, always: the forward is requested before the first packet leaves,
+and waiting for a connect would let a tunnel that connects through a ProxyCommand or
+ProxyJump (the connect is made by a child process) go unreported. The exec alert names the
+destination as the command line does (`host`, `port`).
+
+Then, so the alert can carry where the tunnel really goes, the detector remembers the pids it
+flagged (bounded LRU; forgotten on the pid's next exec or its exit) and, on the first connect
+of that pid to an IP address that is not DNS, emits one more finding: the same evidence plus
+`destination: {daddr, dport}`. So a process gives one alert at exec and at most one
+connect-enriched alert, told apart by the `destination` key. Events without a pid (minimal
+replay input) get only the exec alert.
+
+Not tunnels: sshd's own re-exec (`sshd -R`) and scp/sftp/rsync `-R` (other programs: only the
+listed clients are parsed), `-R` inside the remote command, `ssh -V/-G/-Q`, `-O` mux commands
+other than `forward`, and `ClearAllForwardings yes`, which drops every forward.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import OrderedDict
+from typing import Iterable, Optional, Union
+
+from ebpfguard.detect.execinfo import event_pid, exec_succeeded, program_and_args
+from ebpfguard.detect.registry import Detector, Event, Finding, RuleContext, detector
+from ebpfguard.detect.ssh_command import SshCommand, parse_ssh_command
+from ebpfguard.detect.ssh_config import ConfigRead, home_directory, read_remote_forwards
+
+# Rule params naming, per dialect, the list of program names parsed with that dialect.
+DIALECT_PARAMS = {"openssh": "openssh_clients", "autossh": "autossh_clients",
+                  "dropbear": "dropbear_clients", "plink": "plink_clients"}
+DNS_PORT = 53
+
+
+def _ip(value: object) -> Optional[Union[ipaddress.IPv4Address, ipaddress.IPv6Address]]:
+    try:
+        return ipaddress.ip_address(str(value))
+    except ValueError:
+        return None
+
+
+@detector("tunnel.ssh_remote_forward", kinds=("exec", "connect", "exit"))
+class SshRemoteForward(Detector):
+    """Remote forwards requested by ssh, autossh, dbclient and plink."""
+
+    def __init__(self, ctx: RuleContext) -> None:
+        super().__init__(ctx)
+        self.dialect_of = {name: dialect for dialect, key in DIALECT_PARAMS.items()
+                           for name in ctx.params.get(key, ())}
+        self.capacity = int(ctx.params.get("max_tracked_processes", 4096))
+        # pid -> (exec evidence, expected ssh port or None)
+        self.flagged: OrderedDict[int, tuple[dict, Optional[int]]] = OrderedDict()
+
+    def on_event(self, event: Event) -> Iterable[Finding]:
+        kind = event.get("kind")
+        if kind == "exec":
+            return self.on_exec(event)
+        if kind == "connect":
+            return self.on_connect(event)
+        pid = event_pid(event)
+        if pid is not None:
+            self.flagged.pop(pid, None)
+        return ()
+
+    def on_exec(self, event: Event) -> list[Finding]:
+        if not exec_succeeded(event):
+            return []
+        pid = event_pid(event)
+        if pid is not None:
+            self.flagged.pop(pid, None)  # a new image in this pid: the old one is gone
+        name, args = program_and_args(event)
+        dialect = self.dialect_of.get(name)
+        if dialect is None:
+            return []
+        command = parse_ssh_command(dialect, args)
+        if not command.connects:
+            return []
+        forwards = list(command.remote_forwards)
+        evidence: dict = {"client": dialect, "program": name, "host": command.destination,
+                          "port": command.port}
+        if self.ctx.read_file is not None:
+            config = self.read_config(event, command)
+            if config.clear_all_forwardings:
+                return []
+            forwards += config.forwards
+            evidence["config"] = config.as_evidence()
+        if not forwards:
+            return []
+        evidence["forwards"] = [f.as_evidence() for f in forwards]
+        # autossh never connects to the server itself: the ssh it starts does (and is
+        # flagged on its own exec).
+        if pid is not None and dialect != "autossh":
+            self.remember(pid, evidence, command.port)
+        return [Finding(summary=f"{name} opens a remote forward {forwards[0].text!r} "
+                                f"through {command.destination}", evidence=evidence)]
+
+    def read_config(self, event: Event, command: SshCommand) -> ConfigRead:
+        """The forwards the command's config files add; home from the process's passwd."""
+        read_file = self.ctx.read_file
+        assert read_file is not None
+        uid = (event.get("process") or {}).get("uid")
+        home = home_directory(read_file(event, "/etc/passwd"), uid)
+        return read_remote_forwards(command, lambda path: read_file(event, path), home)
+
+    def remember(self, pid: int, evidence: dict, port: Optional[int]) -> None:
+        self.flagged[pid] = (evidence, port)
+        self.flagged.move_to_end(pid)
+        while len(self.flagged) > self.capacity:
+            self.flagged.popitem(last=False)
+
+    def on_connect(self, event: Event) -> list[Finding]:
+        pid = event_pid(event)
+        if pid is None or pid not in self.flagged:
+            return []
+        evidence, port = self.flagged[pid]
+        daddr, dport = _ip(event.get("daddr")), event.get("dport")
+        # The resolver's query (a connected UDP socket to port 53) and unix sockets (the ssh
+        # agent) come before the connect to the server; with a known port, wait for it.
+        if daddr is None or dport == DNS_PORT or (port is not None and dport != port):
+            return []
+        del self.flagged[pid]
+        destination = {"daddr": str(daddr), "dport": dport}
+        return [Finding(summary=f"{evidence['program']} remote forward connected to "
+                                f"{daddr} port {dport}",
+                        evidence={**evidence, "destination": destination})]
