@@ -25,7 +25,11 @@ CONDITION_FIELDS = {
 
 
 def compile_globs(globs: Iterable[str]) -> Pattern[str]:
-    """One regex that matches a whole string when any of the shell globs does."""
+    """One regex that matches a whole string when any of the shell globs does (and, for an
+    empty list, matches nothing: an empty allowlist must not allow everything)."""
+    globs = list(globs)
+    if not globs:
+        return re.compile(r"(?!)")
     return re.compile("|".join(fnmatch.translate(glob) for glob in globs))
 
 

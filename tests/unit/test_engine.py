@@ -74,3 +74,11 @@ def test_event_time_keeps_nanoseconds():
     assert event_time_ns("1970-01-01T00:00:01.000000002Z") == 1_000_000_002
     assert event_time_ns("1970-01-01T01:00:00+01:00") == 0
     assert event_time_ns("yesterday") is None
+
+
+def test_an_empty_sandbox_allowlist_allows_nothing():
+    from ebpfguard.detect.conditions import compile_globs
+
+    assert compile_globs([]).match("sandbox-1") is None
+    assert compile_globs([]).match("") is None
+    assert compile_globs(["sandbox-*"]).match("sandbox-1")
