@@ -9,19 +9,18 @@
 
 #define TASK_COMM_LEN 16
 
-/* argv bound: 32 arguments of up to 256 bytes each (8.4 KiB a record). A record is copied
- * whole into the ring buffer, so the bound sets the per-exec cost and the ring's capacity
- * (a 16 MiB ring holds about 1,900 execs, a second of this host's top exec rate). Real
- * miner and tunnel command lines fit well inside it; anything beyond is flagged with
- * EXEC_ARGV_TRUNCATED so a padded command line cannot hide its tail unseen. */
-#define ARGV_MAX_ARGS 32
-#define ARGV_ARG_LEN 256
-/* One argument's slot: ARGV_ARG_LEN bytes, the NUL, padding to 8. */
-#define ARGV_SLOT_LEN 264
+/* argv bound: up to 64 arguments, 16 KiB in all, 4 KiB (with its NUL) each. Arguments are
+ * packed one after another, so a typical exec costs a few hundred bytes of ring buffer, and a
+ * long `sh -c` script or base64 payload still arrives whole. Whatever is cut is flagged with
+ * EXEC_ARGV_TRUNCATED, so a padded command line cannot hide its tail unseen. */
+#define ARGV_MAX_ARGS 64
+#define ARGV_ARG_READ 4096
+#define ARGV_BUF_LEN 16384
 #define FILENAME_LEN 256
 
 enum event_kind {
-	EVENT_EXEC = 1,
+	EVENT_EXEC = 1,        /* at execve's exit: the result */
+	EVENT_EXEC_ARGS = 6,   /* at execve's entry: what was asked for */
 	EVENT_FORK = 2,
 	EVENT_EXIT = 3,
 	EVENT_SOCKET = 4,
@@ -37,7 +36,7 @@ enum probe_family {
 };
 
 /* exec_event.flags */
-#define EXEC_ARGV_TRUNCATED 0x1     /* more than ARGV_MAX_ARGS args, or one longer than ARGV_ARG_LEN */
+#define EXEC_ARGV_TRUNCATED 0x1     /* more args, or longer ones, than the bounds above */
 #define EXEC_FILENAME_TRUNCATED 0x2
 #define EXEC_VIA_EXECVEAT 0x4
 
@@ -54,14 +53,23 @@ struct event_header {
 	char comm[TASK_COMM_LEN];
 };
 
+/* An exec is two records from the same thread group: its arguments, sent at entry (after a
+ * successful exec the caller's memory is gone), then its result. Userspace joins them by pid:
+ * staging 16 KiB per in-flight exec in a kernel hash map would pin megabytes for nothing. */
+struct exec_args_event {
+	struct event_header hdr;
+	__u32 argc;       /* arguments captured in args */
+	__u32 flags;      /* EXEC_* */
+	__u32 args_size;  /* bytes used in args: argc NUL-terminated strings */
+	__u32 _pad;
+	char filename[FILENAME_LEN];
+	char args[ARGV_BUF_LEN];  /* only args_size bytes of it are sent */
+};
+
 struct exec_event {
 	struct event_header hdr;
 	__s32 retval;     /* 0, or -errno for a failed exec */
-	__u32 argc;       /* arguments captured in argv */
-	__u32 flags;      /* EXEC_* */
 	__u32 _pad;
-	char filename[FILENAME_LEN];
-	char argv[ARGV_MAX_ARGS][ARGV_SLOT_LEN];
 };
 
 struct fork_event {

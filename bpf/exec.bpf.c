@@ -1,32 +1,40 @@
-/* exec probe family: one exec_event per execve/execveat call, emitted at syscall exit with
- * the argv captured at entry, so failed execs are reported too (retval = -errno). */
+/* exec probe family: every execve/execveat call, failed ones included.
+ *
+ * At entry the filename and argv are copied (after a successful exec the caller's memory is
+ * gone) and sent as an exec_args_event; at exit the result follows as an exec_event, and
+ * userspace joins the two by pid. */
 #include "common.h"
 
-/* Records under construction, keyed by tgid: a successful exec from a non-leader thread
- * takes over the leader's pid (de_thread), so the exit sees the tgid, not the old tid. */
-BPF_HASH(execs, u32, struct exec_event, 10240);
-/* Staging area: an exec_event is far larger than the 512-byte BPF stack. */
-BPF_PERCPU_ARRAY(exec_scratch, struct exec_event, 1);
+/* Staging area: an exec_args_event is far larger than the 512-byte BPF stack. */
+BPF_PERCPU_ARRAY(exec_scratch, struct exec_args_event, 1);
 
-static __always_inline void read_argv(struct exec_event *e, const char *const *argv)
+#define ARGS_LAST_START (ARGV_BUF_LEN - ARGV_ARG_READ)
+
+static __always_inline void read_argv(struct exec_args_event *e, const char *const *argv)
 {
 	const char *arg = NULL;
+	u32 i;
 
-	for (u32 i = 0; i < ARGV_MAX_ARGS; i++) {
+	for (i = 0; i < ARGV_MAX_ARGS; i++) {
 		if (bpf_probe_read_user(&arg, sizeof(arg), &argv[i]) || !arg)
 			return;
-		/* Read one byte past ARGV_ARG_LEN: a full read then means "longer than kept"
-		 * unless the byte after the kept ones is the terminator. */
-		long n = bpf_probe_read_user_str(e->argv[i], ARGV_ARG_LEN + 1, arg);
-		if (n < 0)
+		if (e->args_size > ARGS_LAST_START) {
+			e->flags |= EXEC_ARGV_TRUNCATED;  /* out of room for another argument */
 			return;
-		e->argc = i + 1;
-		if (n == ARGV_ARG_LEN + 1) {
+		}
+		long n = bpf_probe_read_user_str(&e->args[e->args_size], ARGV_ARG_READ, arg);
+		if (n <= 0)
+			return;
+		/* A full read keeps ARGV_ARG_READ - 1 bytes: the argument was longer unless the
+		 * byte after them is its terminator. */
+		if (n == ARGV_ARG_READ) {
 			char next = 0;
-			bpf_probe_read_user(&next, 1, arg + ARGV_ARG_LEN);
+			bpf_probe_read_user(&next, 1, arg + ARGV_ARG_READ - 1);
 			if (next)
 				e->flags |= EXEC_ARGV_TRUNCATED;
 		}
+		e->args_size += n;
+		e->argc = i + 1;
 	}
 	if (!bpf_probe_read_user(&arg, sizeof(arg), &argv[ARGV_MAX_ARGS]) && arg)
 		e->flags |= EXEC_ARGV_TRUNCATED;
@@ -35,34 +43,35 @@ static __always_inline void read_argv(struct exec_event *e, const char *const *a
 static __always_inline int exec_enter(const char *filename, const char *const *argv, u32 flags)
 {
 	u32 zero = 0;
-	u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	struct exec_event *e = exec_scratch.lookup(&zero);
+	struct exec_args_event *e = exec_scratch.lookup(&zero);
 
 	if (!e)
 		return 0;
-	/* The scratch slot is reused: clear what a previous, longer record left behind. */
-	__builtin_memset(e, 0, sizeof(e->hdr) + 16 + FILENAME_LEN);
+	fill_header(&e->hdr, EVENT_EXEC_ARGS);
+	e->argc = 0;
+	e->args_size = 0;
 	e->flags = flags;
 	long n = bpf_probe_read_user_str(e->filename, sizeof(e->filename), filename);
 	if (n == sizeof(e->filename))
 		e->flags |= EXEC_FILENAME_TRUNCATED;
+	else if (n < 0)
+		e->filename[0] = 0;
 	read_argv(e, argv);
-	if (execs.update(&tgid, e))
-		count_lost(PROBE_EXEC);
+
+	u64 size = offsetof(struct exec_args_event, args) + e->args_size;
+	if (size > sizeof(*e))
+		size = sizeof(*e);
+	submit(e, size, PROBE_EXEC);
 	return 0;
 }
 
 static __always_inline int exec_exit(long ret)
 {
-	u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	struct exec_event *e = execs.lookup(&tgid);
+	struct exec_event e = {};
 
-	if (!e)
-		return 0;
-	fill_header(&e->hdr, EVENT_EXEC);
-	e->retval = ret;
-	submit(e, sizeof(*e), PROBE_EXEC);
-	execs.delete(&tgid);
+	fill_header(&e.hdr, EVENT_EXEC);
+	e.retval = ret;
+	submit(&e, sizeof(e), PROBE_EXEC);
 	return 0;
 }
 

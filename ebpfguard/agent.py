@@ -15,7 +15,7 @@ from typing import Callable, Mapping, Optional, TextIO
 
 from ebpfguard.enrich import BootClock, Enricher
 from ebpfguard.events import (
-    ConnectRecord, DecodeError, ExecRecord, ExitRecord, ForkRecord, SocketRecord, decode,
+    ConnectRecord, DecodeError, ExecArgsRecord, ExecRecord, ExitRecord, ForkRecord, SocketRecord, decode,
 )
 from ebpfguard.load import ProbeSet
 from ebpfguard.proctable import ProcessTable
@@ -44,6 +44,9 @@ class Pipeline:
             stage = "enrich"
             if isinstance(record, ForkRecord):
                 self.enricher.on_fork(record)
+                return
+            if isinstance(record, ExecArgsRecord):
+                self.enricher.on_exec_args(record)
                 return
             if isinstance(record, ExecRecord):
                 event = self.enricher.exec_event(record)

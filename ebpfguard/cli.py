@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Optional
@@ -36,6 +37,22 @@ if TYPE_CHECKING:
     from ebpfguard.detect.rulefile import RuleSet
 
 
+rules_option = click.option(
+    "--rules", "rule_files", multiple=True, metavar="FILE", envvar="EBPFGUARD_RULES",
+    type=click.Path(dir_okay=False, path_type=Path), help="Rules file extending the shipped rules (repeatable).",
+)
+
+
+def _load_rules_or_exit(rule_files: tuple[Path, ...]) -> RuleSet:
+    from ebpfguard.detect.engine import RulesError, load_rules
+
+    try:
+        return load_rules(rule_files)
+    except RulesError as problems:
+        click.echo(str(problems), err=True)
+        sys.exit(2)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="ebpfguard")
 def main() -> None:
@@ -44,10 +61,11 @@ def main() -> None:
 
 @main.command()
 @config_option
+@rules_option
 @click.option("--output", type=click.Path(dir_okay=False), metavar="FILE",
               help="Append events to FILE instead of stdout (each line flushed within 100 ms).")
 @click.option("--ebpf", is_flag=True, hidden=True, help="Print the BPF program and its flags, then exit.")
-def run(config_path: Optional[Path], output: Optional[str], ebpf: bool) -> None:
+def run(config_path: Optional[Path], rule_files: tuple[Path, ...], output: Optional[str], ebpf: bool) -> None:
     """Run the agent: events and alerts as JSON Lines on stdout, logs on stderr.
 
     Prints `ready` on stderr once every probe is attached; SIGINT or SIGTERM detach them all.
@@ -56,11 +74,16 @@ def run(config_path: Optional[Path], output: Optional[str], ebpf: bool) -> None:
     from ebpfguard.load import ProbeError, compile_flags, program_text, tracefs_root
     from ebpfguard.sandbox import cgroup_root_from_proc, validate_matchers
 
+    from ebpfguard.detect.config import DetectConfigError
+    from ebpfguard.detect.engine import DetectionEngine
+    from ebpfguard.detect.procfiles import read_process_file
+
     config = config_or_fail(config_path)
     try:
         validate_matchers(config["sandbox"]["matchers"])
-    except ValueError as exc:
-        fail(f"{config_path or 'default config'}: sandbox.matchers: {exc}")
+        engine = DetectionEngine(_load_rules_or_exit(rule_files), config["detect"], read_file=read_process_file)
+    except (ValueError, DetectConfigError) as exc:
+        fail(f"{config_path or 'default config'}: {exc}")
     if ebpf:
         click.echo(f"// cflags: {' '.join(compile_flags(config, tracefs_root() or '/sys/kernel/tracing'))}")
         click.echo(program_text())
@@ -75,8 +98,9 @@ def run(config_path: Optional[Path], output: Optional[str], ebpf: bool) -> None:
         fail("no cgroup2 filesystem is mounted (see `ebpfguard doctor`)")
     from ebpfguard.agent import Agent
 
+    logging.basicConfig(format="ebpfguard: %(levelname)s: %(message)s", level=logging.WARNING)
     try:
-        agent = Agent(config, output, cgroup_root)
+        agent = Agent(config, output, cgroup_root, detect=engine.process)
     except OSError as exc:
         fail(f"cannot open output {output}: {exc.strerror}")
     try:
@@ -105,20 +129,6 @@ def doctor() -> None:
 
 # -- detection: replay and rules ---------------------------------------------------------------
 
-rules_option = click.option(
-    "--rules", "rule_files", multiple=True, metavar="FILE", envvar="EBPFGUARD_RULES",
-    type=click.Path(dir_okay=False, path_type=Path), help="Rules file extending the shipped rules (repeatable).",
-)
-
-
-def _load_rules_or_exit(rule_files: tuple[Path, ...]) -> RuleSet:
-    from ebpfguard.detect.engine import RulesError, load_rules
-
-    try:
-        return load_rules(rule_files)
-    except RulesError as problems:
-        click.echo(str(problems), err=True)
-        sys.exit(2)
 
 
 @main.command()

@@ -11,7 +11,11 @@ import socket
 import time
 from typing import Mapping, Optional
 
-from ebpfguard.events import ConnectRecord, ExecRecord, ExitRecord, ForkRecord, Header, SocketRecord
+from collections import OrderedDict
+
+from ebpfguard.events import (
+    ConnectRecord, ExecArgsRecord, ExecRecord, ExitRecord, ForkRecord, Header, SocketRecord,
+)
 from ebpfguard.proctable import ProcessTable
 from ebpfguard.sandbox import CgroupIndex, resolve_sandbox
 
@@ -94,14 +98,28 @@ class Enricher:
         self.sandbox_settings = sandbox_settings
         self.clock = clock
         self.host_netns_cookie = netns_cookie_of_this_process()
+        # exec arguments waiting for their result, by pid (a process execs one thing at a time)
+        self._exec_args: OrderedDict[int, ExecArgsRecord] = OrderedDict()
+
+    MAX_PENDING_EXECS = 4096
 
     def on_fork(self, rec: ForkRecord) -> None:
         self.procs.on_fork(rec.hdr.pid, rec.child_pid, rec.clone_flags, text(rec.hdr.comm))
 
+    def on_exec_args(self, rec: ExecArgsRecord) -> None:
+        self._exec_args[rec.hdr.pid] = rec
+        self._exec_args.move_to_end(rec.hdr.pid)
+        if len(self._exec_args) > self.MAX_PENDING_EXECS:
+            self._exec_args.popitem(last=False)
+
     def exec_event(self, rec: ExecRecord) -> dict:
+        """The exec event: the result joined with the arguments sent at entry."""
+        asked = self._exec_args.pop(rec.hdr.pid, None)
+        if asked is None:  # its entry record was lost (counted by the kernel) or predates us
+            return self._exec_without_args(rec)
         comm = text(rec.hdr.comm)
-        argv = argv_fields(rec.argv)
-        filename = text(rec.filename)
+        argv = argv_fields(asked.argv)
+        filename = text(asked.filename)
         exe = None
         if rec.retval == 0:
             exe = _exe_of(rec.hdr.pid, filename)
@@ -109,8 +127,15 @@ class Enricher:
         else:
             known = self.procs.lookup(rec.hdr.pid)
             exe = known.exe if known else None
-        event = self._base("exec", rec.hdr, comm, exe, argv, rec.argv_truncated)
+        event = self._base("exec", rec.hdr, comm, exe, argv, asked.argv_truncated)
         event["filename"] = filename
+        event["retval"] = rec.retval
+        return event
+
+    def _exec_without_args(self, rec: ExecRecord) -> dict:
+        event = self._base("exec", rec.hdr, text(rec.hdr.comm), None, None, False)
+        event["partial"] = sorted(set(event.get("partial", [])) | {"argv", "filename"})
+        event["filename"] = None
         event["retval"] = rec.retval
         return event
 

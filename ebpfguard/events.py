@@ -74,18 +74,19 @@ EVENT_HEADER = Layout(
         ("comm", f"{C['TASK_COMM_LEN']}s"),
     ),
 )
-EXEC_EVENT = Layout(
-    "exec_event",
+EXEC_ARGS_EVENT = Layout(
+    "exec_args_event",
     _nested("hdr", EVENT_HEADER)
     + (
-        ("retval", "i"),
         ("argc", "I"),
         ("flags", "I"),
+        ("args_size", "I"),
         ("_pad", "I"),
         ("filename", f"{C['FILENAME_LEN']}s"),
-        ("argv", f"{C['ARGV_MAX_ARGS'] * C['ARGV_SLOT_LEN']}s"),
+        ("args", f"{C['ARGV_BUF_LEN']}s"),
     ),
 )
+EXEC_EVENT = Layout("exec_event", _nested("hdr", EVENT_HEADER) + (("retval", "i"), ("_pad", "I")))
 FORK_EVENT = Layout(
     "fork_event",
     _nested("hdr", EVENT_HEADER) + (("child_pid", "I"), ("_pad", "I"), ("clone_flags", "Q")),
@@ -112,7 +113,7 @@ CONNECT_EVENT = Layout(
     ),
 )
 
-LAYOUTS = (EVENT_HEADER, EXEC_EVENT, FORK_EVENT, EXIT_EVENT, SOCKET_EVENT, CONNECT_EVENT)
+LAYOUTS = (EVENT_HEADER, EXEC_ARGS_EVENT, EXEC_EVENT, FORK_EVENT, EXIT_EVENT, SOCKET_EVENT, CONNECT_EVENT)
 
 
 @dataclass(frozen=True)
@@ -128,14 +129,23 @@ class Header:
 
 
 @dataclass(frozen=True)
-class ExecRecord:
+class ExecArgsRecord:
+    """What an exec asked for, sent at syscall entry."""
+
     hdr: Header
-    retval: int
     filename: bytes
     argv: tuple[bytes, ...]
     argv_truncated: bool
     filename_truncated: bool
     via_execveat: bool
+
+
+@dataclass(frozen=True)
+class ExecRecord:
+    """An exec's result, sent at syscall exit (in the new program, when it succeeded)."""
+
+    hdr: Header
+    retval: int
 
 
 @dataclass(frozen=True)
@@ -171,7 +181,7 @@ class ConnectRecord:
     retval: int
 
 
-Record = Union[ExecRecord, ForkRecord, ExitRecord, SocketRecord, ConnectRecord]
+Record = Union[ExecArgsRecord, ExecRecord, ForkRecord, ExitRecord, SocketRecord, ConnectRecord]
 
 
 class DecodeError(ValueError):
@@ -179,13 +189,14 @@ class DecodeError(ValueError):
 
 
 _HEADER = struct.Struct(EVENT_HEADER.fmt)
+# exec_args_event arrives cut to its used length: unpack its fixed part, then the args.
+_EXEC_ARGS_FIXED = struct.Struct(EXEC_ARGS_EVENT.fmt[: -len(f"{C['ARGV_BUF_LEN']}s")])
 _EXEC = struct.Struct(EXEC_EVENT.fmt)
 _FORK = struct.Struct(FORK_EVENT.fmt)
 _EXIT = struct.Struct(EXIT_EVENT.fmt)
 _SOCKET = struct.Struct(SOCKET_EVENT.fmt)
 _CONNECT = struct.Struct(CONNECT_EVENT.fmt)
 _AF_INET = 2
-_SLOT = C["ARGV_SLOT_LEN"]
 
 
 def _cstr(raw: bytes) -> bytes:
@@ -203,18 +214,23 @@ def decode(data: Union[bytes, memoryview]) -> Record:
     """Decode one ring-buffer record; DecodeError if it is not one of ours."""
     data = memoryview(data)
     kind = _unpack(_HEADER, data, "event")[2]
-    if kind == C["EVENT_EXEC"]:
-        *head, retval, argc, flags, _pad, filename, argv = _unpack(_EXEC, data, "exec")
-        argc = min(argc, C["ARGV_MAX_ARGS"])
-        return ExecRecord(
+    if kind == C["EVENT_EXEC_ARGS"]:
+        *head, argc, flags, args_size, _pad, filename = _unpack(_EXEC_ARGS_FIXED, data, "exec args")
+        end = _EXEC_ARGS_FIXED.size + args_size
+        if args_size > C["ARGV_BUF_LEN"] or len(data) < end:
+            raise DecodeError(f"exec args record of {len(data)} bytes claims {args_size} bytes of args")
+        args = bytes(data[_EXEC_ARGS_FIXED.size : end]).split(b"\0")
+        return ExecArgsRecord(
             _header(head),
-            retval,
             _cstr(filename),
-            tuple(_cstr(argv[i * _SLOT : (i + 1) * _SLOT]) for i in range(argc)),
+            tuple(args[: min(argc, len(args) - 1, C["ARGV_MAX_ARGS"])]),
             argv_truncated=bool(flags & C["EXEC_ARGV_TRUNCATED"]),
             filename_truncated=bool(flags & C["EXEC_FILENAME_TRUNCATED"]),
             via_execveat=bool(flags & C["EXEC_VIA_EXECVEAT"]),
         )
+    if kind == C["EVENT_EXEC"]:
+        *head, retval, _pad = _unpack(_EXEC, data, "exec")
+        return ExecRecord(_header(head), retval)
     if kind == C["EVENT_FORK"]:
         *head, child, _pad, clone_flags = _unpack(_FORK, data, "fork")
         return ForkRecord(_header(head), child, clone_flags)

@@ -107,7 +107,7 @@ class RunningAgent:
 
 @pytest.fixture(scope="session")
 def agent(tmp_path_factory) -> Iterator[RunningAgent]:
-    running = RunningAgent(tmp_path_factory.mktemp("agent"))
+    running = RunningAgent(tmp_path_factory.mktemp("agent"), ("--rules", str(Path(__file__).parent / "rules_overlay.yaml")))
     yield running
     assert running.stop() == 0, running.stderr[-4000:]
 
@@ -185,3 +185,8 @@ def marker() -> str:
 
 def has_arg(token: str, kind: str = "exec") -> Callable[[dict], bool]:
     return lambda e: e["kind"] == kind and token in e["process"]["argv"]
+
+
+def alert_for(rule: str, match: Callable[[dict], bool] = lambda e: True) -> Callable[[dict], bool]:
+    """Matches alerts of `rule` whose triggering event matches."""
+    return lambda e: e["kind"] == "alert" and e["rule"] == rule and match(e["event"])

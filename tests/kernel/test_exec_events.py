@@ -25,6 +25,7 @@ def test_argv_is_exact_including_empty_strings_and_non_utf8(agent, make_cgroup):
 def test_a_thousand_args_are_cut_and_flagged(agent):
     token = marker()
     subprocess.run(["/bin/true", token] + [f"a{i}" for i in range(998)], check=True)
+    # Short arguments: the count bound cuts them, not the byte bound.
     event = agent.wait_for(has_arg(token))
     assert len(event["process"]["argv"]) == C["ARGV_MAX_ARGS"]
     assert event["process"]["argv"][2:5] == ["a0", "a1", "a2"]
@@ -33,7 +34,7 @@ def test_a_thousand_args_are_cut_and_flagged(agent):
 
 def test_an_argument_longer_than_the_bound_is_flagged(agent):
     token = marker()
-    exactly = "x" * C["ARGV_ARG_LEN"]
+    exactly = "x" * (C["ARGV_ARG_READ"] - 1)
     subprocess.run(["/bin/true", token, exactly], check=True)
     fits = agent.wait_for(has_arg(token))
     assert fits["process"]["argv"][2] == exactly and not fits["process"]["argv_truncated"]
@@ -98,3 +99,13 @@ def test_event_carries_the_cgroup_the_process_was_moved_into(agent, make_cgroup)
     assert event["sandbox"]["cgroup"] == cg.rel
     assert event["sandbox"]["cgroup_id"] == os.stat(cg.path).st_ino
     assert event["process"]["comm"] == "true" and event["process"]["uid"] == 0
+
+
+def test_arguments_past_the_byte_bound_are_cut_and_flagged(agent):
+    token = marker()
+    long_args = [f"{i}" * 3000 for i in range(10)]  # 30 KB: past the 16 KiB buffer
+    subprocess.run(["/bin/true", token] + long_args, check=True)
+    event = agent.wait_for(has_arg(token))
+    argv = event["process"]["argv"]
+    assert argv[2:4] == long_args[:2] and 2 < len(argv) < 12
+    assert event["process"]["argv_truncated"] is True

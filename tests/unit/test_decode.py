@@ -5,35 +5,43 @@ import struct
 import pytest
 
 from ebpfguard import events
-from ebpfguard.events import C, DecodeError, ExecRecord, ExitRecord, ForkRecord, decode
+from ebpfguard.events import C, DecodeError, ExecArgsRecord, ExecRecord, ExitRecord, ForkRecord, decode
 
 
 def header(kind, pid=4242, comm=b"xmrig"):
     return struct.pack(events.EVENT_HEADER.fmt, 123456789, 777, kind, pid, pid + 1, 1000, comm)
 
 
-def exec_record(argv, filename=b"/usr/bin/x", retval=0, flags=0):
-    slot = C["ARGV_SLOT_LEN"]
-    argv_bytes = b"".join(a + b"\0" * (slot - len(a)) for a in argv)
-    argv_bytes += b"\0" * (C["ARGV_MAX_ARGS"] * slot - len(argv_bytes))
-    tail = struct.pack("<iIII", retval, len(argv), flags, 0)
-    return header(C["EVENT_EXEC"]) + tail + filename.ljust(C["FILENAME_LEN"], b"\0") + argv_bytes
+def exec_args_record(argv, filename=b"/usr/bin/x", flags=0):
+    """As the kernel sends it: cut to the bytes of args actually used."""
+    args = b"".join(a + b"\0" for a in argv)
+    fixed = struct.pack("<IIII", len(argv), flags, len(args), 0)
+    return header(C["EVENT_EXEC_ARGS"]) + fixed + filename.ljust(C["FILENAME_LEN"], b"\0") + args
 
 
-def test_exec_record_decodes_argv_exactly_including_empty_and_non_utf8():
+def test_exec_args_record_decodes_argv_exactly_including_empty_and_non_utf8():
     argv = (b"xmrig", b"", b"-o", b"\xff\xfe pool")
-    rec = decode(exec_record(argv))
-    assert isinstance(rec, ExecRecord)
+    rec = decode(exec_args_record(argv))
+    assert isinstance(rec, ExecArgsRecord)
     assert rec.argv == argv
     assert rec.filename == b"/usr/bin/x"
     assert rec.hdr.pid == 4242 and rec.hdr.cgroup_id == 777 and rec.hdr.comm == b"xmrig"
     assert not rec.argv_truncated
 
 
-def test_exec_flags_and_failed_retval():
+def test_exec_args_flags_and_exec_result():
     flags = C["EXEC_ARGV_TRUNCATED"] | C["EXEC_VIA_EXECVEAT"]
-    rec = decode(exec_record((b"a",), retval=-2, flags=flags))
-    assert rec.retval == -2 and rec.argv_truncated and rec.via_execveat
+    rec = decode(exec_args_record((b"a",), flags=flags))
+    assert rec.argv_truncated and rec.via_execveat
+    result = decode(header(C["EVENT_EXEC"]) + struct.pack("<iI", -2, 0))
+    assert isinstance(result, ExecRecord) and result.retval == -2
+
+
+def test_exec_args_record_claiming_more_bytes_than_it_has_is_rejected():
+    raw = bytearray(exec_args_record((b"abc",)))
+    struct.pack_into("<I", raw, events.EVENT_HEADER.size + 8, 9999)
+    with pytest.raises(DecodeError):
+        decode(bytes(raw))
 
 
 def test_fork_and_exit_records():
