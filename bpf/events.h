@@ -21,6 +21,7 @@
 enum event_kind {
 	EVENT_EXEC = 1,        /* at execve's exit: the result */
 	EVENT_EXEC_ARGS = 6,   /* at execve's entry: what was asked for */
+	EVENT_FLOW = 7,
 	EVENT_FORK = 2,
 	EVENT_EXIT = 3,
 	EVENT_SOCKET = 4,
@@ -32,7 +33,8 @@ enum probe_family {
 	PROBE_EXEC = 0,
 	PROBE_PROC = 1,
 	PROBE_NET = 2,
-	PROBE_FAMILIES = 3,
+	PROBE_FLOW = 3,
+	PROBE_FAMILIES = 4,
 };
 
 /* exec_event.flags */
@@ -101,6 +103,38 @@ struct connect_event {
 	__u16 dport;        /* host byte order */
 	__s32 retval;       /* 0, or -errno (-EINPROGRESS for a non-blocking connect) */
 	__u8 daddr[16];     /* IPv4 in the first 4 bytes */
+};
+
+/* Flow capture bound: the first FLOW_PAYLOAD_MAX bytes of each of the first FLOW_SEGMENTS_MAX
+ * data segments per direction of a flow that passes the in-kernel prefilter. 512 bytes hold a
+ * Monero login (its 95-character wallet comes before the `agent` field) and a ClientHello's SNI. */
+#define FLOW_PAYLOAD_MAX 512
+#define FLOW_SEGMENTS_MAX 4
+
+enum flow_direction {
+	FLOW_EGRESS = 0,
+	FLOW_INGRESS = 1,
+};
+
+/* flow_event.flags */
+#define FLOW_OWNER_UNKNOWN 0x1      /* no socket-creation record: pid, uid and comm are 0 */
+
+struct flow_event {
+	struct event_header hdr;  /* the socket's creator (process context is gone in softirq) */
+	__u64 sock_cookie;
+	__u32 payload_len;  /* the segment's payload bytes on the wire */
+	__u32 captured;     /* bytes of it in payload */
+	__u16 family;
+	__u16 dport;        /* the remote port, host byte order, in either direction */
+	__u16 sport;        /* the local port */
+	__u8 direction;     /* enum flow_direction */
+	__u8 protocol;      /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 seq;           /* data segment index within this flow and direction */
+	__u8 flags;         /* FLOW_* */
+	__u16 _pad;
+	__u32 _pad2;
+	__u8 daddr[16];     /* the remote address; IPv4 in the first 4 bytes */
+	__u8 payload[FLOW_PAYLOAD_MAX];  /* only `captured` bytes of it are sent */
 };
 
 #endif

@@ -15,7 +15,8 @@ from typing import Callable, Mapping, Optional, TextIO
 
 from ebpfguard.enrich import BootClock, Enricher
 from ebpfguard.events import (
-    ConnectRecord, DecodeError, ExecArgsRecord, ExecRecord, ExitRecord, ForkRecord, SocketRecord, decode,
+    ConnectRecord, DecodeError, ExecArgsRecord, ExecRecord, ExitRecord, FlowRecord, ForkRecord,
+    SocketRecord, decode,
 )
 from ebpfguard.load import ProbeSet
 from ebpfguard.proctable import ProcessTable
@@ -56,6 +57,8 @@ class Pipeline:
                 event = self.enricher.connect_event(record)
             elif isinstance(record, SocketRecord):
                 event = self.enricher.socket_event(record)
+            elif isinstance(record, FlowRecord):
+                event = self.enricher.flow_event(record)
             else:
                 return
             self.emit(event)

@@ -14,7 +14,8 @@ from typing import Mapping, Optional
 from collections import OrderedDict
 
 from ebpfguard.events import (
-    ConnectRecord, ExecArgsRecord, ExecRecord, ExitRecord, ForkRecord, Header, SocketRecord,
+    ConnectRecord, ExecArgsRecord, ExecRecord, ExitRecord, FlowRecord, ForkRecord, Header,
+    SocketRecord,
 )
 from ebpfguard.proctable import ProcessTable
 from ebpfguard.sandbox import CgroupIndex, resolve_sandbox
@@ -160,6 +161,26 @@ class Enricher:
         event["sock_cookie"] = rec.sock_cookie
         if self.host_netns_cookie is not None:
             event["host_netns"] = rec.netns_cookie == self.host_netns_cookie
+        return event
+
+    def flow_event(self, rec: FlowRecord) -> dict:
+        """A `flow` event: the remote end, and the first bytes of one segment."""
+        if rec.owner_known:
+            event = self._process_event("flow", rec.hdr)
+        else:  # a socket we did not see created (accepted, or older than the agent)
+            event = self._base("flow", rec.hdr, "", None, None, False)
+            event["partial"] = sorted(set(event.get("partial", [])) | {"process"})
+            event["process"]["pid"] = None
+            event["process"]["uid"] = None
+        event["direction"] = "egress" if rec.egress else "ingress"
+        event["protocol"] = _PROTOCOLS.get(rec.protocol, str(rec.protocol))
+        event["daddr"] = str(ipaddress.ip_address(rec.daddr))
+        event["dport"] = rec.dport
+        event["sport"] = rec.sport
+        event["flow_id"] = rec.sock_cookie
+        event["seq"] = rec.seq
+        event["payload_len"] = rec.payload_len
+        event["payload_b64"] = base64.b64encode(rec.payload).decode("ascii")
         return event
 
     def _process_event(self, kind: str, hdr: Header) -> dict:

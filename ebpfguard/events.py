@@ -113,7 +113,29 @@ CONNECT_EVENT = Layout(
     ),
 )
 
-LAYOUTS = (EVENT_HEADER, EXEC_ARGS_EVENT, EXEC_EVENT, FORK_EVENT, EXIT_EVENT, SOCKET_EVENT, CONNECT_EVENT)
+FLOW_EVENT = Layout(
+    "flow_event",
+    _nested("hdr", EVENT_HEADER)
+    + (
+        ("sock_cookie", "Q"),
+        ("payload_len", "I"),
+        ("captured", "I"),
+        ("family", "H"),
+        ("dport", "H"),
+        ("sport", "H"),
+        ("direction", "B"),
+        ("protocol", "B"),
+        ("seq", "B"),
+        ("flags", "B"),
+        ("_pad", "H"),
+        ("_pad2", "I"),
+        ("daddr", "16s"),
+        ("payload", f"{C['FLOW_PAYLOAD_MAX']}s"),
+    ),
+)
+
+LAYOUTS = (EVENT_HEADER, EXEC_ARGS_EVENT, EXEC_EVENT, FORK_EVENT, EXIT_EVENT, SOCKET_EVENT, CONNECT_EVENT,
+           FLOW_EVENT)
 
 
 @dataclass(frozen=True)
@@ -181,7 +203,25 @@ class ConnectRecord:
     retval: int
 
 
-Record = Union[ExecArgsRecord, ExecRecord, ForkRecord, ExitRecord, SocketRecord, ConnectRecord]
+@dataclass(frozen=True)
+class FlowRecord:
+    """The first bytes of one data segment (or one DNS packet) of a flow."""
+
+    hdr: Header  # the socket's creator; pid 0 when owner_known is False
+    sock_cookie: int
+    owner_known: bool
+    egress: bool
+    protocol: int
+    family: int
+    daddr: bytes  # the remote address, in either direction
+    dport: int    # the remote port
+    sport: int    # the local port
+    seq: int
+    payload_len: int
+    payload: bytes
+
+
+Record = Union[FlowRecord, ExecArgsRecord, ExecRecord, ForkRecord, ExitRecord, SocketRecord, ConnectRecord]
 
 
 class DecodeError(ValueError):
@@ -196,6 +236,8 @@ _FORK = struct.Struct(FORK_EVENT.fmt)
 _EXIT = struct.Struct(EXIT_EVENT.fmt)
 _SOCKET = struct.Struct(SOCKET_EVENT.fmt)
 _CONNECT = struct.Struct(CONNECT_EVENT.fmt)
+# flow_event arrives cut to its captured bytes, like exec_args_event.
+_FLOW_FIXED = struct.Struct(FLOW_EVENT.fmt[: -len(f"{C['FLOW_PAYLOAD_MAX']}s")])
 _AF_INET = 2
 
 
@@ -244,6 +286,18 @@ def decode(data: Union[bytes, memoryview]) -> Record:
         *head, cookie, netns, family, dport, retval, daddr = _unpack(_CONNECT, data, "connect")
         return ConnectRecord(_header(head), cookie, netns, family,
                              daddr[:4] if family == _AF_INET else daddr, dport, retval)
+    if kind == C["EVENT_FLOW"]:
+        (*head, cookie, payload_len, captured, family, dport, sport, direction, protocol, seq,
+         flags, _pad, _pad2, daddr) = _unpack(_FLOW_FIXED, data, "flow")
+        end = _FLOW_FIXED.size + captured
+        if captured > C["FLOW_PAYLOAD_MAX"] or len(data) < end:
+            raise DecodeError(f"flow record of {len(data)} bytes claims {captured} captured bytes")
+        return FlowRecord(
+            _header(head), cookie, not flags & C["FLOW_OWNER_UNKNOWN"],
+            direction == C["FLOW_EGRESS"], protocol, family,
+            daddr[:4] if family == _AF_INET else daddr, dport, sport, seq, payload_len,
+            bytes(data[_FLOW_FIXED.size : end]),
+        )
     raise DecodeError(f"unknown event kind {kind}")
 
 

@@ -20,6 +20,7 @@ class CgroupProgram:
     """A cgroup BPF program: its function in the source and where it attaches."""
 
     function: str
+    prog_type: str    # a bcc.BPF program-type attribute name
     attach_type: str  # a bcc.BPFAttachType member name
 
 
@@ -45,8 +46,15 @@ PROBE_FAMILIES: dict[str, ProbeFamily] = {
     "net": ProbeFamily(
         "net.bpf.c",
         (("syscalls", "sys_enter_socket"), ("syscalls", "sys_exit_socket"), ("syscalls", "sys_exit_connect")),
-        (CgroupProgram("cgroup__connect4", "CGROUP_INET4_CONNECT"),
-         CgroupProgram("cgroup__connect6", "CGROUP_INET6_CONNECT")),
+        (CgroupProgram("cgroup__connect4", "CGROUP_SOCK_ADDR", "CGROUP_INET4_CONNECT"),
+         CgroupProgram("cgroup__connect6", "CGROUP_SOCK_ADDR", "CGROUP_INET6_CONNECT")),
+    ),
+    "flow": ProbeFamily(
+        "flow.bpf.c",
+        (),
+        (CgroupProgram("cgroup__sock_create", "CGROUP_SOCK", "CGROUP_INET_SOCK_CREATE"),
+         CgroupProgram("cgroup_skb__egress", "CGROUP_SKB", "CGROUP_INET_EGRESS"),
+         CgroupProgram("cgroup_skb__ingress", "CGROUP_SKB", "CGROUP_INET_INGRESS")),
     ),
 }
 
@@ -127,7 +135,7 @@ class ProbeSet:
                 for prog in PROBE_FAMILIES[family].cgroup_programs:
                     attach_type = getattr(BPFAttachType, prog.attach_type)
                     # bcc 0.26 needs the attach type at load time for sock_addr programs.
-                    fn = bpf.load_func(prog.function, BPF.CGROUP_SOCK_ADDR, attach_type=attach_type)
+                    fn = bpf.load_func(prog.function, getattr(BPF, prog.prog_type), attach_type=attach_type)
                     probes.links.append(link_to_cgroup(fn.fd, cgroup_root, attach_type))
         except Exception as exc:  # noqa: BLE001 - bcc raises bare Exception
             probes.close()

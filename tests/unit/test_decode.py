@@ -5,7 +5,7 @@ import struct
 import pytest
 
 from ebpfguard import events
-from ebpfguard.events import C, DecodeError, ExecArgsRecord, ExecRecord, ExitRecord, ForkRecord, decode
+from ebpfguard.events import C, DecodeError, ExecArgsRecord, ExecRecord, ExitRecord, FlowRecord, ForkRecord, decode
 
 
 def header(kind, pid=4242, comm=b"xmrig"):
@@ -61,3 +61,28 @@ def test_fork_and_exit_records():
 def test_malformed_records_raise_decode_error(raw):
     with pytest.raises(DecodeError):
         decode(raw)
+
+
+def flow_record(payload, flags=0, direction=0, seq=0, family=2, daddr=b"\x7f\x00\x00\x01"):
+    fixed = struct.pack("<QIIHHHBBBBHI16s", 99, len(payload) + 100, len(payload), family, 3333, 40000,
+                        direction, 6, seq, flags, 0, 0, daddr.ljust(16, b"\0"))
+    return header(C["EVENT_FLOW"]) + fixed + payload
+
+
+def test_flow_record_carries_the_remote_end_and_the_captured_bytes():
+    rec = decode(flow_record(b'{"id":1,"method":"login"}\n', direction=C["FLOW_INGRESS"], seq=2))
+    assert isinstance(rec, FlowRecord)
+    assert (rec.daddr, rec.dport, rec.sport, rec.seq) == (b"\x7f\x00\x00\x01", 3333, 40000, 2)
+    assert rec.payload == b'{"id":1,"method":"login"}\n' and rec.payload_len == len(rec.payload) + 100
+    assert not rec.egress and rec.owner_known and rec.sock_cookie == 99
+
+
+def test_flow_record_of_an_unknown_owner_and_ipv6():
+    addr = bytes(range(16))
+    rec = decode(flow_record(b"x", flags=C["FLOW_OWNER_UNKNOWN"], family=10, daddr=addr))
+    assert not rec.owner_known and rec.daddr == addr
+
+
+def test_flow_record_claiming_more_bytes_than_it_has_is_rejected():
+    with pytest.raises(DecodeError):
+        decode(flow_record(b"abc")[:-1])
