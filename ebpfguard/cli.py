@@ -71,6 +71,7 @@ def run(config_path: Optional[Path], rule_files: tuple[Path, ...], output: Optio
     Prints `ready` on stderr once every probe is attached; SIGINT or SIGTERM detach them all.
     """
     from ebpfguard.capabilities import missing_here
+    from ebpfguard.doctor import check_kernel_headers
     from ebpfguard.load import ProbeError, compile_flags, program_text, tracefs_root
     from ebpfguard.sandbox import cgroup_root_from_proc, validate_matchers
 
@@ -96,6 +97,9 @@ def run(config_path: Optional[Path], rule_files: tuple[Path, ...], output: Optio
     cgroup_root = cgroup_root_from_proc()
     if cgroup_root is None:
         fail("no cgroup2 filesystem is mounted (see `ebpfguard doctor`)")
+    headers = check_kernel_headers()
+    if not headers.ok or not headers.detail.startswith("exact"):
+        click.echo(f"ebpfguard: warning: kernel headers: {headers.detail}", err=True)
     from ebpfguard.agent import Agent
 
     logging.basicConfig(format="ebpfguard: %(levelname)s: %(message)s", level=logging.WARNING)
