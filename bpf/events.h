@@ -22,6 +22,7 @@ enum event_kind {
 	EVENT_EXEC = 1,        /* at execve's exit: the result */
 	EVENT_EXEC_ARGS = 6,   /* at execve's entry: what was asked for */
 	EVENT_FLOW = 7,
+	EVENT_OPEN = 8,
 	EVENT_FORK = 2,
 	EVENT_EXIT = 3,
 	EVENT_SOCKET = 4,
@@ -34,7 +35,8 @@ enum probe_family {
 	PROBE_PROC = 1,
 	PROBE_NET = 2,
 	PROBE_FLOW = 3,
-	PROBE_FAMILIES = 4,
+	PROBE_OPEN = 4,
+	PROBE_FAMILIES = 5,
 };
 
 /* exec_event.flags */
@@ -135,6 +137,16 @@ struct flow_event {
 	__u32 _pad2;
 	__u8 daddr[16];     /* the remote address; IPv4 in the first 4 bytes */
 	__u8 payload[FLOW_PAYLOAD_MAX];  /* only `captured` bytes of it are sent */
+};
+
+/* Device paths the open probe reports (filtered in the kernel): GPUs and accelerators. */
+#define OPEN_PATH_LEN 64
+
+struct open_event {
+	struct event_header hdr;
+	__s32 retval;     /* the fd, or -errno */
+	__u32 flags;      /* open(2) flags */
+	char filename[OPEN_PATH_LEN];  /* as passed */
 };
 
 #endif

@@ -16,8 +16,9 @@ from typing import Callable, Mapping, Optional, TextIO
 from ebpfguard.enrich import BootClock, Enricher
 from ebpfguard.events import (
     ConnectRecord, DecodeError, ExecArgsRecord, ExecRecord, ExitRecord, FlowRecord, ForkRecord,
-    SocketRecord, decode,
+    OpenRecord, SocketRecord, decode,
 )
+from ebpfguard.gpu import GpuWatcher, cgroup_path_of_pid, load_nvml
 from ebpfguard.load import ProbeSet
 from ebpfguard.proctable import ProcessTable
 from ebpfguard.sandbox import CgroupIndex
@@ -59,6 +60,8 @@ class Pipeline:
                 event = self.enricher.socket_event(record)
             elif isinstance(record, FlowRecord):
                 event = self.enricher.flow_event(record)
+            elif isinstance(record, OpenRecord):
+                event = self.enricher.open_event(record)
             else:
                 return
             self.emit(event)
@@ -111,7 +114,17 @@ class Agent:
         self.sink = JsonLinesSink.open(output, self.stats, config["output"]["flush_interval_ms"] / 1000)
         self.pipeline = Pipeline(enricher, self.sink, self.stats, self.warnings, detect)
         self.probes: Optional[ProbeSet] = None
+        self.gpus = self._gpu_watcher(config)
         self._stop = False
+
+    def _gpu_watcher(self, config: Mapping) -> Optional[GpuWatcher]:
+        if not config["gpu"]["nvml"]:
+            return None
+        nvml, why = load_nvml()
+        if nvml is None:
+            print(f"ebpfguard: GPU usage from NVML is off: {why}", file=self.log, flush=True)
+            return None
+        return GpuWatcher(nvml, config["sandbox"], config["gpu"]["poll_interval_s"])
 
     def stop(self, *_args) -> None:
         self._stop = True
@@ -132,6 +145,8 @@ class Agent:
                 if now >= next_loss_check:
                     self.check_losses()
                     next_loss_check = now + 1.0
+                if self.gpus is not None:
+                    self.poll_gpus()
         finally:
             self.probes.drain(0)
             self.check_losses()
@@ -147,6 +162,18 @@ class Agent:
             "lost": dict(self.stats.lost),
             "dropped": {f"{stage}/{reason}": n for (stage, reason), n in self.stats.dropped.items()},
         }
+
+    def poll_gpus(self) -> None:
+        """NVML samples, when due, as `gpu` events through the same pipeline."""
+        try:
+            samples = self.gpus.poll_if_due()
+        except Exception as exc:  # noqa: BLE001 - the driver can fail; the agent goes on
+            self.stats.drop("gpu", "nvml_error")
+            self.warnings.warn("gpu", f"NVML poll failed: {exc}")
+            return
+        enricher = self.pipeline.enricher
+        for sample in samples:
+            self.pipeline.emit(enricher.gpu_event(sample, cgroup_path_of_pid(sample["pid"])))
 
     def check_losses(self) -> None:
         """Fold the kernel's loss counters into stats, warning when they grew."""

@@ -108,9 +108,19 @@ def check_bcc() -> Check:
     return Check("bcc", True, f"version {version}")
 
 
+def check_nvml() -> Check:
+    from ebpfguard.gpu import load_nvml
+
+    nvml, why = load_nvml()
+    if nvml is None:
+        return Check("NVML (GPU usage)", False, why,
+                     "optional: GPU device opens are still seen by the open probe", required=False)
+    return Check("NVML (GPU usage)", True, f"{nvml.nvmlDeviceGetCount()} GPU(s)")
+
+
 CHECKS: tuple[Callable[[], object], ...] = (
     check_privileges, check_bpf_syscall, check_ring_buffer, check_btf, check_tracepoints,
-    check_cgroup2, check_kernel_headers, check_bcc,
+    check_cgroup2, check_kernel_headers, check_bcc, check_nvml,
 )
 
 

@@ -15,7 +15,7 @@ from collections import OrderedDict
 
 from ebpfguard.events import (
     ConnectRecord, ExecArgsRecord, ExecRecord, ExitRecord, FlowRecord, ForkRecord, Header,
-    SocketRecord,
+    OpenRecord, SocketRecord,
 )
 from ebpfguard.proctable import ProcessTable
 from ebpfguard.sandbox import CgroupIndex, resolve_sandbox
@@ -181,6 +181,34 @@ class Enricher:
         event["seq"] = rec.seq
         event["payload_len"] = rec.payload_len
         event["payload_b64"] = base64.b64encode(rec.payload).decode("ascii")
+        return event
+
+    def open_event(self, rec: OpenRecord) -> dict:
+        """An `open` event: a GPU or accelerator device node opened (or tried)."""
+        event = self._process_event("open", rec.hdr)
+        event["filename"] = text(rec.filename)
+        event["flags"] = rec.flags
+        event["retval"] = rec.retval
+        return event
+
+    def gpu_event(self, sample: dict, cgroup_path: Optional[str]) -> dict:
+        """A `gpu` event from an NVML sample of one process: its sandbox comes from its
+        cgroup path (NVML knows pids, not cgroup ids)."""
+        pid = sample["pid"]
+        known = self.procs.lookup(pid)
+        cgroup_id = 0
+        if cgroup_path is not None:
+            try:
+                cgroup_id = os.stat(self.cgroups.root + cgroup_path.rstrip("/")).st_ino
+            except OSError:
+                cgroup_path = None
+        hdr = Header(self.clock.now_ktime_ns(), cgroup_id, pid, pid, 0, (known.comm if known else "").encode())
+        argv = {"argv": list(known.argv)} if known and known.argv is not None else None
+        event = self._base("gpu", hdr, known.comm if known else "", known.exe if known else None, argv, False)
+        event["process"]["uid"] = None
+        if cgroup_path is None:
+            event["sandbox"] = {"name": "unknown", "cgroup": None, "cgroup_id": None, "runtime": None}
+        event.update({k: v for k, v in sample.items() if k != "pid"})
         return event
 
     def _process_event(self, kind: str, hdr: Header) -> dict:

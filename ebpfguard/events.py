@@ -134,8 +134,14 @@ FLOW_EVENT = Layout(
     ),
 )
 
+OPEN_EVENT = Layout(
+    "open_event",
+    _nested("hdr", EVENT_HEADER)
+    + (("retval", "i"), ("flags", "I"), ("filename", f"{C['OPEN_PATH_LEN']}s")),
+)
+
 LAYOUTS = (EVENT_HEADER, EXEC_ARGS_EVENT, EXEC_EVENT, FORK_EVENT, EXIT_EVENT, SOCKET_EVENT, CONNECT_EVENT,
-           FLOW_EVENT)
+           FLOW_EVENT, OPEN_EVENT)
 
 
 @dataclass(frozen=True)
@@ -221,7 +227,17 @@ class FlowRecord:
     payload: bytes
 
 
-Record = Union[FlowRecord, ExecArgsRecord, ExecRecord, ForkRecord, ExitRecord, SocketRecord, ConnectRecord]
+@dataclass(frozen=True)
+class OpenRecord:
+    """An open of a GPU or accelerator device node."""
+
+    hdr: Header
+    retval: int
+    flags: int
+    filename: bytes
+
+
+Record = Union[OpenRecord, FlowRecord, ExecArgsRecord, ExecRecord, ForkRecord, ExitRecord, SocketRecord, ConnectRecord]
 
 
 class DecodeError(ValueError):
@@ -236,6 +252,7 @@ _FORK = struct.Struct(FORK_EVENT.fmt)
 _EXIT = struct.Struct(EXIT_EVENT.fmt)
 _SOCKET = struct.Struct(SOCKET_EVENT.fmt)
 _CONNECT = struct.Struct(CONNECT_EVENT.fmt)
+_OPEN = struct.Struct(OPEN_EVENT.fmt)
 # flow_event arrives cut to its captured bytes, like exec_args_event.
 _FLOW_FIXED = struct.Struct(FLOW_EVENT.fmt[: -len(f"{C['FLOW_PAYLOAD_MAX']}s")])
 _AF_INET = 2
@@ -298,6 +315,9 @@ def decode(data: Union[bytes, memoryview]) -> Record:
             daddr[:4] if family == _AF_INET else daddr, dport, sport, seq, payload_len,
             bytes(data[_FLOW_FIXED.size : end]),
         )
+    if kind == C["EVENT_OPEN"]:
+        *head, retval, flags, filename = _unpack(_OPEN, data, "open")
+        return OpenRecord(_header(head), retval, flags, _cstr(filename))
     raise DecodeError(f"unknown event kind {kind}")
 
 

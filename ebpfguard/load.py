@@ -49,6 +49,10 @@ PROBE_FAMILIES: dict[str, ProbeFamily] = {
         (CgroupProgram("cgroup__connect4", "CGROUP_SOCK_ADDR", "CGROUP_INET4_CONNECT"),
          CgroupProgram("cgroup__connect6", "CGROUP_SOCK_ADDR", "CGROUP_INET6_CONNECT")),
     ),
+    "open": ProbeFamily("open.bpf.c", (
+        ("syscalls", "sys_enter_openat"), ("syscalls", "sys_exit_openat"),
+        ("syscalls", "sys_enter_openat2"), ("syscalls", "sys_exit_openat2"),
+    )),
     "flow": ProbeFamily(
         "flow.bpf.c",
         (),
@@ -107,6 +111,9 @@ def compile_flags(config: Mapping, tracefs: str) -> list[str]:
     flags = [f"-I{BPF_DIR}", f"-DRINGBUF_PAGES={pages}"]
     if tracepoint_has_field(tracefs, "sched", "sched_process_exit", "group_dead"):
         flags.append("-DHAVE_GROUP_DEAD")
+    # open(2) has no syscall of its own on arm64 (only openat)
+    if os.path.isdir(os.path.join(tracefs, "events", "syscalls", "sys_enter_open")):
+        flags.append("-DHAVE_SYS_OPEN")
     return flags
 
 

@@ -1,0 +1,94 @@
+/* open probe family: opens of GPU and accelerator device nodes (/dev/nvidiaN, /dev/dri/cardN,
+ * /dev/kfd, /dev/accel/accelN), so a sandbox touching a GPU is seen even where no NVIDIA library
+ * is installed. Every other open costs a 16-byte read and a few compares at entry; nothing
+ * goes to userspace for it. Paths are matched as passed: an open relative to a directory fd
+ * on /dev is not seen (NVML and CUDA open absolute paths). */
+#include "common.h"
+
+struct open_call {
+	u32 flags;
+	char filename[OPEN_PATH_LEN];
+};
+
+BPF_TABLE("lru_hash", u32, struct open_call, open_calls, 4096);
+
+static __always_inline int has_prefix(const char *s, const char *prefix, int len)
+{
+	for (int i = 0; i < len; i++)
+		if (s[i] != prefix[i])
+			return 0;
+	return 1;
+}
+
+static __always_inline int is_gpu_device(const char *path)
+{
+	char nvidia[] = "/dev/nvidia", dri[] = "/dev/dri/", kfd[] = "/dev/kfd", accel[] = "/dev/accel";
+
+	return has_prefix(path, nvidia, sizeof(nvidia) - 1) || has_prefix(path, dri, sizeof(dri) - 1) ||
+	       has_prefix(path, kfd, sizeof(kfd) - 1) || has_prefix(path, accel, sizeof(accel) - 1);
+}
+
+static __always_inline int open_enter(const char *filename, u32 flags)
+{
+	char head[16] = {};
+
+	if (bpf_probe_read_user_str(head, sizeof(head), filename) < 9 || !is_gpu_device(head))
+		return 0;
+	u32 tid = bpf_get_current_pid_tgid();
+	struct open_call call = { .flags = flags };
+	bpf_probe_read_user_str(call.filename, sizeof(call.filename), filename);
+	open_calls.update(&tid, &call);
+	return 0;
+}
+
+static __always_inline int open_exit(long ret)
+{
+	u32 tid = bpf_get_current_pid_tgid();
+	struct open_call *call = open_calls.lookup(&tid);
+
+	if (!call)
+		return 0;
+	struct open_event e = {};
+	fill_header(&e.hdr, EVENT_OPEN);
+	e.retval = ret;
+	e.flags = call->flags;
+	__builtin_memcpy(e.filename, call->filename, sizeof(e.filename));
+	open_calls.delete(&tid);
+	submit(&e, sizeof(e), PROBE_OPEN);
+	return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_openat)
+{
+	return open_enter(args->filename, args->flags);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_openat)
+{
+	return open_exit(args->ret);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_openat2)
+{
+	u64 flags = 0;
+
+	bpf_probe_read_user(&flags, sizeof(flags), args->how);  /* struct open_how starts with flags */
+	return open_enter(args->filename, flags);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_openat2)
+{
+	return open_exit(args->ret);
+}
+
+#ifdef HAVE_SYS_OPEN
+TRACEPOINT_PROBE(syscalls, sys_enter_open)
+{
+	return open_enter(args->filename, args->flags);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_open)
+{
+	return open_exit(args->ret);
+}
+#endif

@@ -1,0 +1,69 @@
+"""`gpu.use`: a sandbox using GPUs it was not given.
+
+* an `open` of a GPU or accelerator device node (from the kernel's open probe);
+* a `gpu` event (the agent's NVML poll): GPU memory held, and, at higher severity, a
+  miner-like profile: the GPU kept near fully busy for a while with a small memory footprint
+  (mining kernels hold a DAG or scratchpad of a few GiB at most; training holds far more);
+* `nvidia-smi` / `rocm-smi` run inside a sandbox: a low-severity hint (probing for GPUs).
+
+Sandboxes that may use GPUs are listed in the rule's `allow` (sandbox globs); `host` never
+alerts here.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from ebpfguard.detect.execinfo import basename, exec_succeeded, program_and_args, sandbox_name
+from ebpfguard.detect.registry import Detector, Event, Finding, RuleContext, detector
+
+
+@detector("gpu.use", kinds=("open", "gpu", "exec"))
+class GpuUse(Detector):
+    def __init__(self, ctx: RuleContext) -> None:
+        super().__init__(ctx)
+        self.probe_tools = frozenset(ctx.params.get("probe_tools", ()))
+        self.busy_seconds = float(ctx.params.get("miner_busy_seconds", 60))
+        self.small_memory = int(ctx.params.get("miner_max_memory_bytes", 6 << 30))
+
+    def on_event(self, event: Event) -> Iterable[Finding]:
+        if sandbox_name(event) == "host":
+            return []
+        kind = event.get("kind")
+        if kind == "open":
+            return self._device_open(event)
+        if kind == "gpu":
+            return self._gpu_held(event)
+        return self._probe_tool(event)
+
+    def _device_open(self, event: Event) -> list[Finding]:
+        device = str(event.get("filename") or "")
+        retval = event.get("retval", 0)
+        opened = not isinstance(retval, int) or retval >= 0
+        what = "opened" if opened else "tried to open"
+        return [Finding(f"sandbox {what} GPU device {device}",
+                        {"source": "open", "device": device, "retval": retval})]
+
+    def _gpu_held(self, event: Event) -> list[Finding]:
+        memory = int(event.get("memory_bytes") or 0)
+        utilization = event.get("utilization_ratio")
+        busy = float(event.get("busy_seconds") or 0.0)
+        gpu = event.get("gpu") or {}
+        evidence = {"source": "nvml", "gpu": gpu.get("index"), "memory_bytes": memory,
+                    "utilization_ratio": utilization, "busy_seconds": busy}
+        if busy >= self.busy_seconds and memory <= self.small_memory:
+            return [Finding(f"miner-like GPU profile: {busy:.0f}s near full use holding "
+                            f"{memory >> 20} MiB on GPU {gpu.get('index')}",
+                            {**evidence, "profile": "miner_like"}, severity="high")]
+        if memory > 0:
+            return [Finding(f"sandbox holds {memory >> 20} MiB on GPU {gpu.get('index')}", evidence)]
+        return []
+
+    def _probe_tool(self, event: Event) -> list[Finding]:
+        if not exec_succeeded(event):
+            return []
+        program, _ = program_and_args(event)
+        if basename(program) not in self.probe_tools:
+            return []
+        return [Finding(f"{program} run inside a sandbox", {"source": "exec", "tool": program},
+                        severity="low")]
