@@ -20,6 +20,7 @@ from ebpfguard.events import (
 )
 from ebpfguard.gpu import GpuWatcher, cgroup_path_of_pid, load_nvml
 from ebpfguard.load import ProbeSet
+from ebpfguard.pods import PodDirectory
 from ebpfguard.proctable import ProcessTable
 from ebpfguard.sandbox import CgroupIndex
 from ebpfguard.sinks import JsonLinesSink
@@ -104,12 +105,15 @@ class Agent:
             ancestry_depth=config["process_table"]["ancestry_depth"],
         )
         procs.seed_from_proc()
+        # Pod names are looked up only where the kubernetes matcher can find pod UIDs.
+        pods = PodDirectory(config["sandbox"]["pod_log_dir"]) if "kubernetes" in config["sandbox"]["matchers"] else None
         enricher = Enricher(
             node=socket.gethostname(),
             procs=procs,
             cgroups=CgroupIndex(cgroup_root, config["sandbox"]["cache_size"]),
             sandbox_settings=config["sandbox"],
             clock=BootClock(),
+            pods=pods,
         )
         self.sink = JsonLinesSink.open(output, self.stats, config["output"]["flush_interval_ms"] / 1000)
         self.pipeline = Pipeline(enricher, self.sink, self.stats, self.warnings, detect)

@@ -91,7 +91,7 @@ def run(config_path: Optional[Path], rule_files: tuple[Path, ...], output: Optio
         return
     missing = missing_here()
     if missing:
-        fail("not enough privileges to load eBPF probes: missing "
+        fail("not enough privileges to run the agent: missing "
              + ", ".join(f"{cap} (to {why})" for cap, why in missing.items())
              + "; run as root or grant them")
     cgroup_root = cgroup_root_from_proc()

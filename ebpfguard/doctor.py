@@ -8,7 +8,7 @@ import platform
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from ebpfguard.capabilities import missing_here
+from ebpfguard.capabilities import REQUIRED, missing_here
 from ebpfguard.load import PROBE_FAMILIES, tracefs_root
 from ebpfguard.sandbox import cgroup_root_from_proc
 
@@ -43,7 +43,7 @@ def _bpf_map_create(map_type: int, key_size: int, value_size: int, max_entries: 
 def check_privileges() -> Check:
     missing = missing_here()
     if not missing:
-        return Check("privileges", True, "CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN) held")
+        return Check("privileges", True, f"{', '.join(REQUIRED)} held")
     need = ", ".join(f"{cap} ({why})" for cap, why in missing.items())
     return Check("privileges", False, f"missing {need}", "run as root, or grant these capabilities")
 

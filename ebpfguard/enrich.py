@@ -17,6 +17,7 @@ from ebpfguard.events import (
     ConnectRecord, ExecArgsRecord, ExecRecord, ExitRecord, FlowRecord, ForkRecord, Header,
     OpenRecord, SocketRecord,
 )
+from ebpfguard.pods import PodDirectory
 from ebpfguard.proctable import ProcessTable
 from ebpfguard.sandbox import CgroupIndex, resolve_sandbox
 
@@ -92,8 +93,9 @@ class Enricher:
     """Turns records into events; keeps the process table current as it goes."""
 
     def __init__(self, node: str, procs: ProcessTable, cgroups: CgroupIndex,
-                 sandbox_settings: Mapping, clock: BootClock) -> None:
+                 sandbox_settings: Mapping, clock: BootClock, pods: Optional[PodDirectory] = None) -> None:
         self.node = node
+        self.pods = pods
         self.procs = procs
         self.cgroups = cgroups
         self.sandbox_settings = sandbox_settings
@@ -220,7 +222,7 @@ class Enricher:
     def _base(self, kind: str, hdr: Header, comm: str, exe: Optional[str],
               argv: Optional[dict], argv_truncated: bool) -> dict:
         partial = []
-        sandbox, known = resolve_sandbox(self.cgroups, hdr.cgroup_id, self.sandbox_settings)
+        sandbox, known = resolve_sandbox(self.cgroups, hdr.cgroup_id, self.sandbox_settings, self.pods)
         if not known:
             partial.append("sandbox")
         lineage = self.procs.lineage(hdr.pid)

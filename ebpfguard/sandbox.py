@@ -15,9 +15,11 @@ import os
 import re
 import struct
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Mapping, Optional, Sequence
+
+from ebpfguard.pods import PodDirectory
 
 RUNTIMES = ("pattern", "kubernetes", "docker", "containerd", "systemd", "host")
 
@@ -30,13 +32,14 @@ class Sandbox:
     runtime: str
     container_id: Optional[str] = None
     pod_uid: Optional[str] = None
+    pod: Optional[str] = None
+    namespace: Optional[str] = None
 
     def as_dict(self, cgroup: Optional[str], cgroup_id: int) -> dict:
         out = {"name": self.name, "cgroup": cgroup, "cgroup_id": cgroup_id, "runtime": self.runtime}
-        if self.container_id:
-            out["container_id"] = self.container_id
-        if self.pod_uid:
-            out["pod_uid"] = self.pod_uid
+        for key in ("pod", "namespace", "pod_uid", "container_id"):
+            if getattr(self, key):
+                out[key] = getattr(self, key)
         return out
 
 
@@ -72,6 +75,29 @@ def _match_pattern(parts: Sequence[str], settings: Mapping) -> Optional[Sandbox]
     return None
 
 
+# kubelet pod cgroups. systemd driver: kubepods[-<qos>]-pod<uid, '-' written '_'>.slice, with
+# an optional prefix (kind and some distros root it at kubelet.slice/kubelet-kubepods.slice);
+# cgroupfs driver: kubepods[/<qos>]/pod<uid>. Guaranteed pods have no QoS level.
+_UUID = r"[0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12}"
+_K8S_POD = re.compile(rf"^(?:[a-z-]*kubepods(?:-besteffort|-burstable)?-pod({_UUID})\.slice|pod({_UUID}))$")
+# A container's cgroup inside the pod's: systemd scopes per runtime, or the bare id (cgroupfs).
+# CRI-O's conmon (crio-conmon-<id>.scope) is the runtime's monitor, not a container: no id.
+_K8S_CONTAINER = re.compile(rf"^(?:(?:cri-containerd|crio|docker|cri-dockerd)-({_HEX64})\.scope|({_HEX64}))$")
+
+
+def _match_kubernetes(parts: Sequence[str], settings: Mapping) -> Optional[Sandbox]:
+    for i, part in enumerate(parts):
+        m = _K8S_POD.match(part)
+        # A pod<uid> directory counts only inside the kubelet's kubepods tree.
+        if not m or not any("kubepods" in p for p in parts[: i + 1]):
+            continue
+        uid = (m.group(1) or m.group(2)).replace("_", "-")
+        container = _K8S_CONTAINER.match(parts[i + 1]) if i + 1 < len(parts) else None
+        cid = (container.group(1) or container.group(2)) if container else None
+        return Sandbox(f"pod-{uid}", "kubernetes", container_id=cid, pod_uid=uid)
+    return None
+
+
 def _match_docker(parts: Sequence[str], settings: Mapping) -> Optional[Sandbox]:
     for i, part in enumerate(parts):
         m = _DOCKER.match(part)
@@ -101,6 +127,7 @@ def _match_systemd(parts: Sequence[str], settings: Mapping) -> Optional[Sandbox]
 
 MATCHERS: dict[str, Callable[[Sequence[str], Mapping], Optional[Sandbox]]] = {
     "pattern": _match_pattern,
+    "kubernetes": _match_kubernetes,
     "docker": _match_docker,
     "containerd": _match_containerd,
     "systemd": _match_systemd,
@@ -217,15 +244,22 @@ class _HandleOpener:
         return None
 
 
-def resolve_sandbox(index: CgroupIndex, cgroup_id: int, settings: Mapping) -> tuple[dict, bool]:
+def resolve_sandbox(index: CgroupIndex, cgroup_id: int, settings: Mapping,
+                    pods: Optional[PodDirectory] = None) -> tuple[dict, bool]:
     """The event's `sandbox` object, and whether its path could be known.
 
     A cgroup gone before we saw it is not guessed to be the host: its name is "unknown"
-    (treated as a sandbox, as replay does) and its runtime null."""
+    (treated as a sandbox, as replay does) and its runtime null. A pod is named
+    `<namespace>/<pod>` when `pods` knows its UID, else `pod-<uid>`."""
     path = index.path_of(cgroup_id)
     if path is None:
         return {"name": "unknown", "cgroup": None, "cgroup_id": cgroup_id, "runtime": None}, False
-    return classify(path, settings).as_dict(path, cgroup_id), True
+    sandbox = classify(path, settings)
+    if sandbox.pod_uid and pods is not None:
+        pod = pods.lookup(sandbox.pod_uid)
+        if pod is not None:
+            sandbox = replace(sandbox, name=f"{pod.namespace}/{pod.name}", pod=pod.name, namespace=pod.namespace)
+    return sandbox.as_dict(path, cgroup_id), True
 
 
 def cgroup_root_from_proc(proc: str = "/proc") -> Optional[str]:

@@ -36,7 +36,8 @@ apt_has() {
 }
 
 agent_pkgs=(python3 python3-venv python3-pip python3-bpfcc)
-test_pkgs=(gcc libc6-dev bpftool openssh-server openssh-client iproute2 procps tmux)
+test_pkgs=(gcc libc6-dev bpftool openssh-server openssh-client iproute2 procps tmux
+           util-linux systemd logrotate vagrant)  # setpriv, systemd-analyze, logrotate -d, vagrant validate
 apt_install "${agent_pkgs[@]}"
 [ $want_test -eq 1 ] && apt_install "${test_pkgs[@]}"
 

@@ -39,12 +39,14 @@ def _needs_root():
 class RunningAgent:
     """An `ebpfguard run` process writing JSON Lines to a file that tests read."""
 
-    def __init__(self, workdir: Path, args: tuple[str, ...] = (), env: Optional[dict] = None) -> None:
+    def __init__(self, workdir: Path, args: tuple[str, ...] = (), env: Optional[dict] = None,
+                 wrapper: tuple[str, ...] = ()) -> None:
+        """`wrapper` is a command prefix the agent runs under (e.g. setpriv with fewer privileges)."""
         self.output = workdir / "events.jsonl"
         self.stderr_path = workdir / "agent.stderr"
         self._stderr = open(self.stderr_path, "w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ebpfguard", "run", "--output", str(self.output), *args],
+            [*wrapper, sys.executable, "-m", "ebpfguard", "run", "--output", str(self.output), *args],
             stdout=subprocess.DEVNULL, stderr=self._stderr, env=env,
         )
         self._offset = 0

@@ -80,3 +80,61 @@ def test_a_removed_cgroup_still_resolves_while_cached_and_is_unknown_otherwise(t
     assert index.path_of(ino) == "/sandbox-b"
     sandbox, known = resolve_sandbox(index, 999_999_999, SETTINGS)
     assert not known and sandbox["name"] == "unknown"
+
+
+# --- Kubernetes: kubelet cgroup layouts (systemd and cgroupfs drivers, per QoS class) ---------
+
+POD_UID = "8a9b6f3e-2c1d-4e5f-9a0b-1c2d3e4f5a6b"
+POD_UID_ = POD_UID.replace("-", "_")
+
+
+@pytest.mark.parametrize(
+    "path, container_id",
+    [
+        (f"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{POD_UID_}.slice/cri-containerd-{CID}.scope", CID),
+        (f"/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{POD_UID_}.slice/crio-{CID}.scope", CID),
+        (f"/kubepods.slice/kubepods-pod{POD_UID_}.slice/docker-{CID}.scope", CID),  # guaranteed QoS
+        (f"/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-besteffort.slice/"
+         f"kubelet-kubepods-besteffort-pod{POD_UID_}.slice/cri-containerd-{CID}.scope", CID),  # kind
+        (f"/kubepods/burstable/pod{POD_UID}/{CID}", CID),
+        (f"/kubepods/pod{POD_UID}/{CID}", CID),  # cgroupfs, guaranteed QoS
+        (f"/kubepods/besteffort/pod{POD_UID}", None),  # the pod's own cgroup
+        (f"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{POD_UID_}.slice/crio-conmon-{CID}.scope", None),
+    ],
+)
+def test_kubepods_paths_name_the_pod_uid_and_container(path, container_id):
+    sandbox = classify(path, SETTINGS)
+    assert (sandbox.runtime, sandbox.pod_uid, sandbox.container_id) == ("kubernetes", POD_UID, container_id)
+    assert sandbox.name == f"pod-{POD_UID}"
+
+
+def test_a_process_nested_below_a_container_belongs_to_its_pod():
+    path = f"/kubepods/burstable/pod{POD_UID}/{CID}/worker"
+    assert classify(path, SETTINGS).container_id == CID
+
+
+def test_a_pod_directory_outside_kubepods_is_not_a_pod():
+    assert classify(f"/system.slice/pod{POD_UID}", SETTINGS).runtime == "host"
+
+
+def test_kubernetes_is_tried_before_the_containerd_matcher_by_default():
+    path = f"/kubepods.slice/kubepods-pod{POD_UID_}.slice/cri-containerd-{CID}.scope"
+    assert classify(path, SETTINGS).runtime == "kubernetes"
+    assert classify(path, {**SETTINGS, "matchers": ["containerd"]}).runtime == "containerd"
+
+
+def test_a_known_pod_is_named_namespace_slash_pod_with_its_fields(tmp_path):
+    from ebpfguard.pods import PodDirectory
+
+    container = tmp_path / "kubepods" / "burstable" / f"pod{POD_UID}" / CID
+    container.mkdir(parents=True)
+    index = CgroupIndex(str(tmp_path))
+    index._by_handle.works = False
+    pods = PodDirectory("/var/log/pods", list_entries=lambda _: [f"ml-jobs_trainer-7f9c_{POD_UID}"])
+    ino = os.stat(container).st_ino
+    sandbox, known = resolve_sandbox(index, ino, SETTINGS, pods)
+    assert known and sandbox == {
+        "name": "ml-jobs/trainer-7f9c", "cgroup": f"/kubepods/burstable/pod{POD_UID}/{CID}", "cgroup_id": ino,
+        "runtime": "kubernetes", "pod": "trainer-7f9c", "namespace": "ml-jobs", "pod_uid": POD_UID,
+        "container_id": CID,
+    }
