@@ -3,4 +3,4 @@
 Importing this package registers every detector module.
 """
 
-from ebpfguard.detect import egress_internal, gpu_use, miner_exec, tunnel_other, tunnel_ssh  # noqa: F401
+from ebpfguard.detect import egress_internal, gpu_use, miner_exec, miner_stratum, tunnel_other, tunnel_ssh  # noqa: F401

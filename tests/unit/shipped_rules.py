@@ -16,14 +16,19 @@ from ebpfguard.detect.registry import ReadProcessFile, RuleContext
 RULES_DIR = Path(__file__).resolve().parents[2] / "ebpfguard" / "rules"
 
 
-def _load(family: str) -> dict:
-    return yaml.safe_load((RULES_DIR / f"{family}.yaml").read_text())
+def _load(rule_id: str) -> dict:
+    """The shipped file that defines a rule (`miner.stratum` lives in miner_stratum.yaml)."""
+    for path in sorted(RULES_DIR.glob("*.yaml")):
+        data = yaml.safe_load(path.read_text())
+        if any(rule["id"] == rule_id for rule in data.get("rules") or ()):
+            return data
+    raise KeyError(rule_id)
 
 
 def context_for(rule_id: str, read_file: Optional[ReadProcessFile] = None,
                 **params: Any) -> RuleContext:
     """The RuleContext of a shipped rule, `@list` references resolved, params overridable."""
-    data = _load(rule_id.split(".", 1)[0])
+    data = _load(rule_id)
     lists = {name: tuple(items) for name, items in (data.get("lists") or {}).items()}
     rule = next(r for r in data["rules"] if r["id"] == rule_id)
     resolved = {key: lists[value[1:]] if isinstance(value, str) and value.startswith("@")
