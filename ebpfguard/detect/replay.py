@@ -7,6 +7,8 @@ JSON, one per line, so no argv can forge an extra line or carry a terminal escap
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from typing import Any, BinaryIO, Iterator, Optional, TextIO, Union
 
@@ -99,7 +101,22 @@ def parse_line(line: Union[bytes, LineError]) -> Optional[dict]:
         argv = (event.get("process") or {}).get("argv", event.get("argv"))
         if not isinstance(argv, list) or not argv or not all(isinstance(arg, str) for arg in argv):
             raise LineError("`argv` must be a non-empty list of strings")
+    if kind == "flow":
+        _check_flow(event)
     return event
+
+
+def _check_flow(event: dict) -> None:
+    """A flow's payload must be base64 and its direction one of the two the agent emits."""
+    if event["direction"] not in ("egress", "ingress"):
+        raise LineError("`direction` must be egress or ingress")
+    payload = event["payload_b64"]
+    try:
+        if not isinstance(payload, str):
+            raise ValueError
+        base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise LineError("`payload_b64` must be a base64 string") from None
 
 
 def with_defaults(event: dict) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 from click.testing import CliRunner
@@ -88,3 +89,15 @@ def test_bad_rules_file_is_a_usage_error_with_its_line(tmp_path):
     result = replay([MINER], "--rules", str(bad))
     assert result.exit_code == 2
     assert f"{bad}:3: rule 'miner.exec': `severity` must be one of" in result.stderr
+
+
+def test_flow_events_are_classified_and_bad_flows_reported():
+    stratum = base64.b64encode(b'{"id": 1, "method": "mining.subscribe", "params": []}\n').decode()
+    result = replay([{"kind": "flow", "direction": "egress", "dport": 3333, "payload_b64": stratum},
+                     {"kind": "flow", "direction": "sideways", "dport": 3333, "payload_b64": stratum},
+                     {"kind": "flow", "direction": "egress", "dport": 3333, "payload_b64": "not base64!"}])
+    assert result.exit_code == 1
+    [alert] = [json.loads(line) for line in result.stdout.splitlines()]
+    assert alert["rule"] == "miner.stratum" and alert["evidence"]["dport"] == 3333
+    assert "line 2: `direction` must be egress or ingress" in result.stderr
+    assert "line 3: `payload_b64` must be a base64 string" in result.stderr
