@@ -5,7 +5,9 @@ could be JSON-RPC, as `flow` events (design.md) carrying `flow_id` (the socket c
 `seq` (the segment's index in its direction). Stratum is newline-delimited JSON, and a message
 may straddle two segments, so each direction of a flow keeps its unterminated last line and
 prepends it to the next segment when that one follows directly (`seq` one higher, the previous
-segment not cut short by the capture limit). The classification itself is stratum.py.
+segment not cut short by the capture limit), and a verdict on such an unfinished line waits
+for the rest unless this was the last segment the kernel sends. The classification itself is
+stratum.py.
 
 One alert per flow: once a flow alerts, both its directions are forgotten and later segments
 are ignored. State is bounded: at most `max_flows` directions are tracked (least recently seen
@@ -27,7 +29,8 @@ from ebpfguard.detect.stratum import StratumMatch, best_match, classify_segment,
 
 VARIANT_NAMES = {"stratum1": "Stratum", "ethproxy": "EthProxy", "nicehash": "NiceHash EthereumStratum",
                  "monero": "Monero stratum"}
-DEFAULTS = {"max_flows": 16384, "max_carry_bytes": 4096, "max_payload_bytes": 4096, "capture_bytes": 512}
+DEFAULTS = {"max_flows": 16384, "max_carry_bytes": 4096, "max_payload_bytes": 4096, "capture_bytes": 512,
+            "segments_per_direction": 4}
 
 
 @dataclass
@@ -73,6 +76,7 @@ class StratumDetector(Detector):
         self.max_carry_bytes = params["max_carry_bytes"]
         self.max_payload_bytes = params["max_payload_bytes"]
         self.capture_bytes = params["capture_bytes"]
+        self.segments_per_direction = params["segments_per_direction"]
         self._streams: OrderedDict[tuple[int, Any], _Stream] = OrderedDict()
         self._alerted: OrderedDict[int, None] = OrderedDict()
 
@@ -98,7 +102,7 @@ class StratumDetector(Detector):
         at_start = seq in (None, 0)
         if at_start and not starts_like_json(payload):
             return None
-        return best_match(classify_segment(payload, at_start)[0])
+        return best_match(classify_segment(payload, at_start).matches)
 
     def _classify_in_flow(self, flow_id: int, direction: Any, seq: Optional[int],
                           payload: bytes) -> Optional[StratumMatch]:
@@ -118,11 +122,15 @@ class StratumDetector(Detector):
             data, at_start = payload, False
         else:
             data, at_start = stream.carry + payload, True
-        matches, tail = classify_segment(data, at_start)
+        segment = classify_segment(data, at_start)
         stream.next_seq = seq + 1 if seq is not None else None
         cut_short = len(payload) >= self.capture_bytes
+        tail = segment.tail
         stream.carry = None if cut_short or tail is None or len(tail) > self.max_carry_bytes else tail
-        return best_match(matches)
+        # A message that the next segment will complete is judged whole then: its first half
+        # may lack what tells NiceHash from stratum, or the login. Unless no next segment comes.
+        last_segment = seq is None or seq + 1 >= self.segments_per_direction
+        return best_match(segment.complete if stream.carry and not last_segment else segment.matches)
 
     def _stream(self, flow_id: int, direction: Any) -> tuple[_Stream, bool]:
         """The state of one direction of a flow, and whether it is new."""

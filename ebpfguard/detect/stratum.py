@@ -7,8 +7,8 @@ What counts as mining, per message (either direction: a pool is caught by its re
 
 | variant    | requests (miner → pool)                      | notifications and replies (pool → miner) |
 | ---------- | -------------------------------------------- | ---------------------------------------- |
-| `stratum1` | `mining.subscribe`, `.authorize`, `.submit`, `.configure`, `.extranonce.subscribe`, ... | `mining.notify`, `.set_difficulty`, `.set_extranonce`, the subscribe result naming `mining.notify` |
-| `nicehash` | `mining.subscribe` with `EthereumStratum/x`  | the subscribe result naming `EthereumStratum/x` |
+| `stratum1` | `mining.subscribe`, `.authorize`, `.submit`, `.configure`, `.extranonce.subscribe`, ... | `mining.notify`, `.set_difficulty`, `.set_extranonce`, the subscribe result naming `mining.notify`, the `mining.configure` result |
+| `nicehash` | `mining.subscribe` with `EthereumStratum/x`, a 3-field `mining.submit` | the subscribe result naming `EthereumStratum/x`, `mining.notify` of [job, seed, header, clean], a 1-field `mining.set_extranonce` |
 | `ethproxy` | `eth_submitLogin`; `eth_getWork`, `eth_submitWork`, `eth_submitHashrate` when newline-framed | a result of three 256-bit hashes (header, seed, target) when newline-framed |
 | `monero`   | `login` (with `agent`, `algo` or a Monero wallet), `submit` (`job_id`+`nonce`), `getjob`, `keepalived` | `job` (`blob`+`job_id`), the login result carrying a `job` |
 
@@ -50,11 +50,14 @@ STRATUM1_METHODS = frozenset({
     "mining.set_target", "mining.set_version_mask", "mining.get_transactions",
     "mining.multi_version", "mining.ping",
 })
+# The extensions a pool accepts in its reply to BIP 310 `mining.configure`.
+CONFIGURE_EXTENSIONS = ("version-rolling", "minimum-difficulty", "subscribe-extranonce")
 # Methods that are Ethereum node methods too: EthProxy only when newline-framed (module doc).
 ETHPROXY_WORK_METHODS = frozenset({"eth_getWork", "eth_submitWork", "eth_submitHashrate"})
 ETHPROXY_LOGIN = "eth_submitLogin"
 NICEHASH_PROTOCOL = "EthereumStratum/"
-HASH256 = re.compile(r"0x[0-9a-fA-F]{64}\Z")
+HASH256 = re.compile(r"0x[0-9a-fA-F]{64}")
+HEX256 = re.compile(r"[0-9a-fA-F]{64}")
 # Monero standard (4...) and integrated/subaddress (4.../8...) addresses, base58.
 MONERO_WALLET = re.compile(r"[48][1-9A-HJ-NP-Za-km-z]{94}(?:[1-9A-HJ-NP-Za-km-z]{11})?")
 MAX_LOGIN_CHARS = 200
@@ -76,24 +79,37 @@ def starts_like_json(data: bytes) -> bool:
     return stripped[:1] in (b"{", b"[")
 
 
-def classify_segment(data: bytes, at_message_start: bool) -> tuple[list[StratumMatch], Optional[bytes]]:
+@dataclass(frozen=True)
+class Segment:
+    """What a stretch of a stream holds: the matches on its complete (newline-terminated)
+    lines, those on its unterminated last line, and that line (None: where it starts is not
+    known, so no later bytes can complete it)."""
+
+    complete: tuple[StratumMatch, ...]
+    partial: tuple[StratumMatch, ...]
+    tail: Optional[bytes]
+
+    @property
+    def matches(self) -> tuple[StratumMatch, ...]:
+        return self.complete + self.partial
+
+
+def classify_segment(data: bytes, at_message_start: bool) -> Segment:
     """Mining messages in a stretch of a stream, and its unterminated last line.
 
     `data` holds newline-delimited messages; `at_message_start` says whether its first byte
     begins a message (False after a gap: the first line is then the tail of a message whose
     start was not seen, and is skipped). Complete lines are newline-framed; the last line, if
     not terminated, is classified as unframed (it may be a truncated capture) and returned so
-    the caller can prepend it to the next segment of the same flow (None: where it starts is
-    not known, so it cannot be completed).
+    the caller can prepend it to the next segment of the same flow.
     """
     *lines, tail = data.split(b"\n")
     if not at_message_start:
         if not lines:
-            return [], None
+            return Segment((), (), None)
         lines = lines[1:]
-    matches = [m for line in lines for m in classify_line(line, framed=True)]
-    matches.extend(classify_line(tail, framed=False))
-    return matches, tail
+    complete = tuple(m for line in lines for m in classify_line(line, framed=True))
+    return Segment(complete, tuple(classify_line(tail, framed=False)), tail)
 
 
 def classify_line(line: bytes, framed: bool) -> list[StratumMatch]:
@@ -189,7 +205,7 @@ def classify_message(message: Any, framed: bool) -> Optional[StratumMatch]:
 
 def _request_or_notification(method: str, params: Any, framed: bool) -> Optional[StratumMatch]:
     if method in STRATUM1_METHODS and (params is None or isinstance(params, list)):
-        if method == "mining.subscribe" and any(_is_nicehash_tag(p) for p in params or ()):
+        if _nicehash_shaped(method, params or []):
             return StratumMatch(NICEHASH, method)
         login = _login(params[0]) if method == "mining.authorize" and params else None
         return StratumMatch(STRATUM1, method, login)
@@ -224,6 +240,8 @@ def _reply(result: Any, framed: bool) -> Optional[StratumMatch]:
         job = result.get("job")
         if isinstance(job, Mapping) and _has_keys(job, ("blob", "job_id")):
             return StratumMatch(MONERO, "login")
+        if any(key in result for key in CONFIGURE_EXTENSIONS):
+            return StratumMatch(STRATUM1, "mining.configure")
         return None
     if not isinstance(result, list):
         return None
@@ -232,7 +250,7 @@ def _reply(result: Any, framed: bool) -> Optional[StratumMatch]:
         return StratumMatch(NICEHASH, "mining.subscribe")
     if any(s in ("mining.notify", "mining.set_difficulty") for s in strings):
         return StratumMatch(STRATUM1, "mining.subscribe")
-    if framed and 3 <= len(result) <= 4 and all(isinstance(s, str) and HASH256.match(s) for s in result[:3]):
+    if framed and 3 <= len(result) <= 4 and all(isinstance(s, str) and HASH256.fullmatch(s) for s in result[:3]):
         return StratumMatch(ETHPROXY, "eth_getWork")
     return None
 
@@ -244,6 +262,22 @@ def _strings(value: Sequence[Any], depth: int) -> Iterator[str]:
             yield item
         elif isinstance(item, list) and depth > 1:
             yield from _strings(item, depth - 1)
+
+
+def _nicehash_shaped(method: str, params: list) -> bool:
+    """EthereumStratum/1.0.0 messages by their spec's shapes: the subscribe names the protocol;
+    a job is [job id, seed hash, header hash, clean] (bitcoin's has nine fields); a share is
+    [user, job id, miner nonce] (bitcoin's has five); an extranonce comes without a size."""
+    if method == "mining.subscribe":
+        return any(_is_nicehash_tag(p) for p in params)
+    if method == "mining.notify":
+        return (len(params) == 4 and isinstance(params[3], bool)
+                and all(isinstance(p, str) and HEX256.fullmatch(p) for p in params[1:3]))
+    if method == "mining.submit":
+        return len(params) == 3
+    if method == "mining.set_extranonce":
+        return len(params) == 1
+    return False
 
 
 def _is_nicehash_tag(value: Any) -> bool:

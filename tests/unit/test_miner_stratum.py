@@ -122,3 +122,20 @@ def test_engine_raises_a_high_t1496_alert_with_the_event():
     assert (alert["rule"], alert["severity"]) == ("miner.stratum", "high")
     assert "T1496" in alert["tags"]
     assert alert["sandbox"]["name"] == "sandbox-a" and alert["event"]["flow_id"] == event["flow_id"]
+
+
+def test_nicehash_subscribe_split_before_its_protocol_waits_for_the_rest():
+    fid = next(flow_ids)
+    subscribe = b'{"id": 1, "method": "mining.subscribe", "params": ["EthereumMiner/1.0.0", "EthereumStratum/1.0.0"]}\n'
+    detector = new_detector()
+    assert findings(detector, flow(subscribe[:60], flow_id=fid, seq=0)) == []
+    [finding] = findings(detector, flow(subscribe[60:], flow_id=fid, seq=1))
+    assert finding.evidence["variant"] == "nicehash"
+
+
+def test_an_unfinished_message_in_the_last_segment_sent_is_judged_as_it_is():
+    fid = next(flow_ids)
+    detector = new_detector(segments_per_direction=2)
+    assert findings(detector, flow(b'{"id": 7, "method": "ping"}\n', flow_id=fid, seq=0)) == []
+    [finding] = findings(detector, flow(SUBSCRIBE[:40], flow_id=fid, seq=1))
+    assert finding.evidence["method"] == "mining.subscribe"

@@ -7,7 +7,7 @@ import json
 from hypothesis import given, strategies as st
 
 from ebpfguard.detect.stratum import (
-    StratumMatch, best_match, classify_segment, close_truncated, starts_like_json,
+    Segment, StratumMatch, best_match, classify_segment, close_truncated, starts_like_json,
 )
 
 # XMRig's published donation wallet and the shapes of its Client::login() (xmrig-proxy doc/STRATUM.md).
@@ -22,7 +22,7 @@ XMRIG_LOGIN = json.dumps({"id": 1, "jsonrpc": "2.0", "method": "login", "params"
 
 
 def verdict(data: bytes, at_message_start: bool = True):
-    return best_match(classify_segment(data, at_message_start)[0])
+    return best_match(classify_segment(data, at_message_start).matches)
 
 
 def line(message: dict) -> bytes:
@@ -45,6 +45,16 @@ def test_nicehash_subscribe_makes_the_segment_nicehash():
             + line({"id": 2, "method": "mining.authorize", "params": ["test", "password"]}))
     assert verdict(data) == StratumMatch("nicehash", "mining.authorize", "test")
     assert verdict(data.split(b"\n")[0]).variant == "nicehash"
+
+
+def test_nicehash_job_share_and_extranonce_are_told_from_bitcoin_stratum_by_shape():
+    job = line({"id": None, "method": "mining.notify", "params": [
+        "bf0488aa", "abad8f99f3918bf903c6a909d9bbc0fdfa5a2f4b9cb1196175ec825c6610126c",
+        "645cf20198c2f3861e947d4f67e3ab63b7b2e24dcc9095bd9123e7b33371f6cc", True]})
+    assert verdict(job) == StratumMatch("nicehash", "mining.notify")
+    assert verdict(line({"id": 244, "method": "mining.submit", "params": ["username", "bf0488aa", "6a909d9bbc0f"]})).variant == "nicehash"
+    assert verdict(line({"id": None, "method": "mining.set_extranonce", "params": ["af4c"]})).variant == "nicehash"
+    assert verdict(line({"id": None, "method": "mining.set_extranonce", "params": ["08000002", 4]})).variant == "stratum1"
 
 
 def test_pool_replies_alone_are_mining():
@@ -105,13 +115,14 @@ def test_other_json_rpc_and_json_lines_are_not_mining():
 def test_a_segment_after_a_gap_skips_its_partial_first_line():
     data = b'ams": ["x"]}\n{"id": 3, "method": "mining.submit", "params": ["w", "bf", "00000001", "504e86ed", "b2957c02"]}\n'
     assert verdict(data, at_message_start=False) == StratumMatch("stratum1", "mining.submit")
-    assert classify_segment(b'"mining.subscribe", "params": []}', at_message_start=False) == ([], None)
+    assert classify_segment(b'"mining.subscribe", "params": []}', at_message_start=False) == Segment((), (), None)
 
 
-def test_the_unterminated_last_line_is_returned_for_the_next_segment():
-    matches, tail = classify_segment(b'{"id": 1, "method": "mining.subscribe", "params": []}\n{"id": 2, "meth', True)
-    assert [m.method for m in matches] == ["mining.subscribe"]
-    assert tail == b'{"id": 2, "meth'
+def test_the_unterminated_last_line_is_judged_apart_and_returned_for_the_next_segment():
+    segment = classify_segment(b'{"id": 1, "method": "mining.subscribe", "params": []}\n{"id": 2, "method": "mining.authorize", "par', True)
+    assert [m.method for m in segment.complete] == ["mining.subscribe"]
+    assert [m.method for m in segment.partial] == ["mining.authorize"]
+    assert segment.tail == b'{"id": 2, "method": "mining.authorize", "par'
 
 
 def test_concatenated_objects_on_one_line_are_each_read():
