@@ -5,12 +5,19 @@ reassembly and calls `classify_segment` on each stretch of bytes.
 
 What counts as mining, per message (either direction: a pool is caught by its replies too):
 
-| variant    | requests (miner → pool)                      | notifications and replies (pool → miner) |
-| ---------- | -------------------------------------------- | ---------------------------------------- |
-| `stratum1` | `mining.subscribe`, `.authorize`, `.submit`, `.configure`, `.extranonce.subscribe`, ... | `mining.notify`, `.set_difficulty`, `.set_extranonce`, the subscribe result naming `mining.notify`, the `mining.configure` result |
-| `nicehash` | `mining.subscribe` with `EthereumStratum/x`, a 3-field `mining.submit` | the subscribe result naming `EthereumStratum/x`, `mining.notify` of [job, seed, header, clean], a 1-field `mining.set_extranonce` |
-| `ethproxy` | `eth_submitLogin`; `eth_getWork`, `eth_submitWork`, `eth_submitHashrate` when newline-framed | a result of three 256-bit hashes (header, seed, target) when newline-framed |
-| `monero`   | `login` (with `agent`, `algo` or a Monero wallet), `submit` (`job_id`+`nonce`), `getjob`, `keepalived` | `job` (`blob`+`job_id`), the login result carrying a `job` |
+* `stratum1`. Miner: `mining.subscribe`, `.authorize`, `.submit`, `.configure`,
+  `.extranonce.subscribe`, `.suggest_difficulty`... Pool: `mining.notify`, `.set_difficulty`,
+  `.set_extranonce`, `.set_version_mask`, the subscribe result naming `mining.notify`, the
+  `mining.configure` result.
+* `nicehash` (EthereumStratum/1.0.0). Miner: `mining.subscribe` naming `EthereumStratum/x`, a
+  3-field `mining.submit`. Pool: the subscribe result naming `EthereumStratum/x`, a
+  `mining.notify` of [job, seed hash, header hash, clean], a 1-field `mining.set_extranonce`.
+* `ethproxy`. Miner: `eth_submitLogin`; `eth_getWork`, `eth_submitWork`, `eth_submitHashrate`
+  when newline-framed. Pool: a result of three 256-bit hashes (header, seed, target) when
+  newline-framed.
+* `monero`. Miner: `login` with an `agent`, an `algo` list or a Monero wallet; `submit` with
+  `job_id` and `nonce`; `getjob`; `keepalived`. Pool: `job` with `blob` and `job_id`; the login
+  result carrying a `job`.
 
 Framing: stratum is newline-delimited JSON over a raw TCP stream. HTTP, the Language Server
 Protocol (`Content-Length:` headers), Redis and SSH never start a message with `{` or `[`, so a
@@ -39,7 +46,6 @@ STRATUM1 = "stratum1"
 ETHPROXY = "ethproxy"
 NICEHASH = "nicehash"
 MONERO = "monero"
-VARIANTS = (STRATUM1, ETHPROXY, NICEHASH, MONERO)
 
 # Stratum v1 methods (slush's spec, BIP 310 `mining.configure`, NiceHash's extranonce extension,
 # and the difficulty and version-rolling additions pools send).
