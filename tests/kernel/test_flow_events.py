@@ -26,10 +26,11 @@ CLIENT = textwrap.dedent("""
 class EchoServer:
     """Answers every segment it reads with `reply` (or echoes), on loopback."""
 
-    def __init__(self, family="4", reply=None):
+    def __init__(self, family="4", reply=None, port=0):
         af = socket.AF_INET6 if family == "6" else socket.AF_INET
         self.sock = socket.socket(af)
-        self.sock.bind(("::1" if family == "6" else "127.0.0.1", 0))
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("::1" if family == "6" else "127.0.0.1", port))
         self.sock.listen(8)
         self.port = self.sock.getsockname()[1]
         self.reply = reply
@@ -46,6 +47,11 @@ class EchoServer:
                     conn.sendall(self.reply or data)
 
     def close(self):
+        # shutdown wakes the thread blocked in accept(), which otherwise keeps the port bound
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self.sock.close()
 
 
