@@ -27,9 +27,9 @@ from ebpfguard.watch.sandbox_panel import SandboxPanel
 from ebpfguard.watch.source import batches
 from ebpfguard.watch.status_bar import status_text
 
-TABLE_ROWS = 300     # rows in the event table: more than a screen, cheap to redraw
+TABLE_ROWS = 100     # rows in the event table: two screens; each redraw rebuilds them
 ALERT_ROWS = 50
-REDRAW_S = 0.25
+REDRAW_S = 0.5      # a full repaint costs ~0.1 s of CPU: twice a second leaves the rest for reading
 
 
 class WatchApp(App):
@@ -52,7 +52,7 @@ class WatchApp(App):
         Binding("a", "toggle_alerts_only", "alerts only"),
         Binding("s", "focus_sandboxes", "sandboxes"),
         Binding("e", "focus_events", "events"),
-        Binding("S", "screenshot", "save SVG screenshot"),
+        Binding("ctrl+s", "screenshot", "save SVG screenshot"),
         Binding("q", "quit", "quit"),
     ]
 
@@ -67,6 +67,7 @@ class WatchApp(App):
         self.filter = Filter()
         self.paused_at: Optional[int] = None  # store.received when paused
         self.shown = 0
+        self.alerts_drawn = -1  # alerts in the store when the alerts panel was last drawn
         self._dirty = True
 
     def compose(self) -> ComposeResult:
@@ -125,7 +126,9 @@ class WatchApp(App):
             rows = self.store.newest(self.filter, TABLE_ROWS)
             self.shown = len(rows)
             self.query_one(EventTable).show(rows)
-            self.query_one(AlertsPanel).show(self.store.alerts(ALERT_ROWS))
+            if self.alerts_drawn != self.store.kinds["alert"]:
+                self.alerts_drawn = self.store.kinds["alert"]
+                self.query_one(AlertsPanel).show(self.store.alerts(ALERT_ROWS))
         self.update_status()
 
     def update_status(self) -> None:

@@ -10,7 +10,8 @@ from ebpfguard.watch.format import kind_label, safe, sandbox_name, short_time, s
 from ebpfguard.watch.messages import EventChosen
 from ebpfguard.watch.styles import row_style
 
-COLUMNS = ("time", "sandbox", "pid", "process", "kind", "summary")
+# Fixed widths: DataTable otherwise measures every cell of every row on each redraw.
+COLUMNS = (("time", 12), ("sandbox", 20), ("pid", 7), ("process", 15), ("kind", 25), ("summary", 400))
 
 
 def event_cells(event: dict) -> tuple[Text, ...]:
@@ -31,8 +32,8 @@ class EventTable(DataTable):
     def on_mount(self) -> None:
         self.cursor_type = "row"
         self.zebra_stripes = False
-        for name in COLUMNS:
-            self.add_column(name, key=name)
+        for name, width in COLUMNS:
+            self.add_column(name, key=name, width=width)
 
     def show(self, rows: list[tuple[int, dict]]) -> None:
         """Replace the rows, keeping the cursor on the event it was on (if still shown)."""

@@ -9,7 +9,7 @@ import pytest
 from textual.widgets import Tree
 
 from watch_recording import FrozenClock, recorded_events
-from ebpfguard.watch.app import WatchApp
+from ebpfguard.watch.app import TABLE_ROWS, WatchApp
 from ebpfguard.watch.detail_screen import DetailScreen
 from ebpfguard.watch.event_table import EventTable
 from ebpfguard.watch.help_screen import HelpScreen
@@ -81,18 +81,18 @@ def test_kind_and_rule_filters(events):
 
 
 def test_paused_table_holds_still_while_events_keep_arriving_and_catches_up_on_resume(events):
-    first, later = events[:100], events[100:]
+    first, later = events[:50], events[50:]
 
     async def steps(app, pilot):
         await pilot.press("space")
         app.ingest(later)
         app.redraw()
         await pilot.pause()
-        assert len(rows(app)) == 100
+        assert len(rows(app)) == 50
         assert "PAUSED" in str(app.query_one("#status").render())
         await pilot.press("space")
         await pilot.pause()
-        assert len(rows(app)) == min(300, len(events))
+        assert len(rows(app)) == min(TABLE_ROWS, len(events))
 
     drive(first, steps)
 
