@@ -23,7 +23,8 @@ from ebpfguard.load import ProbeSet
 from ebpfguard.pods import PodDirectory
 from ebpfguard.proctable import ProcessTable
 from ebpfguard.sandbox import CgroupIndex
-from ebpfguard.sinks import JsonLinesSink
+from ebpfguard.eventsocket import EventSocket
+from ebpfguard.sinks import FanOut, JsonLinesSink, Sink
 from ebpfguard.stats import PipelineStats, RateLimitedWarnings
 
 Detect = Callable[[dict], list]
@@ -32,7 +33,7 @@ Detect = Callable[[dict], list]
 class Pipeline:
     """Everything after the ring buffer; fed one raw record at a time."""
 
-    def __init__(self, enricher: Enricher, sink: JsonLinesSink, stats: PipelineStats,
+    def __init__(self, enricher: Enricher, sink: Sink, stats: PipelineStats,
                  warnings: RateLimitedWarnings, detect: Optional[Detect] = None) -> None:
         self.enricher = enricher
         self.sink = sink
@@ -94,7 +95,8 @@ class Agent:
     """`ebpfguard run`: owns the probes, the pipeline and the main loop."""
 
     def __init__(self, config: Mapping, output: Optional[str], cgroup_root: str,
-                 detect: Optional[Detect] = None, log: TextIO = sys.stderr) -> None:
+                 detect: Optional[Detect] = None, log: TextIO = sys.stderr,
+                 socket_path: Optional[str] = None) -> None:
         self.config = config
         self.log = log
         self.cgroup_root = cgroup_root
@@ -115,7 +117,11 @@ class Agent:
             clock=BootClock(),
             pods=pods,
         )
-        self.sink = JsonLinesSink.open(output, self.stats, config["output"]["flush_interval_ms"] / 1000)
+        self.sink: Sink = JsonLinesSink.open(output, self.stats, config["output"]["flush_interval_ms"] / 1000)
+        if socket_path is not None:
+            viewers = EventSocket.open(socket_path, self.stats, config["viewer"]["buffer_bytes"],
+                                       config["viewer"]["max_viewers"])
+            self.sink = FanOut(self.sink, viewers)
         self.pipeline = Pipeline(enricher, self.sink, self.stats, self.warnings, detect)
         self.probes: Optional[ProbeSet] = None
         self.gpus = self._gpu_watcher(config)

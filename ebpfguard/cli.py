@@ -37,6 +37,14 @@ if TYPE_CHECKING:
     from ebpfguard.detect.rulefile import RuleSet
 
 
+def socket_option(help_text: str):
+    """--socket PATH, shared by the agent (serves) and the viewer (connects)."""
+    from ebpfguard.eventsocket import DEFAULT_SOCKET
+
+    return click.option("--socket", "socket_path", default=DEFAULT_SOCKET, show_default=True,
+                        envvar="EBPFGUARD_SOCKET", metavar="PATH", help=help_text)
+
+
 rules_option = click.option(
     "--rules", "rule_files", multiple=True, metavar="FILE", envvar="EBPFGUARD_RULES",
     type=click.Path(dir_okay=False, path_type=Path), help="Rules file extending the shipped rules (repeatable).",
@@ -64,8 +72,10 @@ def main() -> None:
 @rules_option
 @click.option("--output", type=click.Path(dir_okay=False), metavar="FILE",
               help="Append events to FILE instead of stdout (each line flushed within 100 ms).")
+@socket_option("Serve events to viewers (`ebpfguard watch`) on PATH, mode 0600; `none` disables.")
 @click.option("--ebpf", is_flag=True, hidden=True, help="Print the BPF program and its flags, then exit.")
-def run(config_path: Optional[Path], rule_files: tuple[Path, ...], output: Optional[str], ebpf: bool) -> None:
+def run(config_path: Optional[Path], rule_files: tuple[Path, ...], output: Optional[str], socket_path: str,
+        ebpf: bool) -> None:
     """Run the agent: events and alerts as JSON Lines on stdout, logs on stderr.
 
     Prints `ready` on stderr once every probe is attached; SIGINT or SIGTERM detach them all.
@@ -101,12 +111,16 @@ def run(config_path: Optional[Path], rule_files: tuple[Path, ...], output: Optio
     if not headers.ok or not headers.detail.startswith("exact"):
         click.echo(f"ebpfguard: warning: kernel headers: {headers.detail}", err=True)
     from ebpfguard.agent import Agent
+    from ebpfguard.eventsocket import SocketBusy
 
     logging.basicConfig(format="ebpfguard: %(levelname)s: %(message)s", level=logging.WARNING)
     try:
-        agent = Agent(config, output, cgroup_root, detect=engine.process)
+        agent = Agent(config, output, cgroup_root, detect=engine.process,
+                      socket_path=None if socket_path == "none" else socket_path)
+    except SocketBusy as exc:
+        fail(f"{exc} (stop it, or give this agent another --socket)")
     except OSError as exc:
-        fail(f"cannot open output {output}: {exc.strerror}")
+        fail(f"cannot open {exc.filename or output}: {exc.strerror}")
     try:
         agent.run()
     except ProbeError as exc:
@@ -129,6 +143,55 @@ def doctor() -> None:
     ok = can_run(checks)
     click.echo("\nthe agent can run here" if ok else "\nthe agent cannot run here: fix what is MISSING")
     sys.exit(EXIT_OK if ok else EXIT_USAGE)
+
+
+@main.command()
+@socket_option("The agent's event socket.")
+@click.option("--plain", is_flag=True, help="One line per event (time, sandbox, pid, comm, kind, summary); "
+              "the default when stdout is not a terminal.")
+@click.option("--json", "as_json", is_flag=True, help="The agent's JSON Lines as they come (implies --plain).")
+@click.option("--standalone", is_flag=True, help="Run the probes here, in a child agent that ends with the "
+              "viewer (for when no agent runs; needs root).")
+@config_option
+@rules_option
+def watch(socket_path: str, plain: bool, as_json: bool, standalone: bool, config_path: Optional[Path],
+          rule_files: tuple[Path, ...]) -> None:
+    """Watch events and alerts live, from the agent's socket.
+
+    Exit 2 if no agent is running (then `--standalone` runs the probes here).
+    `--config` and `--rules` are passed to the agent that `--standalone` starts.
+    """
+    import contextlib
+
+    from ebpfguard.watch.source import NoAgent, connect
+    from ebpfguard.watch.standalone import AgentFailed, own_agent
+
+    agent_args: tuple[str, ...] = ()
+    if config_path:
+        agent_args += ("--config", str(config_path))
+    for rule_file in rule_files:
+        agent_args += ("--rules", str(rule_file))
+    plain = plain or as_json or not sys.stdout.isatty()
+    with contextlib.ExitStack() as stack:
+        try:
+            if standalone:
+                socket_path = stack.enter_context(own_agent(agent_args))
+            conn = connect(socket_path)
+        except (NoAgent, AgentFailed) as exc:
+            fail(str(exc))
+        stack.callback(conn.close)
+        if plain:
+            from ebpfguard.watch.plain import write_json, write_plain
+
+            try:
+                (write_json if as_json else write_plain)(conn, sys.stdout)
+            except (BrokenPipeError, KeyboardInterrupt):
+                pass  # the reader of our pipe went away, or ^C: both are a normal end
+            return
+        from ebpfguard.watch.app import WatchApp
+
+        where = "standalone agent" if standalone else socket_path
+        WatchApp(connection=f"connected to {where}", conn=conn).run()
 
 
 # -- detection: replay and rules ---------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import Optional, TextIO
+from typing import Optional, Protocol, TextIO
 
 from ebpfguard.stats import PipelineStats
 
@@ -18,6 +18,16 @@ from ebpfguard.stats import PipelineStats
 def to_json_line(event: dict) -> str:
     """One event as one line of ASCII JSON (control characters and non-ASCII escaped)."""
     return json.dumps(event, ensure_ascii=True, separators=(",", ":")) + "\n"
+
+
+class Sink(Protocol):
+    """Where the pipeline writes; the agent's loop calls flush_if_due every turn."""
+
+    def write(self, event: dict) -> bool: ...
+
+    def flush_if_due(self, now: Optional[float] = None) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class JsonLinesSink:
@@ -62,3 +72,22 @@ class JsonLinesSink:
         self.flush()
         if self.stream is not sys.stdout:
             self.stream.close()
+
+
+class FanOut:
+    """Several sinks written as one, in order (the output file first, then the viewers)."""
+
+    def __init__(self, *sinks) -> None:
+        self.sinks = sinks
+
+    def write(self, event: dict) -> bool:
+        written = [sink.write(event) for sink in self.sinks]
+        return all(written)
+
+    def flush_if_due(self, now: Optional[float] = None) -> None:
+        for sink in self.sinks:
+            sink.flush_if_due(now)
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            sink.close()

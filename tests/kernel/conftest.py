@@ -45,6 +45,9 @@ class RunningAgent:
         self.output = workdir / "events.jsonl"
         self.stderr_path = workdir / "agent.stderr"
         self._stderr = open(self.stderr_path, "w")
+        if "--socket" not in args:
+            # Agents in tests run side by side: none takes the host's default viewer socket.
+            args = ("--socket", "none", *args)
         self.proc = subprocess.Popen(
             [*wrapper, sys.executable, "-m", "ebpfguard", "run", "--output", str(self.output), *args],
             stdout=subprocess.DEVNULL, stderr=self._stderr, env=env,

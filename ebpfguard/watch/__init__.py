@@ -1,0 +1,1 @@
+"""`ebpfguard watch`: the live terminal viewer on the agent's event socket."""
