@@ -143,7 +143,7 @@ def test_sigkilled_agent_leaves_no_program_on_the_cgroup_root(tmp_path, cgroup_r
     own = RunningAgent(tmp_path)
     during = {t: set(attached_program_ids(root, t)) for t in types}
     os.kill(own.proc.pid, signal.SIGKILL)
-    own.proc.wait()
+    own.stop()  # reaps it and closes its log
     after = {t: set(attached_program_ids(root, t)) for t in types}
     for t in types:
         assert during[t] > before[t], "the agent's programs were not attached"
