@@ -3,4 +3,6 @@
 Importing this package registers every detector module.
 """
 
-from ebpfguard.detect import egress_internal, gpu_use, miner_exec, miner_stratum, tunnel_other, tunnel_ssh  # noqa: F401
+from ebpfguard.detect import (  # noqa: F401
+    egress_internal, gpu_use, miner_exec, miner_pool, miner_stratum, tunnel_other, tunnel_ssh,
+)
