@@ -119,8 +119,8 @@ def read_name(data: bytes, offset: int) -> tuple[str, int]:
         kind = length & 0xC0
         if kind == 0xC0:
             target = ((length & 0x3F) << 8) | _u8(data, offset + 1)
-            if target >= lowest:
-                raise DnsParseError(f"compression pointer at {offset} to {target} does not point back")
+            if not HEADER_BYTES <= target < lowest:
+                raise DnsParseError(f"compression pointer at {offset} to {target} does not point back to a name")
             pointers += 1
             if pointers > MAX_POINTERS:
                 raise DnsParseError(f"more than {MAX_POINTERS} compression pointers in a name")
@@ -128,8 +128,8 @@ def read_name(data: bytes, offset: int) -> tuple[str, int]:
                 end = offset + 2
             offset = lowest = target
             continue
-        if kind:  # 0x40 and 0x80: extended label types (RFC 6891), none in use; or length > 63
-            raise DnsParseError(f"label type 0x{kind:02x} at {offset} is not in use")
+        if kind:  # 0x40: extended labels, deprecated by RFC 6891; 0x80: reserved
+            raise DnsParseError(f"label length byte 0x{length:02x} at {offset} is over 63")
         if length == 0:
             break
         label = data[offset + 1:offset + 1 + length]
