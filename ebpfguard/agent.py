@@ -26,6 +26,7 @@ from ebpfguard.sandbox import CgroupIndex
 from ebpfguard.eventsocket import EventSocket
 from ebpfguard.sinks import FanOut, JsonLinesSink, Sink
 from ebpfguard.stats import PipelineStats, RateLimitedWarnings
+from ebpfguard.wire.dns import DnsParseError
 
 Detect = Callable[[dict], list]
 
@@ -70,6 +71,9 @@ class Pipeline:
         except DecodeError as exc:
             self.stats.drop("decode", "malformed")
             self.warnings.warn("decode", f"undecodable record dropped: {exc}")
+        except DnsParseError as exc:
+            self.stats.drop("enrich", "dns_malformed")
+            self.warnings.warn("dns", f"malformed DNS packet skipped: {exc}")
         except Exception as exc:  # noqa: BLE001 - one bad event must not stop the agent
             self.stats.drop(stage, "error")
             self.warnings.warn(stage, f"event dropped in {stage}: {type(exc).__name__}: {exc}")

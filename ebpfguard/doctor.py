@@ -101,7 +101,7 @@ def check_kernel_headers(release: str = platform.release()) -> Check:
 
 def check_bcc() -> Check:
     try:
-        import bcc  # noqa: F401
+        import bcc  # noqa: F401  (the import is the check)
         from bcc.version import __version__ as version
     except ImportError as exc:
         return Check("bcc", False, str(exc), "apt install python3-bpfcc, and use a venv made with --system-site-packages")

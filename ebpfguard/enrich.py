@@ -20,6 +20,8 @@ from ebpfguard.events import (
 from ebpfguard.pods import PodDirectory
 from ebpfguard.proctable import ProcessTable
 from ebpfguard.sandbox import CgroupIndex, resolve_sandbox
+from ebpfguard.wire.dns import DnsParseError, parse_dns_message, parse_dns_tcp
+from ebpfguard.wire.tls import client_hello_sni
 
 
 def rfc3339_ns(epoch_ns: int) -> str:
@@ -63,6 +65,8 @@ def argv_fields(argv: tuple[bytes, ...]) -> dict:
 
 
 SO_NETNS_COOKIE = 71  # Linux 5.14+
+DNS_PORT = 53
+IPPROTO_TCP = 6
 
 
 def netns_cookie_of_this_process() -> Optional[int]:
@@ -166,11 +170,39 @@ class Enricher:
         return event
 
     def flow_event(self, rec: FlowRecord) -> dict:
-        """A `flow` event: the remote end, and the first bytes of one segment."""
+        """A `flow` event (the first bytes of one segment; `sni` from a TLS ClientHello), or a
+        `dns` event for port 53. Raises DnsParseError for a DNS packet that does not parse."""
+        if DNS_PORT in (rec.dport, rec.sport):
+            return self.dns_event(rec)
+        event = self._flow_base("flow", rec)
+        event["seq"] = rec.seq
+        event["payload_len"] = rec.payload_len
+        event["payload_b64"] = base64.b64encode(rec.payload).decode("ascii")
+        if rec.egress and rec.seq == 0:
+            sni = client_hello_sni(rec.payload)
+            if sni is not None:
+                event["sni"] = sni
+        return event
+
+    def dns_event(self, rec: FlowRecord) -> dict:
+        """A `dns` event: the question, and the answers when it is a response."""
+        tcp = rec.protocol == IPPROTO_TCP
+        message = parse_dns_tcp(rec.payload) if tcp else parse_dns_message(rec.payload)
+        if not message.questions:
+            raise DnsParseError("no question")
+        event = self._flow_base("dns", rec)
+        event["query"], event["qtype"] = message.questions[0]
+        event["response"] = message.is_response
+        if message.is_response:
+            event["rcode"] = message.rcode
+            event["answers"] = [a._asdict() for a in message.answers]
+        return event
+
+    def _flow_base(self, kind: str, rec: FlowRecord) -> dict:
         if rec.owner_known:
-            event = self._process_event("flow", rec.hdr)
+            event = self._process_event(kind, rec.hdr)
         else:  # a socket we did not see created (accepted, or older than the agent)
-            event = self._base("flow", rec.hdr, "", None, None, False)
+            event = self._base(kind, rec.hdr, "", None, None, False)
             event["partial"] = sorted(set(event.get("partial", [])) | {"process"})
             event["process"]["pid"] = None
             event["process"]["uid"] = None
@@ -180,9 +212,6 @@ class Enricher:
         event["dport"] = rec.dport
         event["sport"] = rec.sport
         event["flow_id"] = rec.sock_cookie
-        event["seq"] = rec.seq
-        event["payload_len"] = rec.payload_len
-        event["payload_b64"] = base64.b64encode(rec.payload).decode("ascii")
         return event
 
     def open_event(self, rec: OpenRecord) -> dict:

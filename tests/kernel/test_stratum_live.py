@@ -1,6 +1,5 @@
 """miner.stratum from real flows: a stratum server written here, clients in sandbox cgroups."""
 
-import sys
 
 import pytest
 from conftest import alert_for
