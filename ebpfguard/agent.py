@@ -10,6 +10,7 @@ import json
 import signal
 import socket
 import sys
+import threading
 import time
 from typing import Callable, Mapping, Optional, TextIO
 
@@ -19,10 +20,11 @@ from ebpfguard.events import (
     OpenRecord, SocketRecord, decode,
 )
 from ebpfguard.gpu import GpuWatcher, cgroup_path_of_pid, load_nvml
-from ebpfguard.load import ProbeSet
+from ebpfguard.load import PROBE_FAMILIES, ProbeSet
 from ebpfguard.pods import PodDirectory
 from ebpfguard.proctable import ProcessTable
 from ebpfguard.sandbox import CgroupIndex
+from ebpfguard.sandbox_tracker import SandboxTracker
 from ebpfguard.eventsocket import EventSocket
 from ebpfguard.sinks import FanOut, JsonLinesSink, Sink
 from ebpfguard.stats import PipelineStats, RateLimitedWarnings
@@ -35,12 +37,15 @@ class Pipeline:
     """Everything after the ring buffer; fed one raw record at a time."""
 
     def __init__(self, enricher: Enricher, sink: Sink, stats: PipelineStats,
-                 warnings: RateLimitedWarnings, detect: Optional[Detect] = None) -> None:
+                 sandboxes: SandboxTracker, warnings: RateLimitedWarnings, detect: Optional[Detect] = None,
+                 now_ktime_ns: Callable[[], int] = BootClock.now_ktime_ns) -> None:
         self.enricher = enricher
         self.sink = sink
         self.stats = stats
+        self.sandboxes = sandboxes
         self.warnings = warnings
         self.detect = detect
+        self.now_ktime_ns = now_ktime_ns
 
     def on_record(self, raw: bytes) -> None:
         stage = "decode"
@@ -67,7 +72,7 @@ class Pipeline:
                 event = self.enricher.open_event(record)
             else:
                 return
-            self.emit(event)
+            self.emit(event, record.hdr.ktime_ns)
         except DecodeError as exc:
             self.stats.drop("decode", "malformed")
             self.warnings.warn("decode", f"undecodable record dropped: {exc}")
@@ -78,10 +83,13 @@ class Pipeline:
             self.stats.drop(stage, "error")
             self.warnings.warn(stage, f"event dropped in {stage}: {type(exc).__name__}: {exc}")
 
-    def emit(self, event: dict) -> None:
-        """Write an event and whatever alerts it raises."""
-        self.stats.events[(event["kind"], event["sandbox"]["name"])] += 1
-        self.sink.write(event)
+    def emit(self, event: dict, ktime_ns: Optional[int]) -> None:
+        """Write an event and whatever alerts it raises. `ktime_ns` is the kernel timestamp of
+        its record, for the latency histogram; None for events not from the kernel (NVML)."""
+        label = self.sandboxes.observe(event["kind"], event["sandbox"]["name"], event["process"]["pid"])
+        self.stats.count_event(event["kind"], label)
+        if self.sink.write(event) and ktime_ns is not None:
+            self.stats.observe_latency((self.now_ktime_ns() - ktime_ns) / 1e9)
         if self.detect is None:
             return
         try:
@@ -91,7 +99,7 @@ class Pipeline:
             self.warnings.warn("detect", f"detection failed on a {event['kind']} event: {type(exc).__name__}: {exc}")
             return
         for alert in alerts:
-            self.stats.alerts[(alert["rule"], alert["severity"], alert["sandbox"]["name"])] += 1
+            self.stats.count_alert(alert["rule"], alert["severity"], self.sandboxes.label(alert["sandbox"]["name"]))
             self.sink.write(alert)
 
 
@@ -126,8 +134,16 @@ class Agent:
             viewers = EventSocket.open(socket_path, self.stats, config["viewer"]["buffer_bytes"],
                                        config["viewer"]["max_viewers"])
             self.sink = FanOut(self.sink, viewers)
-        self.pipeline = Pipeline(enricher, self.sink, self.stats, self.warnings, detect)
+        self.sandboxes = SandboxTracker(
+            max_labels=config["metrics"]["max_sandbox_labels"],
+            retention_s=config["metrics"]["sandbox_label_retention_s"],
+            max_pids=config["process_table"]["max_processes"],
+        )
+        self.pipeline = Pipeline(enricher, self.sink, self.stats, self.sandboxes, self.warnings, detect)
         self.probes: Optional[ProbeSet] = None
+        # The metrics endpoint reads the kernel's counters from its own thread: this keeps it
+        # from reading map fds while the main loop closes them.
+        self._probes_lock = threading.Lock()
         self.gpus = self._gpu_watcher(config)
         self._stop = False
 
@@ -147,34 +163,40 @@ class Agent:
         """Attach, say `ready`, and drain until SIGINT or SIGTERM; then detach everything."""
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
-        self.probes = ProbeSet.load(self.config, self.cgroup_root, self.pipeline.on_record)
+        probes = ProbeSet.load(self.config, self.cgroup_root, self.pipeline.on_record)
+        with self._probes_lock:
+            self.probes = probes
         print("ready", file=self.log, flush=True)
         wait_ms = int(self.config["probes"]["drain_interval_ms"])
-        next_loss_check = 0.0
+        next_housekeeping = 0.0
         try:
             while not self._stop:
-                self.probes.drain(wait_ms)
+                probes.drain(wait_ms)
                 now = time.monotonic()
                 self.sink.flush_if_due(now)
-                if now >= next_loss_check:
+                if now >= next_housekeeping:
                     self.check_losses()
-                    next_loss_check = now + 1.0
+                    self.expire_sandbox_labels()
+                    next_housekeeping = now + 1.0
                 if self.gpus is not None:
                     self.poll_gpus()
         finally:
-            self.probes.drain(0)
+            probes.drain(0)
             self.check_losses()
-            self.probes.close()
+            with self._probes_lock:
+                probes.close()
+                self.probes = None
             self.sink.close()
             print(f"ebpfguard: stopped: {json.dumps(self.summary())}", file=self.log, flush=True)
 
     def summary(self) -> dict:
         """What went through, and what was lost (kernel) or dropped (userspace), by cause."""
+        snap = self.stats.snapshot()
         return {
-            "events": sum(self.stats.events.values()),
-            "alerts": sum(self.stats.alerts.values()),
-            "lost": dict(self.stats.lost),
-            "dropped": {f"{stage}/{reason}": n for (stage, reason), n in self.stats.dropped.items()},
+            "events": snap.events_written,
+            "alerts": snap.alerts_written,
+            "lost": snap.lost,
+            "dropped": {f"{stage}/{reason}": n for (stage, reason), n in snap.dropped.items()},
         }
 
     def poll_gpus(self) -> None:
@@ -187,13 +209,30 @@ class Agent:
             return
         enricher = self.pipeline.enricher
         for sample in samples:
-            self.pipeline.emit(enricher.gpu_event(sample, cgroup_path_of_pid(sample["pid"])))
+            self.pipeline.emit(enricher.gpu_event(sample, cgroup_path_of_pid(sample["pid"])), None)
 
     def check_losses(self) -> None:
         """Fold the kernel's loss counters into stats, warning when they grew."""
-        for family, total in self.probes.lost().items():
-            grew = total - self.stats.lost[family]
+        for family, total in self.kernel_lost().items():
+            grew = self.stats.update_lost(family, total)
             if grew > 0:
-                self.stats.lost[family] = total
                 self.warnings.warn(f"lost-{family}", f"{family} probe lost {grew} events "
                                    f"(ring buffer full; {total} in all)")
+
+    def expire_sandbox_labels(self) -> None:
+        """End the series of sandboxes gone long enough, freeing their label values."""
+        for label in self.sandboxes.expire():
+            self.stats.forget_sandbox(label)
+
+    def kernel_lost(self) -> dict[str, int]:
+        """The kernel's loss counters, read now; the last values read once the probes are closed."""
+        with self._probes_lock:
+            if self.probes is not None:
+                return self.probes.lost()
+        return self.stats.snapshot().lost
+
+    def probe_up(self) -> dict[str, bool]:
+        """Each probe family: loaded and attached (all are, between `ready` and shutdown)."""
+        with self._probes_lock:
+            loaded = set(self.probes.families) if self.probes is not None else set()
+        return {family: family in loaded for family in PROBE_FAMILIES}

@@ -34,7 +34,9 @@ config_option = click.option(
     metavar="FILE", help="YAML overlaid on the embedded default configuration.")
 
 if TYPE_CHECKING:
+    from ebpfguard.agent import Agent
     from ebpfguard.detect.rulefile import RuleSet
+    from ebpfguard.metrics import MetricsServer
 
 
 def socket_option(help_text: str):
@@ -67,15 +69,27 @@ def main() -> None:
     """ebpfguard: catch rogue sandboxed AI agents (miners, reverse tunnels) from the kernel."""
 
 
+def _metrics_address(_ctx: click.Context, _param: click.Parameter, value: str) -> Optional[tuple[str, int]]:
+    from ebpfguard.metrics import MetricsAddressError, parse_address
+
+    try:
+        return parse_address(value)
+    except MetricsAddressError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @main.command()
 @config_option
 @rules_option
 @click.option("--output", type=click.Path(dir_okay=False), metavar="FILE",
               help="Append events to FILE instead of stdout (each line flushed within 100 ms).")
 @socket_option("Serve events to viewers (`ebpfguard watch`) on PATH, mode 0600; `none` disables.")
+@click.option("--metrics-addr", "metrics_address", default="127.0.0.1:9477", show_default=True,
+              envvar="EBPFGUARD_METRICS_ADDR", metavar="HOST:PORT", callback=_metrics_address,
+              help="Serve Prometheus metrics on http://HOST:PORT/metrics; 'none' disables it.")
 @click.option("--ebpf", is_flag=True, hidden=True, help="Print the BPF program and its flags, then exit.")
 def run(config_path: Optional[Path], rule_files: tuple[Path, ...], output: Optional[str], socket_path: str,
-        ebpf: bool) -> None:
+        metrics_address: Optional[tuple[str, int]], ebpf: bool) -> None:
     """Run the agent: events and alerts as JSON Lines on stdout, logs on stderr.
 
     Prints `ready` on stderr once every probe is attached; SIGINT or SIGTERM detach them all.
@@ -121,10 +135,32 @@ def run(config_path: Optional[Path], rule_files: tuple[Path, ...], output: Optio
         fail(f"{exc} (stop it, or give this agent another --socket)")
     except OSError as exc:
         fail(f"cannot open {exc.filename or output}: {exc.strerror}")
+    server = None if metrics_address is None else _serve_metrics(agent, *metrics_address)
     try:
         agent.run()
     except ProbeError as exc:
         fail(str(exc))
+    finally:
+        if server is not None:
+            server.close()
+
+
+def _serve_metrics(agent: "Agent", host: str, port: int) -> "MetricsServer":
+    """Start the metrics endpoint before the probes load, so a busy port fails fast (exit 2)."""
+    from prometheus_client import CollectorRegistry
+
+    from ebpfguard.load import PROBE_FAMILIES
+    from ebpfguard.metrics import AgentCollector, MetricsAddressError, MetricsServer
+
+    registry = CollectorRegistry()
+    registry.register(AgentCollector(agent.stats, agent.sandboxes, agent, tuple(PROBE_FAMILIES), __version__))
+    try:
+        server = MetricsServer(host, port, registry)
+    except MetricsAddressError as exc:
+        fail(str(exc))
+        raise  # unreachable: fail() exits
+    click.echo(f"ebpfguard: metrics on {server.url}", err=True)
+    return server
 
 
 @main.command()

@@ -2,26 +2,108 @@
 
 One place that every stage reports to; the metrics endpoint and the loss warnings read it.
 Nothing is dropped without being counted here.
+
+The main loop writes these and the metrics endpoint's HTTP threads read them, so every access
+holds one lock: a scrape iterating a Counter while an event adds a key to it would raise
+"dictionary changed size during iteration". Readers take a `snapshot()`.
 """
 
 from __future__ import annotations
 
+import bisect
 import sys
+import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TextIO
 
+# Upper bounds (seconds) of the pipeline latency buckets: the drain timer (10 ms) sets the
+# usual latency, the rest show a backlog building up.
+LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
-@dataclass
+# Every (stage, reason) a drop is counted under, so the series exist at zero from the start.
+KNOWN_DROPS = (
+    ("decode", "malformed"), ("decode", "error"), ("enrich", "error"),
+    ("detect", "error"), ("output", "write_error"), ("viewer", "slow_reader"), ("gpu", "nvml_error"),
+)
+
+
+@dataclass(frozen=True)
+class StatsSnapshot:
+    """A consistent copy of the counters at one instant."""
+
+    events: dict      # (kind, sandbox label) -> n
+    alerts: dict      # (rule, severity, sandbox label) -> n
+    lost: dict        # probe family -> n (kernel side, as last read by the main loop)
+    dropped: dict     # (stage, reason) -> n (userspace)
+    latency_buckets: tuple[int, ...]  # per bucket of LATENCY_BUCKETS_S, then +Inf; not cumulative
+    latency_sum_s: float
+    events_written: int  # all events, including those of sandbox labels since forgotten
+    alerts_written: int
+
+
 class PipelineStats:
-    events: Counter = field(default_factory=Counter)   # (kind, sandbox) -> n
-    alerts: Counter = field(default_factory=Counter)   # (rule, severity, sandbox) -> n
-    lost: Counter = field(default_factory=Counter)     # probe family -> n (kernel side)
-    dropped: Counter = field(default_factory=Counter)  # (stage, reason) -> n (userspace)
+    """The counters, behind one lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._events: Counter = Counter()
+        self._alerts: Counter = Counter()
+        self._lost: Counter = Counter()
+        self._dropped: Counter = Counter()
+        self._latency = [0] * (len(LATENCY_BUCKETS_S) + 1)
+        self._latency_sum_s = 0.0
+        self._events_written = 0
+        self._alerts_written = 0
+
+    def count_event(self, kind: str, sandbox: str) -> None:
+        with self._lock:
+            self._events[(kind, sandbox)] += 1
+            self._events_written += 1
+
+    def count_alert(self, rule: str, severity: str, sandbox: str) -> None:
+        with self._lock:
+            self._alerts[(rule, severity, sandbox)] += 1
+            self._alerts_written += 1
 
     def drop(self, stage: str, reason: str, n: int = 1) -> None:
-        self.dropped[(stage, reason)] += n
+        with self._lock:
+            self._dropped[(stage, reason)] += n
+
+    def observe_latency(self, seconds: float) -> None:
+        """One event's time from the kernel's timestamp to its line being written."""
+        with self._lock:
+            self._latency[bisect.bisect_left(LATENCY_BUCKETS_S, seconds)] += 1
+            self._latency_sum_s += seconds
+
+    def update_lost(self, family: str, total: int) -> int:
+        """Record the kernel's running loss total for a family; returns how much it grew."""
+        with self._lock:
+            grew = total - self._lost[family]
+            if grew > 0:
+                self._lost[family] = total
+            return grew
+
+    def forget_sandbox(self, sandbox: str) -> None:
+        """Remove a sandbox label's counters: its series end (the label value is reused)."""
+        with self._lock:
+            for counter, position in ((self._events, 1), (self._alerts, 2)):
+                for key in [k for k in counter if k[position] == sandbox]:
+                    del counter[key]
+
+    def snapshot(self) -> StatsSnapshot:
+        with self._lock:
+            return StatsSnapshot(
+                events=dict(self._events),
+                alerts=dict(self._alerts),
+                lost=dict(self._lost),
+                dropped=dict(self._dropped),
+                latency_buckets=tuple(self._latency),
+                latency_sum_s=self._latency_sum_s,
+                events_written=self._events_written,
+                alerts_written=self._alerts_written,
+            )
 
 
 class RateLimitedWarnings:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -37,7 +38,11 @@ def _needs_root():
 
 
 class RunningAgent:
-    """An `ebpfguard run` process writing JSON Lines to a file that tests read."""
+    """An `ebpfguard run` process writing JSON Lines to a file that tests read.
+
+    Its metrics endpoint is on a free loopback port (unless `args` name one), so agents of
+    concurrent tests never collide on the default port.
+    """
 
     def __init__(self, workdir: Path, args: tuple[str, ...] = (), env: Optional[dict] = None,
                  wrapper: tuple[str, ...] = ()) -> None:
@@ -48,6 +53,8 @@ class RunningAgent:
         if "--socket" not in args:
             # Agents in tests run side by side: none takes the host's default viewer socket.
             args = ("--socket", "none", *args)
+        if "--metrics-addr" not in args:
+            args = (*args, "--metrics-addr", "127.0.0.1:0")
         self.proc = subprocess.Popen(
             [*wrapper, sys.executable, "-m", "ebpfguard", "run", "--output", str(self.output), *args],
             stdout=subprocess.DEVNULL, stderr=self._stderr, env=env,
@@ -65,6 +72,13 @@ class RunningAgent:
                 break
             time.sleep(0.1)
         raise AssertionError(f"agent did not become ready:\n{self.stderr_path.read_text()[-4000:]}")
+
+    @property
+    def metrics_url(self) -> str:
+        """The agent's /metrics URL, as it announced it on stderr."""
+        found = re.search(r"^ebpfguard: metrics on (\S+)$", self.stderr, re.MULTILINE)
+        assert found, f"the agent announced no metrics endpoint:\n{self.stderr[-4000:]}"
+        return found.group(1)
 
     @property
     def stderr(self) -> str:

@@ -57,7 +57,7 @@ def test_every_viewer_gets_every_event_in_order(served):
     server.flush_if_due()
     for conn in (a, b):
         assert [e["process"]["pid"] for e in read_all(conn)] == list(range(20))
-    assert not stats.dropped
+    assert not stats.snapshot().dropped
 
 
 def test_a_viewer_that_does_not_read_is_skipped_counted_and_told_when_it_catches_up(served):
@@ -68,7 +68,7 @@ def test_a_viewer_that_does_not_read_is_skipped_counted_and_told_when_it_catches
     sent = 0
     received_fast = []
     # Write until the slow viewer's kernel buffer and its 4 KiB queue are both full.
-    while not stats.dropped and sent < 10000:
+    while not stats.snapshot().dropped and sent < 10000:
         server.write(event(sent, pad=200))
         sent += 1
         server.flush_if_due()
@@ -77,7 +77,7 @@ def test_a_viewer_that_does_not_read_is_skipped_counted_and_told_when_it_catches
         server.write(event(n, pad=200))
         server.flush_if_due()
     sent += 100
-    missed = stats.dropped[("viewer", "slow_reader")]
+    missed = stats.snapshot().dropped[("viewer", "slow_reader")]
     assert missed > 0
     received_fast += read_all(fast)
     assert [e["process"]["pid"] for e in received_fast] == list(range(sent))  # the fast one lost nothing

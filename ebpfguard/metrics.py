@@ -1,0 +1,159 @@
+"""Prometheus metrics: every metric declared once here, read at scrape time by one collector.
+
+The collector holds no values of its own: it reads the pipeline counters (a locked snapshot),
+the sandbox tracker, and the kernel's loss counters through the agent, when Prometheus asks.
+Names, labels and meaning are a contract (design.md, "Metrics").
+"""
+
+from __future__ import annotations
+
+import errno
+from dataclasses import dataclass
+from typing import Iterable, Mapping, Optional, Protocol, Sequence
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import (
+    CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric,
+)
+
+from ebpfguard.sandbox_tracker import SandboxTracker
+from ebpfguard.stats import KNOWN_DROPS, LATENCY_BUCKETS_S, PipelineStats
+
+DEFAULT_ADDRESS = "127.0.0.1:9477"
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str
+    type: str  # counter, gauge or histogram
+    help: str
+    labels: tuple[str, ...] = ()
+
+
+EVENTS = MetricSpec("ebpfguard_events_total", "counter",
+                    "Events written, by kind and sandbox (alerts are counted apart).", ("kind", "sandbox"))
+ALERTS = MetricSpec("ebpfguard_alerts_total", "counter",
+                    "Alerts raised, by rule, severity and sandbox.", ("rule", "severity", "sandbox"))
+LOST = MetricSpec("ebpfguard_events_lost_total", "counter",
+                  "Records the kernel could not deliver (ring buffer full), by probe family; "
+                  "read from the kernel's counters at scrape time.", ("probe",))
+DROPPED = MetricSpec("ebpfguard_events_dropped_total", "counter",
+                     "Events dropped in userspace, by pipeline stage and reason.", ("stage", "reason"))
+LATENCY = MetricSpec("ebpfguard_pipeline_latency_seconds", "histogram",
+                     "Time from a record's kernel timestamp to its event being written, every kind.")
+SANDBOXES = MetricSpec("ebpfguard_sandboxes", "gauge", "Sandboxes with a live process.")
+PROBE_UP = MetricSpec("ebpfguard_probe_up", "gauge",
+                      "1 while the probe family is loaded and attached, else 0.", ("probe",))
+BUILD_INFO = MetricSpec("ebpfguard_build_info", "gauge", "Always 1; the agent's version is a label.", ("version",))
+
+METRICS = (EVENTS, ALERTS, LOST, DROPPED, LATENCY, SANDBOXES, PROBE_UP, BUILD_INFO)
+
+
+class ProbeView(Protocol):
+    """What the collector asks the agent about its probes (answers must be thread-safe)."""
+
+    def probe_up(self) -> Mapping[str, bool]: ...
+
+    def kernel_lost(self) -> Mapping[str, int]: ...
+
+
+def new_family(spec: MetricSpec) -> Metric:
+    """An empty metric family for a spec."""
+    if spec.type == "counter":
+        return CounterMetricFamily(spec.name, spec.help, labels=spec.labels)
+    if spec.type == "gauge":
+        return GaugeMetricFamily(spec.name, spec.help, labels=spec.labels)
+    return HistogramMetricFamily(spec.name, spec.help, labels=spec.labels)
+
+
+class AgentCollector:
+    """Reads the agent's state at scrape time (a prometheus-client custom collector)."""
+
+    def __init__(self, stats: PipelineStats, sandboxes: SandboxTracker, probes: ProbeView,
+                 families: Sequence[str], version: str) -> None:
+        self.stats = stats
+        self.sandboxes = sandboxes
+        self.probes = probes
+        self.families = tuple(families)
+        self.version = version
+
+    def describe(self) -> Iterable[Metric]:
+        return [new_family(spec) for spec in METRICS]
+
+    def collect(self) -> Iterable[Metric]:
+        snap = self.stats.snapshot()
+        events = new_family(EVENTS)
+        for (kind, sandbox), n in sorted(snap.events.items()):
+            events.add_metric([kind, sandbox], n)
+        alerts = new_family(ALERTS)
+        for (rule, severity, sandbox), n in sorted(snap.alerts.items()):
+            alerts.add_metric([rule, severity, sandbox], n)
+        lost = new_family(LOST)
+        kernel_lost = self.probes.kernel_lost()
+        for family in self.families:  # every family, at zero until it loses something
+            lost.add_metric([family], kernel_lost.get(family, 0))
+        dropped = new_family(DROPPED)
+        for key in sorted(set(KNOWN_DROPS) | set(snap.dropped)):
+            dropped.add_metric(list(key), snap.dropped.get(key, 0))
+        latency = new_family(LATENCY)
+        latency.add_metric([], _cumulative_buckets(snap.latency_buckets), snap.latency_sum_s)
+        sandboxes = new_family(SANDBOXES)
+        sandboxes.add_metric([], self.sandboxes.live_sandboxes())
+        probe_up = new_family(PROBE_UP)
+        up = self.probes.probe_up()
+        for family in self.families:
+            probe_up.add_metric([family], 1 if up.get(family) else 0)
+        build = new_family(BUILD_INFO)
+        build.add_metric([self.version], 1)
+        return [events, alerts, lost, dropped, latency, sandboxes, probe_up, build]
+
+
+def _cumulative_buckets(counts: Sequence[int]) -> list[tuple[str, int]]:
+    """Per-bucket counts (the last one +Inf) as Prometheus' cumulative `le` buckets."""
+    bounds = [repr(float(b)) for b in LATENCY_BUCKETS_S] + ["+Inf"]
+    out, total = [], 0
+    for bound, n in zip(bounds, counts):
+        total += n
+        out.append((bound, total))
+    return out
+
+
+class MetricsAddressError(ValueError):
+    """A --metrics-addr that cannot be parsed or served; the message says which and why."""
+
+
+def parse_address(text: str) -> Optional[tuple[str, int]]:
+    """HOST:PORT (IPv6 as [::1]:PORT) -> (host, port); `none` -> None (endpoint disabled)."""
+    if text.strip().lower() == "none":
+        return None
+    host, sep, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise MetricsAddressError(f"'{text}' is not HOST:PORT (e.g. {DEFAULT_ADDRESS}) or 'none'")
+    return host, int(port)
+
+
+class MetricsServer:
+    """The /metrics HTTP endpoint, served from its own threads."""
+
+    def __init__(self, host: str, port: int, registry: CollectorRegistry) -> None:
+        try:
+            self._httpd, self._thread = start_http_server(port, host, registry)
+        except OSError as exc:
+            why = "the port is in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+            raise MetricsAddressError(
+                f"cannot serve metrics on {host}:{port}: {why} "
+                f"(choose another with --metrics-addr HOST:PORT, or --metrics-addr none)") from None
+        self.host = host
+        self.port = self._httpd.server_address[1]  # the real one when 0 was asked for
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/metrics"
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join()
