@@ -87,9 +87,9 @@ class Pipeline:
         """Write an event and whatever alerts it raises. `ktime_ns` is the kernel timestamp of
         its record, for the latency histogram; None for events not from the kernel (NVML)."""
         label = self.sandboxes.observe(event["kind"], event["sandbox"]["name"], event["process"]["pid"])
-        self.stats.count_event(event["kind"], label)
-        if self.sink.write(event) and ktime_ns is not None:
-            self.stats.observe_latency((self.now_ktime_ns() - ktime_ns) / 1e9)
+        written = self.sink.write(event)
+        latency_s = (self.now_ktime_ns() - ktime_ns) / 1e9 if written and ktime_ns is not None else None
+        self.stats.count_event(event["kind"], label, latency_s)
         if self.detect is None:
             return
         try:

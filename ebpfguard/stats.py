@@ -16,7 +16,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import TextIO
+from typing import Optional, TextIO
 
 # Upper bounds (seconds) of the pipeline latency buckets: the drain timer (10 ms) sets the
 # usual latency, the rest show a backlog building up.
@@ -57,10 +57,15 @@ class PipelineStats:
         self._events_written = 0
         self._alerts_written = 0
 
-    def count_event(self, kind: str, sandbox: str) -> None:
+    def count_event(self, kind: str, sandbox: str, latency_s: Optional[float] = None) -> None:
+        """One event; `latency_s` is its time from the kernel's timestamp to its line being
+        written, when it has one (one lock for both: this runs for every event)."""
         with self._lock:
             self._events[(kind, sandbox)] += 1
             self._events_written += 1
+            if latency_s is not None:
+                self._latency[bisect.bisect_left(LATENCY_BUCKETS_S, latency_s)] += 1
+                self._latency_sum_s += latency_s
 
     def count_alert(self, rule: str, severity: str, sandbox: str) -> None:
         with self._lock:
@@ -70,12 +75,6 @@ class PipelineStats:
     def drop(self, stage: str, reason: str, n: int = 1) -> None:
         with self._lock:
             self._dropped[(stage, reason)] += n
-
-    def observe_latency(self, seconds: float) -> None:
-        """One event's time from the kernel's timestamp to its line being written."""
-        with self._lock:
-            self._latency[bisect.bisect_left(LATENCY_BUCKETS_S, seconds)] += 1
-            self._latency_sum_s += seconds
 
     def update_lost(self, family: str, total: int) -> int:
         """Record the kernel's running loss total for a family; returns how much it grew."""
