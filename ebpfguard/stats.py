@@ -24,7 +24,7 @@ LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
 
 # Every (stage, reason) a drop is counted under, so the series exist at zero from the start.
 KNOWN_DROPS = (
-    ("decode", "malformed"), ("decode", "error"), ("enrich", "error"),
+    ("decode", "malformed"), ("decode", "error"), ("enrich", "error"), ("enrich", "dns_malformed"),
     ("detect", "error"), ("output", "write_error"), ("viewer", "slow_reader"), ("gpu", "nvml_error"),
 )
 
