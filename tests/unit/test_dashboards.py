@@ -69,7 +69,8 @@ def test_every_query_and_rule_reads_only_metrics_that_exist():
         if spec.type == "histogram":
             exposed |= {spec.name + suffix for suffix in ("_bucket", "_sum", "_count")}
     known = exposed | {name for name in rules if ":" in name} | {"up"}
-    used = set().union(*(_names_used(e) for e in [*queries.dashboard_queries(queries.load_dashboard()), *rules.values()]))
+    expressions = [*queries.dashboard_queries(queries.load_dashboard()), *rules.values()]
+    used = set().union(*(_names_used(e) for e in expressions))
     assert used - known == set()
     assert "ebpfguard:alerts:increase5m" in used
 
