@@ -87,8 +87,14 @@ class RunningAgent:
     def raw_lines(self) -> list[str]:
         return self.output.read_text().splitlines() if self.output.exists() else []
 
+    def forget(self) -> None:
+        """Drop the events read so far: a busy host writes hundreds of thousands of them in
+        a session, and each test only looks at what happens after it starts."""
+        self.events()
+        self._seen = []
+
     def events(self) -> list[dict]:
-        """Every event written so far (read incrementally)."""
+        """Every event written since the last forget() (read incrementally)."""
         if self.output.exists():
             with open(self.output) as f:
                 f.seek(self._offset)
@@ -129,6 +135,13 @@ def agent(tmp_path_factory) -> Iterator[RunningAgent]:
     running = RunningAgent(tmp_path_factory.mktemp("agent"), ("--rules", str(Path(__file__).parent / "rules_overlay.yaml")))
     yield running
     assert running.stop() == 0, running.stderr[-4000:]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_events(request):
+    """Tests that use the shared agent see only the events written from their start on."""
+    if "agent" in request.fixturenames:
+        request.getfixturevalue("agent").forget()
 
 
 @pytest.fixture(scope="session")

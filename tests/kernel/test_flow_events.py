@@ -42,9 +42,12 @@ class EchoServer:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
-            with conn:
-                while data := conn.recv(65536):
-                    conn.sendall(self.reply or data)
+            try:
+                with conn:
+                    while data := conn.recv(65536):
+                        conn.sendall(self.reply or data)
+            except OSError:
+                continue  # a client that reset its connection: serve the next one
 
     def close(self):
         # shutdown wakes the thread blocked in accept(), which otherwise keeps the port bound

@@ -2,6 +2,7 @@
 
 import json
 import re
+import subprocess
 
 from conftest import RunningAgent, has_arg, marker
 
@@ -64,7 +65,9 @@ def test_exit_events_carry_the_code_or_null_when_killed(agent, make_cgroup):
 
 
 def test_sandbox_created_after_the_agent_started_is_resolved(agent, make_cgroup):
-    agent.wait_for(lambda e: True)  # the agent is up and writing before the cgroup exists
+    before = marker()
+    subprocess.run(["/bin/true", before], check=True)
+    agent.wait_for(has_arg(before))  # the agent is up and writing before the cgroup exists
     cg = make_cgroup("agent-")
     token = marker()
     cg.run(["/bin/true", token], check=True)
