@@ -32,6 +32,18 @@ from ebpfguard.wire.dns import DnsParseError
 
 Detect = Callable[[dict], list]
 
+# Records that only update the enricher's state (the process table, an exec's arguments)...
+STATE_ONLY = {ForkRecord: Enricher.on_fork, ExecArgsRecord: Enricher.on_exec_args}
+# ...and those that become events.
+TO_EVENT = {
+    ExecRecord: Enricher.exec_event,
+    ExitRecord: Enricher.exit_event,
+    SocketRecord: Enricher.socket_event,
+    ConnectRecord: Enricher.connect_event,
+    FlowRecord: Enricher.flow_event,
+    OpenRecord: Enricher.open_event,
+}
+
 
 class Pipeline:
     """Everything after the ring buffer; fed one raw record at a time."""
@@ -52,26 +64,11 @@ class Pipeline:
         try:
             record = decode(raw)
             stage = "enrich"
-            if isinstance(record, ForkRecord):
-                self.enricher.on_fork(record)
+            updates_state = STATE_ONLY.get(type(record))
+            if updates_state is not None:
+                updates_state(self.enricher, record)
                 return
-            if isinstance(record, ExecArgsRecord):
-                self.enricher.on_exec_args(record)
-                return
-            if isinstance(record, ExecRecord):
-                event = self.enricher.exec_event(record)
-            elif isinstance(record, ExitRecord):
-                event = self.enricher.exit_event(record)
-            elif isinstance(record, ConnectRecord):
-                event = self.enricher.connect_event(record)
-            elif isinstance(record, SocketRecord):
-                event = self.enricher.socket_event(record)
-            elif isinstance(record, FlowRecord):
-                event = self.enricher.flow_event(record)
-            elif isinstance(record, OpenRecord):
-                event = self.enricher.open_event(record)
-            else:
-                return
+            event = TO_EVENT[type(record)](self.enricher, record)
             self.emit(event, record.hdr.ktime_ns)
         except DecodeError as exc:
             self.stats.drop("decode", "malformed")
@@ -223,6 +220,10 @@ class Agent:
         """End the series of sandboxes gone long enough, freeing their label values."""
         for label in self.sandboxes.expire():
             self.stats.forget_sandbox(label)
+
+    def gpu_usage(self) -> list:
+        """The latest per-sandbox GPU usage from NVML (empty without it)."""
+        return self.gpus.usage if self.gpus is not None else []
 
     def kernel_lost(self) -> dict[str, int]:
         """The kernel's loss counters, read now; the last values read once the probes are closed."""

@@ -8,6 +8,7 @@ Names, labels and meaning are a contract (design.md, "Metrics").
 from __future__ import annotations
 
 import errno
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Optional, Protocol, Sequence
 
@@ -16,6 +17,7 @@ from prometheus_client.core import (
     CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric,
 )
 
+from ebpfguard.gpu import SandboxGpuUsage
 from ebpfguard.sandbox_tracker import SandboxTracker
 from ebpfguard.stats import KNOWN_DROPS, LATENCY_BUCKETS_S, PipelineStats
 
@@ -46,7 +48,14 @@ PROBE_UP = MetricSpec("ebpfguard_probe_up", "gauge",
                       "1 while the probe family is loaded and attached, else 0.", ("probe",))
 BUILD_INFO = MetricSpec("ebpfguard_build_info", "gauge", "Always 1; the agent's version is a label.", ("version",))
 
-METRICS = (EVENTS, ALERTS, LOST, DROPPED, LATENCY, SANDBOXES, PROBE_UP, BUILD_INFO)
+GPU_MEMORY = MetricSpec("ebpfguard_gpu_memory_bytes", "gauge",
+                        "GPU memory held by a sandbox's processes, per GPU (NVML; absent without it).",
+                        ("sandbox", "gpu"))
+GPU_UTILIZATION = MetricSpec("ebpfguard_gpu_utilization_ratio", "gauge",
+                             "Share of a GPU's SM time used by a sandbox's processes (NVML, 0 to 1).",
+                             ("sandbox", "gpu"))
+
+METRICS = (EVENTS, ALERTS, LOST, DROPPED, LATENCY, SANDBOXES, PROBE_UP, BUILD_INFO, GPU_MEMORY, GPU_UTILIZATION)
 
 
 class ProbeView(Protocol):
@@ -55,6 +64,8 @@ class ProbeView(Protocol):
     def probe_up(self) -> Mapping[str, bool]: ...
 
     def kernel_lost(self) -> Mapping[str, int]: ...
+
+    def gpu_usage(self) -> Sequence[SandboxGpuUsage]: ...
 
 
 def new_family(spec: MetricSpec) -> Metric:
@@ -105,7 +116,20 @@ class AgentCollector:
             probe_up.add_metric([family], 1 if up.get(family) else 0)
         build = new_family(BUILD_INFO)
         build.add_metric([self.version], 1)
-        return [events, alerts, lost, dropped, latency, sandboxes, probe_up, build]
+        return [events, alerts, lost, dropped, latency, sandboxes, probe_up, build, *self._gpu_families()]
+
+    def _gpu_families(self) -> list[Metric]:
+        memory: dict = defaultdict(int)
+        utilization: dict = defaultdict(float)
+        for usage in self.probes.gpu_usage():
+            key = (self.sandboxes.label(usage.sandbox), str(usage.gpu_index))  # capped labels may merge
+            memory[key] += usage.memory_bytes
+            utilization[key] = min(1.0, utilization[key] + usage.utilization_ratio)
+        memory_family, utilization_family = new_family(GPU_MEMORY), new_family(GPU_UTILIZATION)
+        for key in sorted(memory):
+            memory_family.add_metric(list(key), memory[key])
+            utilization_family.add_metric(list(key), utilization[key])
+        return [memory_family, utilization_family]
 
 
 def _cumulative_buckets(counts: Sequence[int]) -> list[tuple[str, int]]:

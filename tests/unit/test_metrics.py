@@ -17,6 +17,7 @@ from ebpfguard.metrics import (
     METRICS, AgentCollector, MetricsAddressError, MetricsServer, parse_address,
 )
 from ebpfguard.sandbox_tracker import SandboxTracker
+from ebpfguard.gpu import SandboxGpuUsage
 from ebpfguard.sinks import JsonLinesSink
 from ebpfguard.stats import PipelineStats, RateLimitedWarnings
 
@@ -26,14 +27,18 @@ FAMILIES = ("exec", "proc", "net")
 class Probes:
     """The agent's answers about its probes: all attached, `lost` as the kernel counted."""
 
-    def __init__(self, lost: dict[str, int] | None = None) -> None:
+    def __init__(self, lost: dict[str, int] | None = None, gpus: list | None = None) -> None:
         self.lost = lost or {}
+        self.gpus = gpus or []
 
     def probe_up(self) -> dict[str, bool]:
         return {f: True for f in FAMILIES}
 
     def kernel_lost(self) -> dict[str, int]:
         return dict(self.lost)
+
+    def gpu_usage(self) -> list:
+        return list(self.gpus)
 
 
 class Clock:
@@ -89,7 +94,7 @@ class Harness:
 
 
 def test_every_metric_of_the_contract_is_exposed_with_its_labels():
-    h = Harness()
+    h = Harness(probes=Probes(gpus=[SandboxGpuUsage("sandbox-a", 0, 1 << 30, 0.5, (10,))]))
     h.emit("exec", "sandbox-a", 10)
     families = {f.name: f for f in text_string_to_metric_families(h.text())}
     # The parser strips _total from counter family names.
@@ -102,6 +107,8 @@ def test_every_metric_of_the_contract_is_exposed_with_its_labels():
         "ebpfguard_sandboxes": ("gauge", set()),
         "ebpfguard_probe_up": ("gauge", {"probe"}),
         "ebpfguard_build_info": ("gauge", {"version"}),
+        "ebpfguard_gpu_memory_bytes": ("gauge", {"sandbox", "gpu"}),
+        "ebpfguard_gpu_utilization_ratio": ("gauge", {"sandbox", "gpu"}),
     }
     assert {spec.name.removesuffix("_total") for spec in METRICS} == set(expected)
     for name, (kind, labels) in expected.items():
@@ -281,3 +288,19 @@ def test_server_serves_the_registry_and_a_busy_port_is_a_clear_error():
         server.close()
     with pytest.raises(ConnectionRefusedError):  # closed: nothing listens there any more
         socket.create_connection(("127.0.0.1", server.port), timeout=5)
+
+
+def test_gpu_use_is_exposed_per_sandbox_and_gpu_with_capped_labels():
+    usage = [SandboxGpuUsage("sandbox-a", 0, 2 << 30, 0.97, (10,)),
+             SandboxGpuUsage("sandbox-b", 0, 1 << 30, 0.2, (11,)),
+             SandboxGpuUsage("sandbox-c", 1, 1 << 30, 0.9, (12,))]
+    h = Harness(max_labels=1, probes=Probes(gpus=usage))
+    h.emit("exec", "sandbox-a", 10)  # takes the one label; b and c become `other`
+    h.emit("exec", "sandbox-b", 11)
+    h.emit("exec", "sandbox-c", 12)
+    assert h.samples("ebpfguard_gpu_memory_bytes") == {
+        (("gpu", "0"), ("sandbox", "sandbox-a")): float(2 << 30),
+        (("gpu", "0"), ("sandbox", "other")): float(1 << 30),
+        (("gpu", "1"), ("sandbox", "other")): float(1 << 30),
+    }
+    assert h.samples("ebpfguard_gpu_utilization_ratio")[(("gpu", "0"), ("sandbox", "sandbox-a"))] == 0.97
