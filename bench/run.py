@@ -65,9 +65,15 @@ def run_rounds(driver: Path, tracers: list[Tracer], rounds: int, seconds: float,
             workdir = raw / f"round-{r}"
             workdir.mkdir(parents=True, exist_ok=True)
             tracer.start(workdir)
-            runs = [run_workload(driver, w, seconds) for w in WORKLOADS]
-            result = tracer.stop()
-            record = {"round": r, "config": tracer.name, "runs": [asdict(x) for x in runs], "tracer": asdict(result)}
+            runs, settled = [], {}
+            try:
+                for w in WORKLOADS:
+                    settled[w.name] = tracer.settle()
+                    runs.append(run_workload(driver, w, seconds))
+            finally:
+                result = tracer.stop()  # never leave a tracer attached (auditd above all)
+            record = {"round": r, "config": tracer.name, "runs": [asdict(x) for x in runs],
+                      "settle_s": settled, "tracer": asdict(result)}
             if isinstance(tracer, Ebpfguard) and tracer.write_times:
                 record["latency_ns"] = latencies_by_window(tracer.write_times.lines(), runs)
                 tracer.output.unlink()  # large, and parsed already

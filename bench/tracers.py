@@ -65,6 +65,15 @@ class Tracer:
     def stop(self) -> TracerResult:
         return TracerResult()
 
+    def settle(self) -> float:
+        """Wait until the tracer has caught up with what the last workload made it do, so the
+        next workload pays only for its own hooks; returns the seconds waited."""
+        return 0.0
+
+
+SETTLE_CPU_FRACTION = 0.1  # below this share of a CPU the tracer has caught up
+SETTLE_MAX_S = 60.0
+
 
 class ProcessTracer(Tracer):
     """A tracer that is one process: CPU and memory are that process's."""
@@ -83,6 +92,18 @@ class ProcessTracer(Tracer):
         if ready_text is not None:
             wait_for_text(ready_file or self.stderr_path, ready_text, self.proc, READY_TIMEOUT_S)
         self.cpu_at_ready = footprint(self.proc.pid).cpu_s
+
+    def settle(self) -> float:
+        assert self.proc is not None
+        start = time.monotonic()
+        cpu = footprint(self.proc.pid).cpu_s
+        while time.monotonic() - start < SETTLE_MAX_S:
+            time.sleep(0.2)
+            now = footprint(self.proc.pid).cpu_s
+            if now - cpu < 0.2 * SETTLE_CPU_FRACTION:
+                break
+            cpu = now
+        return time.monotonic() - start
 
     def terminate(self, sig: int = signal.SIGTERM) -> TracerResult:
         """Stop the process; CPU and peak memory come from its rusage, so nothing after its
