@@ -1,4 +1,5 @@
 # The two commands of the README: `make run` and `make test`. Each sets up what it needs.
+# `make bench` runs the benchmark (bench/README.md); `make bench ARGS=--quick` for a short one.
 .PHONY: run test setup setup-test unit bench
 
 run: setup
@@ -15,3 +16,7 @@ setup:
 
 setup-test:
 	@scripts/setup.sh --test
+
+bench: setup
+	@bench/setup.sh
+	.venv/bin/python -m bench.run $(ARGS)

@@ -1,0 +1,229 @@
+"""Figures from a run's raw records, and the Markdown that shows them.
+
+Every overhead figure is paired by round: a configuration's cost in round r is taken against
+the no-agent baseline of the same round, then the rounds are summarized (median, min-max).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Optional
+
+from bench.latency import latency_summary
+from bench.stats import Summary, ratio, summarize
+
+BASELINE = "none"
+PEERS = ("bpftrace", "auditd", "floor-unread", "floor-empty")
+# Workloads whose added cost is compared across tracers (bulk is per byte, the burst is idle-padded).
+COST_WORKLOADS = ("exec", "connect", "refused", "getpgid", "bulk")
+
+
+def per_round(rounds: list[dict]) -> dict[str, dict[str, dict[int, dict]]]:
+    """{config: {workload: {round: run}}}."""
+    table: dict = defaultdict(lambda: defaultdict(dict))
+    for record in rounds:
+        for run in record["runs"]:
+            table[record["config"]][run["workload"]][record["round"]] = run
+    return table
+
+
+def overhead(rounds: list[dict]) -> dict:
+    """Per workload and configuration: throughput, ns/op, added ns/op and the ratio to no agent."""
+    table = per_round(rounds)
+    base = table.get(BASELINE, {})
+    out: dict = defaultdict(dict)
+    for config, workloads in table.items():
+        for workload, runs in workloads.items():
+            paired = [(run, base[workload][r]) for r, run in runs.items() if r in base.get(workload, {})]
+            out[workload][config] = {
+                "ops_per_s": _d(summarize([run["ops_per_s"] for run in runs.values()])),
+                "ns_per_op": _d(summarize([run["ns_per_op"] for run in runs.values()])),
+                "added_ns": _d(summarize([run["ns_per_op"] - b["ns_per_op"] for run, b in paired])),
+                "ratio": _d(summarize([run["ns_per_op"] / b["ns_per_op"] for run, b in paired])),
+            }
+    for workload, configs in out.items():
+        ours = configs.get("ebpfguard", {}).get("added_ns")
+        configs.setdefault("ebpfguard", {})["vs"] = {
+            peer: ratio(ours and ours["median"], configs[peer]["added_ns"] and configs[peer]["added_ns"]["median"])
+            for peer in PEERS if peer in configs and configs[peer]["added_ns"]
+        }
+    return dict(out)
+
+
+def losses_and_footprint(rounds: list[dict]) -> dict:
+    """Per configuration: events lost and written, CPU after start-up, memory."""
+    out: dict = {}
+    for config in dict.fromkeys(r["config"] for r in rounds):
+        results = [r["tracer"] for r in rounds if r["config"] == config]
+        events = [t["events"] for t in results if t["events"] is not None]
+        cpu = sum(t["cpu_s"] or 0 for t in results)
+        out[config] = {
+            "lost": None if any(t["lost"] is None for t in results) else sum(t["lost"] for t in results),
+            "events": sum(events) if events else None,
+            "cpu_s_per_round": _d(summarize([t["cpu_s"] for t in results if t["cpu_s"] is not None])),
+            "cpu_s_per_100k_events": cpu / sum(events) * 1e5 if events and sum(events) else None,
+            "peak_rss_mib": max((t["peak_rss_kib"] or 0) for t in results) / 1024,
+            "rss_mib_end": max((t["rss_kib"] or 0) for t in results) / 1024,
+        }
+    return out
+
+
+def latency(rounds: list[dict]) -> dict:
+    """ebpfguard's syscall-to-written latency per workload, all rounds pooled. Pops the raw
+    lists out of the records: they are too large to keep in the JSON."""
+    pooled: dict = defaultdict(lambda: {"event": [], "alert": []})
+    for record in rounds:
+        for workload, lists in record.pop("latency_ns", {}).items():
+            for kind, values in lists.items():
+                pooled[workload][kind] += values
+                pooled["all"][kind] += values
+    order = [w for w in pooled if w != "all"] + ["all"]  # "all" last, as the total row
+    return {w: {"event": latency_summary(pooled[w]["event"]), "alert": latency_summary(pooled[w]["alert"])}
+            for w in order if w in pooled}
+
+
+KEEPS_UP_P99_MS = 50.0  # the alert-latency target: at rates above it the agent only buffers
+
+
+def sustained(ramp: list[dict]) -> dict:
+    """Per storm, the highest events/s of a step with nothing lost, and of one that also kept
+    event p99 under KEEPS_UP_P99_MS: a short step can lose nothing while the backlog grows."""
+    out: dict = defaultdict(dict)
+    for step in ramp:
+        if step["lost"]:
+            continue
+        keeps_up = step["latency"].get("p99_ms", float("inf")) < KEEPS_UP_P99_MS
+        for key, ok in (("zero_lost", True), ("keeps_up", keeps_up)):
+            best = out[step["workload"]].get(key)
+            if ok and (best is None or step["events_per_s"] > best["events_per_s"]):
+                out[step["workload"]][key] = step
+    return dict(out)
+
+
+def aggregate(results: dict) -> dict:
+    figures: dict = {}
+    if "rounds" in results:
+        rounds = results["rounds"]
+        figures["overhead"] = overhead(rounds)
+        figures["configs"] = losses_and_footprint(rounds)
+        figures["latency"] = latency(rounds)
+    if "ramp" in results:
+        figures["sustained"] = sustained(results["ramp"])
+    return figures
+
+
+def _d(summary: Optional[Summary]) -> Optional[dict]:
+    return summary.as_dict() if summary else None
+
+
+def _num(value: Optional[float], fmt: str = "{:,.0f}") -> str:
+    return "–" if value is None else fmt.format(value)
+
+
+def _range(d: Optional[dict], fmt: str = "{:,.0f}") -> str:
+    """`median (min–max)`."""
+    if not d:
+        return "–"
+    return f"{fmt.format(d['median'])} ({fmt.format(d['min'])}–{fmt.format(d['max'])})"
+
+
+def render_markdown(results: dict, figures: dict) -> str:
+    m = results["machine"]
+    s = results["settings"]
+    lines = [
+        "# ebpfguard benchmark", "",
+        f"Machine: {m['cpus']} vCPUs ({m['cpu_model']}), {m['memory_gib']} GiB, kernel {m['kernel']}; "
+        f"{m['bpftrace']}; auditctl {m['auditd']}. Load average {' '.join(m['loadavg'])} at the start, "
+        f"{' '.join(m.get('loadavg_end', []))} at the end; {m['bpf_programs_loaded']} BPF programs loaded "
+        f"by others at the start. {s['rounds']} rounds of {s['seconds']:g} s per workload"
+        f"{' (quick mode)' if s['quick'] else ''}; {m.get('minutes', '?')} minutes in all.", "",
+    ]
+    if "overhead" in figures:
+        lines += _overhead_table(figures["overhead"], results["workloads"])
+        lines += _config_table(figures["configs"])
+        lines += _latency_table(figures["latency"])
+    if "sustained" in figures:
+        lines += _ramp_table(results["ramp"])
+        for storm, best in figures["sustained"].items():
+            lines.append(f"- {storm}: {_num(best.get('zero_lost', {}).get('events_per_s'))} events/s with nothing lost; "
+                         f"{_num(best.get('keeps_up', {}).get('events_per_s'))} events/s with event p99 under "
+                         f"{KEEPS_UP_P99_MS:.0f} ms.")
+        lines.append("")
+    if "soak" in results:
+        soak = results["soak"]
+        lines += ["## Footprint", "",
+                  f"- Idle host: ebpfguard used {soak['idle_cpu_fraction']:.2%} of a CPU over {soak['idle_s']:g} s.",
+                  f"- After {soak['events']:,} events: RSS {soak['rss_kib_after'] / 1024:.0f} MiB, of which "
+                  f"{soak['anon_rss_kib_after'] / 1024:.0f} MiB its own (RssAnon; the rest is mapped files, "
+                  f"mostly libbcc's LLVM); at start {soak['rss_kib_start'] / 1024:.0f} MiB "
+                  f"({soak['anon_rss_kib_start'] / 1024:.0f} MiB own); peak {soak['peak_rss_kib'] / 1024:.0f} MiB "
+                  f"(the start-up compile included); "
+                  f"lost {soak['lost']}; {soak['cpu_s'] / soak['events'] * 1e5:.2f} CPU s per 100k events.", ""]
+    if "profile" in results:
+        p = results["profile"]
+        lines += ["## Where ebpfguard's time goes (cProfile, connect and exec storms)", "",
+                  f"{p['events']:,} events, {p['profiled_s']:.1f} s of profiled CPU (start-up included); top "
+                  "functions by own time, bcc's start-up and teardown left out:", "",
+                  "| function | own time | share | calls |", "| --- | --- | --- | --- |"]
+        lines += [f"| `{t['function']}` | {t['tottime_s']:.2f} s | {t['share']:.0%} | {t['calls']:,} |" for t in p["top"][:10]]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _overhead_table(overhead: dict, workloads: list[dict]) -> list[str]:
+    configs = ["none", "ebpfguard", "floor-empty", "floor-unread", "bpftrace", "auditd"]
+    units = {w["name"]: w["unit"] for w in workloads}
+    lines = ["## Cost per operation", "",
+             "Added ns per op against no agent in the same round: median (min–max) and × the no-agent time. "
+             "Bulk is per byte (ns).", "",
+             "| workload | no agent (ops/s) | " + " | ".join(c for c in configs[1:]) + " | ebpfguard's added ÷ peer's |",
+             "| --- " * (len(configs) + 2) + "|"]
+    for workload in COST_WORKLOADS:
+        row = overhead.get(workload)
+        if not row:
+            continue
+        fmt = "{:,.3f}" if workload == "bulk" else "{:,.0f}"
+        cells = [f"{workload} ({units[workload]})", _range(row.get("none", {}).get("ops_per_s"))]
+        for config in configs[1:]:
+            c = row.get(config)
+            cells.append(f"{_range(c['added_ns'], fmt)} ×{c['ratio']['median']:.2f}" if c and c["added_ns"] else "–")
+        vs = row.get("ebpfguard", {}).get("vs", {})
+        cells.append(", ".join(f"{p} {_num(v, '{:.2f}')}" for p, v in vs.items()) or "–")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _config_table(configs: dict) -> list[str]:
+    lines = ["## Losses and footprint during the rounds", "",
+             "| config | events written | lost | CPU s per round (after start-up) | CPU s per 100k events | peak RSS MiB | RSS at end MiB |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for name, c in configs.items():
+        if name == BASELINE:
+            continue
+        lines.append(f"| {name} | {_num(c['events'])} | {_num(c['lost'])} | {_range(c['cpu_s_per_round'], '{:.2f}')} "
+                     f"| {_num(c['cpu_s_per_100k_events'], '{:.2f}')} | {c['peak_rss_mib']:.0f} | {c['rss_mib_end']:.0f} |")
+    return lines + [""]
+
+
+def _latency_table(latency: dict) -> list[str]:
+    lines = ["## ebpfguard latency: syscall (event `time`) to line written (all rounds pooled)", "",
+             "| workload | events | event p50 / p99 / max ms | alerts | alert p50 / p99 / max ms |",
+             "| --- | --- | --- | --- | --- |"]
+    for workload, kinds in latency.items():
+        cells = [workload]
+        for kind in ("event", "alert"):
+            d = kinds[kind]
+            cells += [_num(d.get("n", 0)), f"{d['p50_ms']:.1f} / {d['p99_ms']:.1f} / {d['max_ms']:.1f}" if d else "–"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _ramp_table(ramp: list[dict]) -> list[str]:
+    lines = ["## Ramp: ebpfguard at paced rates", "",
+             "| storm | target ops/s | achieved ops/s | events/s written | lost | event p99 ms | alert p99 ms |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for step in ramp:
+        lines.append(f"| {step['workload']} | {_num(step['target_rate']) if step['target_rate'] else 'max'} "
+                     f"| {_num(step['ops_per_s'])} | {_num(step['events_per_s'])} | {step['lost']} "
+                     f"| {_num(step['latency'].get('p99_ms'), '{:.1f}')} | {_num(step['alert_latency'].get('p99_ms'), '{:.1f}')} |")
+    return lines + [""]

@@ -1,0 +1,198 @@
+"""Run the benchmark: `python -m bench.run [--quick]` as root (`make bench` sets up first).
+
+Phases, in order:
+  rounds   every configuration (bench/tracers.py) runs every workload (bench/workloads.py),
+           configurations alternating within each round, the order rotated between rounds;
+  ramp     ebpfguard alone, the exec and connect storms paced at rising rates, until one loses;
+  soak     ebpfguard idle (its CPU), then storms until a million events (its memory);
+  profile  ebpfguard under cProfile through a connect and an exec storm: where its time goes.
+Writes bench/results/results.json and results.md (the latest run), raw files beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import pstats
+import shutil
+import subprocess
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Optional
+
+from bench.latency import latencies_by_window, latency_summary
+from bench.procinfo import footprint
+from bench.report import aggregate, render_markdown
+from bench.tracers import REPO, Ebpfguard, Tracer, all_tracers
+from bench.workloads import WORKLOADS, Workload, build_driver, run_workload
+
+RESULTS = REPO / "bench" / "results"
+SETTLE_S = 1.0  # between configurations: let the last one's teardown finish
+RAMP_STEPS = {"connect": (2000, 5000, 10000, 20000, 0), "exec": (250, 500, 1000, 0)}
+SOAK_EVENTS = 1_000_000
+SOAK_CHUNK_S = 5.0
+EVENTS_PER_OP = 2  # exec+exit per fork+exec; socket+connect per connect
+
+
+def machine() -> dict:
+    """What the figures were taken on, and how busy it was."""
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    mem_kib = int(next(line.split()[1] for line in open("/proc/meminfo") if line.startswith("MemTotal")))
+    return {"kernel": os.uname().release, "cpus": os.cpu_count(), "cpu_model": cpu,
+            "memory_gib": round(mem_kib / 2**20, 1), "loadavg": open("/proc/loadavg").read().split()[:3],
+            "bpf_programs_loaded": bpf_program_count(),
+            "bpftrace": subprocess.run(["bpftrace", "--version"], capture_output=True, text=True).stdout.strip(),
+            "auditd": subprocess.run(["auditctl", "-v"], capture_output=True, text=True).stdout.strip()}
+
+
+def bpf_program_count() -> Optional[int]:
+    """Programs loaded by anyone (other agents on a shared host tax syscalls too)."""
+    if not shutil.which("bpftool"):
+        return None
+    out = subprocess.run(["bpftool", "prog", "show", "-j"], capture_output=True, text=True).stdout
+    return len(json.loads(out or "[]"))
+
+
+def run_rounds(driver: Path, tracers: list[Tracer], rounds: int, seconds: float, raw: Path) -> list[dict]:
+    """Every tracer through every workload, `rounds` times; a record per (round, tracer)."""
+    records = []
+    for r in range(rounds):
+        order = tracers[r % len(tracers):] + tracers[:r % len(tracers)]
+        for tracer in order:
+            workdir = raw / f"round-{r}"
+            workdir.mkdir(parents=True, exist_ok=True)
+            tracer.start(workdir)
+            runs, settled = [], {}
+            try:
+                for w in WORKLOADS:
+                    settled[w.name] = tracer.settle()
+                    runs.append(run_workload(driver, w, seconds))
+            finally:
+                result = tracer.stop()  # never leave a tracer attached (auditd above all)
+            record = {"round": r, "config": tracer.name, "runs": [asdict(x) for x in runs],
+                      "settle_s": settled, "tracer": asdict(result)}
+            if isinstance(tracer, Ebpfguard) and tracer.write_times:
+                record["latency_ns"] = latencies_by_window(tracer.write_times.lines(), runs)
+                tracer.output.unlink()  # large, and parsed already
+            records.append(record)
+            print(f"round {r} {tracer.name:<13} " + "  ".join(f"{x.workload} {x.ops_per_s:,.0f}/s" for x in runs)
+                  + f"  lost {result.lost}", flush=True)
+            time.sleep(SETTLE_S)
+    return records
+
+
+def run_ramp(driver: Path, seconds: float, raw: Path) -> list[dict]:
+    """ebpfguard at rising paced rates per storm; stops at the first step that loses events."""
+    steps = []
+    for name, rates in RAMP_STEPS.items():
+        base = next(w for w in WORKLOADS if w.name == name)
+        for rate in rates:
+            workload = Workload(base.name, base.driver, base.unit, rate, base.extra)
+            agent = Ebpfguard()
+            agent.start(raw)
+            run = run_workload(driver, workload, seconds)
+            result = agent.stop()
+            latency = latencies_by_window(agent.write_times.lines(), [run])[name]
+            agent.output.unlink()
+            steps.append({"workload": name, "target_rate": rate, "ops_per_s": run.ops_per_s,
+                          "events_per_s": len(latency["event"]) / run.seconds, "lost": result.lost,
+                          "latency": latency_summary(latency["event"]), "alert_latency": latency_summary(latency["alert"])})
+            print(f"ramp {name} rate {rate or 'max'}: {run.ops_per_s:,.0f} ops/s, "
+                  f"{steps[-1]['events_per_s']:,.0f} events/s, lost {result.lost}", flush=True)
+            if result.lost:
+                break
+    return steps
+
+
+def run_soak(driver: Path, idle_s: float, events: int, raw: Path) -> dict:
+    """ebpfguard's CPU while the host is idle, then its memory after `events` events."""
+    agent = Ebpfguard(output="/dev/null")
+    agent.start(raw)
+    time.sleep(1.0)
+    before = footprint(agent.proc.pid)
+    time.sleep(idle_s)
+    idle_cpu = (footprint(agent.proc.pid).cpu_s - before.cpu_s) / idle_s
+    storms = [w for w in WORKLOADS if w.name in ("connect", "exec")]
+    sent = chunks = 0
+    while sent < events:
+        sent += run_workload(driver, storms[chunks % len(storms)], SOAK_CHUNK_S).ops * EVENTS_PER_OP
+        chunks += 1
+    time.sleep(1.0)  # let it drain
+    after = footprint(agent.proc.pid)
+    result = agent.stop()
+    print(f"soak: idle CPU {idle_cpu:.2%}; {result.events:,} events, RSS {after.rss_kib / 1024:.0f} MiB", flush=True)
+    return {"idle_s": idle_s, "idle_cpu_fraction": idle_cpu, "events": result.events, "lost": result.lost,
+            "rss_kib_start": before.rss_kib, "anon_rss_kib_start": before.anon_rss_kib,
+            "rss_kib_after": after.rss_kib, "anon_rss_kib_after": after.anon_rss_kib,
+            "peak_rss_kib": result.peak_rss_kib, "cpu_s": result.cpu_s}
+
+
+def run_profile(driver: Path, seconds: float, raw: Path) -> dict:
+    """ebpfguard under cProfile through a connect and an exec storm: its top functions."""
+    profile = raw / "ebpfguard.prof"
+    agent = Ebpfguard(profile=profile)
+    agent.start(raw)
+    for w in WORKLOADS:
+        if w.name in ("connect", "exec"):
+            run_workload(driver, w, seconds)
+    result = agent.stop()
+    agent.output.unlink()
+    text = io.StringIO()
+    stats = pstats.Stats(str(profile), stream=text)
+    stats.sort_stats("tottime").print_stats(15)
+    rows = stats.stats.items()  # type: ignore[attr-defined]
+    total = sum(row[2] for _, row in rows)
+    # bcc's own functions are start-up and teardown (compile, attach, detach), except the
+    # ring-buffer poll whose own time is the C side and the ctypes callbacks into Python.
+    pipeline = [(key, row) for key, row in rows if "/bcc/" not in key[0] or key[2].startswith("ring_buffer")]
+    top = sorted(pipeline, key=lambda kv: kv[1][2], reverse=True)[:15]
+    return {"events": result.events, "lost": result.lost, "profiled_s": total, "text": text.getvalue(),
+            "top": [{"function": f"{Path(f).name}:{line}({name})", "tottime_s": row[2], "share": row[2] / total,
+                     "calls": row[1]} for (f, line, name), row in top]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="1 round of 1 s runs, short ramp and soak: for debugging")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=2.0, help="length of each workload run")
+    parser.add_argument("--no-peers", action="store_true", help="skip bpftrace and auditd")
+    parser.add_argument("--phases", default="rounds,ramp,soak,profile", help="comma-separated subset to run")
+    args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.seconds = 1, 1.0
+    phases = set(args.phases.split(","))
+    if os.geteuid() != 0:
+        parser.error("run as root: the tracers load eBPF programs and audit rules")
+
+    raw = RESULTS / "raw" / time.strftime("%Y%m%dT%H%M%S")
+    raw.mkdir(parents=True, exist_ok=True)
+    driver = build_driver(RESULTS)
+    results: dict = {"machine": machine(), "settings": {"rounds": args.rounds, "seconds": args.seconds,
+                                                        "quick": args.quick, "phases": sorted(phases)},
+                     "workloads": [asdict(w) for w in WORKLOADS]}
+    started = time.monotonic()
+    if "rounds" in phases:
+        results["rounds"] = run_rounds(driver, all_tracers(not args.no_peers), args.rounds, args.seconds, raw)
+    if "ramp" in phases:
+        results["ramp"] = run_ramp(driver, args.seconds * (1 if args.quick else 2), raw)
+    if "soak" in phases:
+        results["soak"] = run_soak(driver, 3.0 if args.quick else 10.0, SOAK_EVENTS // (20 if args.quick else 1), raw)
+    if "profile" in phases:
+        results["profile"] = run_profile(driver, args.seconds, raw)
+    results["machine"]["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
+    results["machine"]["minutes"] = round((time.monotonic() - started) / 60, 1)
+
+    figures = aggregate(results)  # also drops the raw latency lists, too large to keep
+    results["figures"] = figures
+    (RESULTS / "results.json").write_text(json.dumps(results, indent=1))
+    markdown = render_markdown(results, figures)
+    (RESULTS / "results.md").write_text(markdown)
+    print(markdown)
+
+
+if __name__ == "__main__":
+    main()
