@@ -43,6 +43,11 @@ enum probe_family {
 #define EXEC_ARGV_TRUNCATED 0x1     /* more args, or longer ones, than the bounds above */
 #define EXEC_FILENAME_TRUNCATED 0x2
 #define EXEC_VIA_EXECVEAT 0x4
+/* A string the kernel could not read without a page fault (BPF cannot fault pages in): argv
+ * strings in a freshly forked child's untouched pages, say. Userspace then reads the new
+ * image's /proc/<pid>/cmdline instead. */
+#define EXEC_ARGV_UNREADABLE 0x8
+#define EXEC_FILENAME_UNREADABLE 0x10
 
 /* exit_event.flags */
 #define EXIT_HAS_CODE 0x1           /* the process called exit_group/exit; absent when killed */

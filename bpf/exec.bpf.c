@@ -16,15 +16,21 @@ static __always_inline void read_argv(struct exec_args_event *e, const char *con
 	u32 i;
 
 	for (i = 0; i < ARGV_MAX_ARGS; i++) {
-		if (bpf_probe_read_user(&arg, sizeof(arg), &argv[i]) || !arg)
+		if (bpf_probe_read_user(&arg, sizeof(arg), &argv[i])) {
+			e->flags |= EXEC_ARGV_UNREADABLE;
+			return;
+		}
+		if (!arg)
 			return;
 		if (e->args_size > ARGS_LAST_START) {
 			e->flags |= EXEC_ARGV_TRUNCATED;  /* out of room for another argument */
 			return;
 		}
 		long n = bpf_probe_read_user_str(&e->args[e->args_size], ARGV_ARG_READ, arg);
-		if (n <= 0)
+		if (n <= 0) {
+			e->flags |= EXEC_ARGV_UNREADABLE;
 			return;
+		}
 		/* A full read keeps ARGV_ARG_READ - 1 bytes: the argument was longer unless the
 		 * byte after them is its terminator. */
 		if (n == ARGV_ARG_READ) {
@@ -52,10 +58,12 @@ static __always_inline int exec_enter(const char *filename, const char *const *a
 	e->args_size = 0;
 	e->flags = flags;
 	long n = bpf_probe_read_user_str(e->filename, sizeof(e->filename), filename);
-	if (n == sizeof(e->filename))
+	if (n == sizeof(e->filename)) {
 		e->flags |= EXEC_FILENAME_TRUNCATED;
-	else if (n < 0)
+	} else if (n < 0) {
 		e->filename[0] = 0;
+		e->flags |= EXEC_FILENAME_UNREADABLE;
+	}
 	read_argv(e, argv);
 
 	u64 size = offsetof(struct exec_args_event, args) + e->args_size;

@@ -125,8 +125,17 @@ class Enricher:
         if asked is None:  # its entry record was lost (counted by the kernel) or predates us
             return self._exec_without_args(rec)
         comm = text(rec.hdr.comm)
-        argv = argv_fields(asked.argv)
-        filename = text(asked.filename)
+        argv_bytes, filename_bytes, source = asked.argv, asked.filename, None
+        if rec.retval == 0 and (asked.argv_unreadable or asked.filename_unreadable):
+            # The kernel could not read them without faulting pages in; the new image's
+            # /proc entry shows what it was started with (a miner lives long enough for this).
+            from_proc = _cmdline_of(rec.hdr.pid)
+            if from_proc is not None:
+                argv_bytes, source = from_proc, "proc"
+            if asked.filename_unreadable:
+                filename_bytes = os.fsencode(_exe_of(rec.hdr.pid, "") or "")
+        argv = argv_fields(argv_bytes)
+        filename = text(filename_bytes)
         exe = None
         if rec.retval == 0:
             exe = _exe_of(rec.hdr.pid, filename)
@@ -137,6 +146,10 @@ class Enricher:
         event = self._base("exec", rec.hdr, comm, exe, argv, asked.argv_truncated)
         event["filename"] = filename
         event["retval"] = rec.retval
+        if source is not None:
+            event["argv_source"] = source
+        elif asked.argv_unreadable:
+            event["partial"] = sorted(set(event.get("partial", [])) | {"argv"})
         return event
 
     def _exec_without_args(self, rec: ExecRecord) -> dict:
@@ -285,6 +298,16 @@ class Enricher:
         if partial:
             event["partial"] = partial
         return event
+
+
+def _cmdline_of(pid: int) -> Optional[tuple[bytes, ...]]:
+    """A live process's argv from /proc, or None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            raw = f.read(1 << 16)
+    except OSError:
+        return None
+    return tuple(raw.split(b"\0")[:-1]) if raw else None
 
 
 def _exe_of(pid: int, filename: str) -> Optional[str]:

@@ -166,6 +166,8 @@ class ExecArgsRecord:
     argv_truncated: bool
     filename_truncated: bool
     via_execveat: bool
+    argv_unreadable: bool = False
+    filename_unreadable: bool = False
 
 
 @dataclass(frozen=True)
@@ -286,6 +288,8 @@ def decode(data: Union[bytes, memoryview]) -> Record:
             argv_truncated=bool(flags & C["EXEC_ARGV_TRUNCATED"]),
             filename_truncated=bool(flags & C["EXEC_FILENAME_TRUNCATED"]),
             via_execveat=bool(flags & C["EXEC_VIA_EXECVEAT"]),
+            argv_unreadable=bool(flags & C["EXEC_ARGV_UNREADABLE"]),
+            filename_unreadable=bool(flags & C["EXEC_FILENAME_UNREADABLE"]),
         )
     if kind == C["EVENT_EXEC"]:
         *head, retval, _pad = _unpack(_EXEC, data, "exec")

@@ -31,7 +31,8 @@ class Sink(Protocol):
 
 
 class JsonLinesSink:
-    """Buffered JSON Lines writer, flushed at least every `flush_interval_s`."""
+    """Buffered JSON Lines writer, flushed at least every `flush_interval_s`, and at the next
+    turn of the agent's loop once it holds an alert (alerts should not wait for a batch)."""
 
     def __init__(self, stream: TextIO, stats: PipelineStats, flush_interval_s: float = 0.05) -> None:
         self.stream = stream
@@ -39,6 +40,7 @@ class JsonLinesSink:
         self.flush_interval_s = flush_interval_s
         self._last_flush = time.monotonic()
         self._pending = 0
+        self._holds_alert = False
 
     @classmethod
     def open(cls, path: Optional[str], stats: PipelineStats, flush_interval_s: float) -> "JsonLinesSink":
@@ -53,11 +55,12 @@ class JsonLinesSink:
             self.stats.drop("output", "write_error")
             return False
         self._pending += 1
+        self._holds_alert = self._holds_alert or event.get("kind") == "alert"
         return True
 
     def flush_if_due(self, now: Optional[float] = None) -> None:
         now = time.monotonic() if now is None else now
-        if self._pending and now - self._last_flush >= self.flush_interval_s:
+        if self._pending and (self._holds_alert or now - self._last_flush >= self.flush_interval_s):
             self.flush()
 
     def flush(self) -> None:
@@ -66,6 +69,7 @@ class JsonLinesSink:
         except (OSError, ValueError):
             self.stats.drop("output", "write_error", self._pending)
         self._pending = 0
+        self._holds_alert = False
         self._last_flush = time.monotonic()
 
     def close(self) -> None:

@@ -109,3 +109,38 @@ def test_arguments_past_the_byte_bound_are_cut_and_flagged(agent):
     argv = event["process"]["argv"]
     assert argv[2:4] == long_args[:2] and 2 < len(argv) < 12
     assert event["process"]["argv_truncated"] is True
+
+
+FORK_EXEC = r"""
+#include <unistd.h>
+#include <sys/wait.h>
+int main(void) {
+    /* argv strings are literals the child never touches before execl: BPF cannot fault
+       those pages in, so the exec probe cannot read them. */
+    pid_t p = fork();
+    if (p == 0) {
+        execl(LAUNCHED, "kworker", "-o", "stratum+tcp://pool.example.net:3333", "--donate-level", "1", (char *)0);
+        _exit(127);
+    }
+    waitpid(p, 0, 0);
+    return 0;
+}
+"""
+
+
+def test_argv_the_kernel_cannot_read_is_recovered_from_proc_and_still_alerts(agent, make_cgroup, tmp_path):
+    launched = tmp_path / "kworker"
+    launched.write_text("#!/bin/sh\nsleep 2\n")  # lives long enough, like a miner
+    launched.chmod(0o755)
+    source, binary = tmp_path / "fork_exec.c", tmp_path / "fork_exec"
+    source.write_text(FORK_EXEC)
+    subprocess.run(["cc", "-O2", f'-DLAUNCHED="{launched}"', "-o", str(binary), str(source)], check=True)
+    cg = make_cgroup("sandbox-")
+    cg.run([str(binary)], check=True)
+    event = agent.wait_for(lambda e: e["kind"] == "exec" and e["sandbox"]["cgroup"] == cg.rel
+                           and e["process"]["pid"] != 0 and str(launched) in e["process"]["argv"])
+    assert event["argv_source"] == "proc"
+    assert event["process"]["argv"][-4:] == ["-o", "stratum+tcp://pool.example.net:3333", "--donate-level", "1"]
+    alert = agent.wait_for(lambda e: e["kind"] == "alert" and e["rule"] == "miner.exec"
+                           and e["sandbox"]["cgroup"] == cg.rel)
+    assert alert["event"]["process"]["pid"] == event["process"]["pid"]
