@@ -40,6 +40,9 @@ class ProcessTable:
         self.ancestry_depth = ancestry_depth
         self.proc_root = proc_root
         self._procs: OrderedDict[int, ProcessInfo] = OrderedDict()
+        # lineage() answers, valid while no process is added, changed or evicted: a connect
+        # storm asks for the same few lineages thousands of times between two forks.
+        self._lineages: dict[int, Lineage] = {}
 
     def __len__(self) -> int:
         return len(self._procs)
@@ -51,6 +54,7 @@ class ProcessTable:
         return info
 
     def put(self, info: ProcessInfo) -> None:
+        self._lineages.clear()
         self._procs[info.pid] = info
         self._procs.move_to_end(info.pid)
         if len(self._procs) > self.max_processes:
@@ -93,7 +97,7 @@ class ProcessTable:
         # Kept (marked) for events still in flight; the LRU bound retires it.
         known = self._procs.get(pid)
         if known is not None:
-            self._procs[pid] = replace(known, exited=True)
+            self._procs[pid] = replace(known, exited=True)  # lineage unchanged: keep the cache
 
     def lookup(self, pid: int) -> Optional[ProcessInfo]:
         """The table's entry, else what /proc says now (remembered), else None."""
@@ -106,6 +110,12 @@ class ProcessTable:
 
     def lineage(self, pid: int) -> Lineage:
         """ppid and ancestry (nearest parent first, up to pid 1 or the depth bound)."""
+        cached = self._lineages.get(pid)
+        if cached is None:
+            cached = self._lineages[pid] = self._walk_lineage(pid)
+        return cached
+
+    def _walk_lineage(self, pid: int) -> Lineage:
         me = self.lookup(pid)
         if me is None or me.ppid is None:
             return Lineage(None, [], False)

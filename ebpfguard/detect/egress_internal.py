@@ -32,10 +32,10 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
+from ebpfguard.detect.addresses import IPAddress, parse_address
 from ebpfguard.detect.execinfo import sandbox_name
 from ebpfguard.detect.registry import Detector, Event, Finding, RuleContext, detector
 
-IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
 LOOPBACK = [ipaddress.ip_network(n) for n in ("127.0.0.0/8", "::1/128", "0.0.0.0/32", "::/128")]
@@ -68,17 +68,6 @@ class AllowedDestination:
         return (fnmatch.fnmatchcase(sandbox, self.sandbox)
                 and any(address in cidr for cidr in self.cidrs if cidr.version == address.version)
                 and (not self.ports or port in self.ports))
-
-
-def parse_address(value: Any) -> Optional[IPAddress]:
-    """An IP address from an event field, IPv4-mapped IPv6 unwrapped; None if not an IP."""
-    try:
-        address = ipaddress.ip_address(str(value))
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
 
 
 def classify(address: IPAddress, metadata: Sequence[IPAddress], host: Sequence[IPAddress],

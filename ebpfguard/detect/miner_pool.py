@@ -76,9 +76,11 @@ class MinerPool(Detector):
     def connect_names(self, event: Event) -> list[str]:
         """Names this sandbox's DNS answers gave the connect's destination."""
         address = normalize_address(event.get("daddr"))
-        if address is None:
+        scope = sandbox_name(event)
+        # Most connects go to addresses no pool answer named: skip parsing their time.
+        if address is None or not self.observed.names_for(address, scope=scope):
             return []
-        return self.observed.names_for(address, event_time_ns(event.get("time")), scope=sandbox_name(event))
+        return self.observed.names_for(address, event_time_ns(event.get("time")), scope=scope)
 
     def finding(self, event: Event, name: str, matched: str, source: str) -> Finding:
         port = event.get("dport") if source != "dns" else None

@@ -8,10 +8,10 @@ an address is tied to names only through answers the sandbox itself received.
 
 from __future__ import annotations
 
-import ipaddress
 from collections import OrderedDict
 from typing import Any, Hashable, Iterable, Mapping, Optional, Sequence
 
+from ebpfguard.detect.addresses import parse_address
 from ebpfguard.wire.dns import Answer
 
 NS_PER_S = 1_000_000_000
@@ -47,13 +47,8 @@ def normalize_name(name: str) -> str:
 
 def normalize_address(value: Any) -> Optional[str]:
     """An IP address as text (IPv4-mapped IPv6 as the IPv4 it carries); None if not one."""
-    try:
-        address = ipaddress.ip_address(str(value))
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return str(address)
+    address = parse_address(value)
+    return None if address is None else str(address)
 
 
 def answers_from_records(records: Any) -> list[Answer]:

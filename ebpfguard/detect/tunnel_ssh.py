@@ -23,10 +23,10 @@ other than `forward`, and `ClearAllForwardings yes`, which drops every forward.
 
 from __future__ import annotations
 
-import ipaddress
 from collections import OrderedDict
-from typing import Iterable, Optional, Union
+from typing import Iterable, Optional
 
+from ebpfguard.detect.addresses import parse_address
 from ebpfguard.detect.execinfo import event_pid, exec_succeeded, program_and_args
 from ebpfguard.detect.registry import Detector, Event, Finding, RuleContext, detector
 from ebpfguard.detect.ssh_command import SshCommand, parse_ssh_command
@@ -36,13 +36,6 @@ from ebpfguard.detect.ssh_config import ConfigRead, home_directory, read_remote_
 DIALECT_PARAMS = {"openssh": "openssh_clients", "autossh": "autossh_clients",
                   "dropbear": "dropbear_clients", "plink": "plink_clients"}
 DNS_PORT = 53
-
-
-def _ip(value: object) -> Optional[Union[ipaddress.IPv4Address, ipaddress.IPv6Address]]:
-    try:
-        return ipaddress.ip_address(str(value))
-    except ValueError:
-        return None
 
 
 @detector("tunnel.ssh_remote_forward", kinds=("exec", "connect", "exit"))
@@ -119,7 +112,7 @@ class SshRemoteForward(Detector):
         if pid is None or pid not in self.flagged:
             return []
         evidence, port = self.flagged[pid]
-        daddr, dport = _ip(event.get("daddr")), event.get("dport")
+        daddr, dport = parse_address(event.get("daddr")), event.get("dport")
         # The resolver's query (a connected UDP socket to port 53) and unix sockets (the ssh
         # agent) come before the connect to the server; with a known port, wait for it.
         if daddr is None or dport == DNS_PORT or (port is not None and dport != port):
