@@ -53,11 +53,11 @@ rules_option = click.option(
 )
 
 
-def _load_rules_or_exit(rule_files: tuple[Path, ...]) -> RuleSet:
+def _load_rules_or_exit(rule_files: tuple[Path, ...], host_lists: Optional[dict] = None) -> RuleSet:
     from ebpfguard.detect.engine import RulesError, load_rules
 
     try:
-        return load_rules(rule_files)
+        return load_rules(rule_files, host_lists)
     except RulesError as problems:
         click.echo(str(problems), err=True)
         sys.exit(2)
@@ -102,11 +102,13 @@ def run(config_path: Optional[Path], rule_files: tuple[Path, ...], output: Optio
     from ebpfguard.detect.config import DetectConfigError
     from ebpfguard.detect.engine import DetectionEngine
     from ebpfguard.detect.procfiles import read_process_file
+    from ebpfguard.hostnet import host_addresses
 
     config = config_or_fail(config_path)
     try:
         validate_matchers(config["sandbox"]["matchers"])
-        engine = DetectionEngine(_load_rules_or_exit(rule_files), config["detect"], read_file=read_process_file)
+        rules = _load_rules_or_exit(rule_files, {"host_addresses": host_addresses()})
+        engine = DetectionEngine(rules, config["detect"], read_file=read_process_file)
     except (ValueError, DetectConfigError) as exc:
         fail(f"{config_path or 'default config'}: {exc}")
     if ebpf:

@@ -69,13 +69,18 @@ def shipped_rule_files() -> list[Path]:
     )
 
 
-def load_rules(extra_files: Sequence[Path] = ()) -> RuleSet:
-    """Load the shipped rules, then each user file in order; RulesError lists every problem."""
+def load_rules(extra_files: Sequence[Path] = (), host_lists: Optional[Mapping[str, Sequence]] = None) -> RuleSet:
+    """Load the shipped rules, then each user file in order; RulesError lists every problem.
+
+    `host_lists` extends lists with what the live agent found on this host (its own
+    addresses, say) before rules refer to them; replay passes none."""
     merger = _Merger()
     for path in shipped_rule_files():
         merger.add_file(path, shipped=True)
     for path in extra_files:
         merger.add_file(Path(path), shipped=False)
+    for name, items in (host_lists or {}).items():
+        merger.lists.setdefault(name, []).extend(items)
     return merger.finish()
 
 

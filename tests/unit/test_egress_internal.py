@@ -71,3 +71,15 @@ def test_allowed_destinations_apply_per_sandbox_and_port():
 def test_host_addresses_list_marks_the_hosts_public_address():
     rule = InternalEgress(context_for("egress.internal", host_addresses=("203.0.113.10",)))
     assert connect("203.0.113.10", 22, rule=rule)[0].evidence["category"] == "host"
+
+
+def test_addresses_the_agent_found_on_the_host_count_as_the_host():
+    from ebpfguard.detect.engine import DetectionEngine, load_rules
+
+    engine = DetectionEngine(load_rules((), {"host_addresses": ["198.51.100.7"]}))
+    alerts = engine.process({"kind": "connect", "daddr": "198.51.100.7", "dport": 22,
+                             "sandbox": {"name": "sandbox-1"}})
+    assert [(a["rule"], a["evidence"]["category"], a["severity"]) for a in alerts] == [
+        ("egress.internal", "host", "high")]
+    assert DetectionEngine(load_rules()).process({"kind": "connect", "daddr": "198.51.100.7", "dport": 22,
+                                                  "sandbox": {"name": "sandbox-1"}}) == []
