@@ -110,7 +110,12 @@ struct connect_event {
 	__u16 dport;        /* host byte order */
 	__s32 retval;       /* 0, or -errno (-EINPROGRESS for a non-blocking connect) */
 	__u8 daddr[16];     /* IPv4 in the first 4 bytes */
+	__u32 flags;        /* CONNECT_* */
+	__u32 _pad;
 };
+
+/* connect_event.flags */
+#define CONNECT_OUTSIDE_SYSCALL 0x1  /* not from connect(2) (io_uring, say): no result to wait for */
 
 /* Flow capture bound: the first FLOW_PAYLOAD_MAX bytes of each of the first FLOW_SEGMENTS_MAX
  * data segments per direction of a flow that passes the in-kernel prefilter. 512 bytes hold a

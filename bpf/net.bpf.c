@@ -3,7 +3,8 @@
  * The destination comes from the cgroup/connect4|6 hooks, which see the address the kernel
  * will really use (read after the kernel copied it from userspace). A syscall tracepoint
  * reading the user's sockaddr can be fooled by a thread that rewrites it in between (a
- * time-of-check/time-of-use race). The result comes from the connect syscall's exit. */
+ * time-of-check/time-of-use race). The result comes from the connect syscall's exit; a
+ * connect made outside connect(2) (io_uring) is sent from the hook, without a result. */
 #include "common.h"
 
 #define AF_INET 2
@@ -18,6 +19,9 @@ struct socket_args {
 /* LRU: a call whose exit never comes (a connect issued through io_uring, say) cannot pin an entry. */
 BPF_TABLE("lru_hash", u32, struct socket_args, socket_calls, 10240);
 BPF_TABLE("lru_hash", u32, struct connect_event, connect_calls, 10240);
+/* Threads inside connect(2). The cgroup hook also runs for connects that no syscall made
+ * (an io_uring IORING_OP_CONNECT): those have no exit to wait for and are sent at once. */
+BPF_TABLE("lru_hash", u32, u8, in_connect, 10240);
 
 TRACEPOINT_PROBE(syscalls, sys_enter_socket)
 {
@@ -66,6 +70,12 @@ static __always_inline void remember_connect(struct bpf_sock_addr *ctx, u16 fami
 		__builtin_memcpy(e.daddr + 8, &a2, 4);
 		__builtin_memcpy(e.daddr + 12, &a3, 4);
 	}
+	if (!in_connect.lookup(&tid)) {
+		fill_header(&e.hdr, EVENT_CONNECT);
+		e.flags = CONNECT_OUTSIDE_SYSCALL;
+		submit(&e, sizeof(e), PROBE_NET);
+		return;
+	}
 	if (connect_calls.update(&tid, &e))
 		count_lost(PROBE_NET);
 }
@@ -83,11 +93,21 @@ int cgroup__connect6(struct bpf_sock_addr *ctx)
 	return 1;
 }
 
+TRACEPOINT_PROBE(syscalls, sys_enter_connect)
+{
+	u32 tid = bpf_get_current_pid_tgid();
+	u8 yes = 1;
+
+	in_connect.update(&tid, &yes);
+	return 0;
+}
+
 TRACEPOINT_PROBE(syscalls, sys_exit_connect)
 {
 	u32 tid = bpf_get_current_pid_tgid();
 	struct connect_event *e = connect_calls.lookup(&tid);
 
+	in_connect.delete(&tid);
 	if (!e)
 		return 0;
 	fill_header(&e->hdr, EVENT_CONNECT);

@@ -181,7 +181,9 @@ class Enricher:
         event["family"] = _FAMILIES.get(rec.family, str(rec.family))
         event["daddr"] = address_text(rec.daddr)
         event["dport"] = rec.dport
-        event["retval"] = rec.retval
+        event["retval"] = rec.retval if rec.in_syscall else None
+        if not rec.in_syscall:
+            event["partial"] = sorted(set(event.get("partial", [])) | {"retval"})
         event["sock_cookie"] = rec.sock_cookie
         if self.host_netns_cookie is not None:
             event["host_netns"] = rec.netns_cookie == self.host_netns_cookie

@@ -110,6 +110,8 @@ CONNECT_EVENT = Layout(
         ("dport", "H"),
         ("retval", "i"),
         ("daddr", "16s"),
+        ("flags", "I"),
+        ("_pad", "I"),
     ),
 )
 
@@ -209,6 +211,7 @@ class ConnectRecord:
     daddr: bytes  # 4 bytes for AF_INET, 16 for AF_INET6
     dport: int
     retval: int
+    in_syscall: bool = True  # False: made outside connect(2) (io_uring), so no result is known
 
 
 @dataclass(frozen=True)
@@ -304,9 +307,10 @@ def decode(data: Union[bytes, memoryview]) -> Record:
         *head, family, sock_type, protocol, retval = _unpack(_SOCKET, data, "socket")
         return SocketRecord(_header(head), family, sock_type, protocol, retval)
     if kind == C["EVENT_CONNECT"]:
-        *head, cookie, netns, family, dport, retval, daddr = _unpack(_CONNECT, data, "connect")
+        *head, cookie, netns, family, dport, retval, daddr, flags, _pad = _unpack(_CONNECT, data, "connect")
         return ConnectRecord(_header(head), cookie, netns, family,
-                             daddr[:4] if family == _AF_INET else daddr, dport, retval)
+                             daddr[:4] if family == _AF_INET else daddr, dport, retval,
+                             in_syscall=not flags & C["CONNECT_OUTSIDE_SYSCALL"])
     if kind == C["EVENT_FLOW"]:
         (*head, cookie, payload_len, captured, family, dport, sport, direction, protocol, seq,
          flags, _pad, _pad2, daddr) = _unpack(_FLOW_FIXED, data, "flow")

@@ -45,7 +45,8 @@ PROBE_FAMILIES: dict[str, ProbeFamily] = {
     )),
     "net": ProbeFamily(
         "net.bpf.c",
-        (("syscalls", "sys_enter_socket"), ("syscalls", "sys_exit_socket"), ("syscalls", "sys_exit_connect")),
+        (("syscalls", "sys_enter_socket"), ("syscalls", "sys_exit_socket"),
+         ("syscalls", "sys_enter_connect"), ("syscalls", "sys_exit_connect")),
         (CgroupProgram("cgroup__connect4", "CGROUP_SOCK_ADDR", "CGROUP_INET4_CONNECT"),
          CgroupProgram("cgroup__connect6", "CGROUP_SOCK_ADDR", "CGROUP_INET6_CONNECT")),
     ),

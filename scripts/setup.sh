@@ -39,7 +39,7 @@ agent_pkgs=(python3 python3-venv python3-pip python3-bpfcc)
 # prometheus: promtool (rules checks, rule unit tests, check metrics) and a real server for the
 # metrics tests; curl: fetching the endpoint as an operator would.
 test_pkgs=(gcc libc6-dev bpftool openssh-server openssh-client iproute2 procps tmux
-           util-linux systemd logrotate vagrant  # setpriv, systemd-analyze, logrotate -d, vagrant validate
+           util-linux systemd logrotate vagrant liburing-dev  # setpriv, systemd-analyze, logrotate -d, vagrant validate, io_uring
            prometheus curl)
 apt_install "${agent_pkgs[@]}"
 [ $want_test -eq 1 ] && apt_install "${test_pkgs[@]}"

@@ -148,3 +148,41 @@ def test_sigkilled_agent_leaves_no_program_on_the_cgroup_root(tmp_path, cgroup_r
     for t in types:
         assert during[t] > before[t], "the agent's programs were not attached"
         assert after[t] == before[t], "programs stayed attached after SIGKILL"
+
+
+IO_URING_CONNECT = r"""
+#include <arpa/inet.h>
+#include <liburing.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    struct io_uring ring;
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(atoi(argv[1])) };
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (io_uring_queue_init(4, &ring, 0)) return 2;
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&ring);
+    io_uring_prep_connect(sqe, fd, (struct sockaddr *)&sa, sizeof(sa));
+    io_uring_submit(&ring);
+    struct io_uring_cqe *cqe;
+    io_uring_wait_cqe(&ring, &cqe);
+    printf("%d %d\n", getpid(), cqe->res);
+    return 0;
+}
+"""
+
+
+def test_connect_made_through_io_uring_is_seen_without_a_syscall(agent, make_cgroup, listener, tmp_path):
+    source, binary = tmp_path / "uring_connect.c", tmp_path / "uring_connect"
+    source.write_text(IO_URING_CONNECT)
+    subprocess.run(["cc", "-O2", "-o", str(binary), str(source), "-luring"], check=True)
+    cg = make_cgroup("sandbox-")
+    host, port = listener("4")
+    out = cg.run([str(binary), str(port)], capture_output=True, text=True, check=True)
+    pid, result = map(int, out.stdout.split())
+    assert result == 0
+    event = connect_event(agent, pid)
+    assert (event["daddr"], event["dport"]) == (host, port)
+    assert event["retval"] is None and "retval" in event["partial"]
+    assert event["sandbox"]["name"] == cg.path.name

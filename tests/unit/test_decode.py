@@ -86,3 +86,14 @@ def test_flow_record_of_an_unknown_owner_and_ipv6():
 def test_flow_record_claiming_more_bytes_than_it_has_is_rejected():
     with pytest.raises(DecodeError):
         decode(flow_record(b"abc")[:-1])
+
+
+def connect_record(flags=0):
+    fixed = struct.pack("<QQHHi16sII", 5, 7, 2, 443, -115, b"\x0a\x00\x00\x01".ljust(16, b"\0"), flags, 0)
+    return header(C["EVENT_CONNECT"]) + fixed
+
+
+def test_connect_record_from_a_syscall_and_from_outside_one():
+    rec = decode(connect_record())
+    assert (rec.daddr, rec.dport, rec.retval, rec.in_syscall) == (b"\x0a\x00\x00\x01", 443, -115, True)
+    assert decode(connect_record(C["CONNECT_OUTSIDE_SYSCALL"])).in_syscall is False
