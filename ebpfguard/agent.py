@@ -164,11 +164,15 @@ class Agent:
         with self._probes_lock:
             self.probes = probes
         print("ready", file=self.log, flush=True)
-        wait_ms = int(self.config["probes"]["drain_interval_ms"])
+        busy_ms = int(self.config["probes"]["drain_interval_ms"])
+        idle_ms = max(busy_ms, int(self.config["probes"]["idle_drain_interval_ms"]))
+        wait_ms = busy_ms
         next_housekeeping = 0.0
         try:
             while not self._stop:
-                probes.drain(wait_ms)
+                # An empty drain stretches the next wait (up to idle_ms): an idle host should
+                # not cost a hundred wakeups a second. Any record brings the short wait back.
+                wait_ms = busy_ms if probes.drain(wait_ms) else min(idle_ms, wait_ms * 2)
                 now = time.monotonic()
                 self.sink.flush_if_due(now)
                 if now >= next_housekeeping:

@@ -125,6 +125,7 @@ class ProbeSet:
     bpf: object
     families: tuple[str, ...]
     links: list[CgroupLink] = field(default_factory=list)
+    delivered: int = 0
 
     @classmethod
     def load(cls, config: Mapping, cgroup_root: str, on_record: Callable[[bytes], None]) -> "ProbeSet":
@@ -150,16 +151,20 @@ class ProbeSet:
             raise ProbeError(f"attaching cgroup programs to {cgroup_root} failed: {exc}") from None
 
         def deliver(_ctx, data, size):
+            probes.delivered += 1
             on_record(ctypes.string_at(data, size))
 
         bpf["events"].open_ring_buffer(deliver)
         probes._deliver = deliver  # bcc keeps only a weak hold on the callback
         return probes
 
-    def drain(self, wait_ms: int) -> None:
-        """Wait up to `wait_ms`, then hand every record in the ring buffer to the consumer."""
+    def drain(self, wait_ms: int) -> int:
+        """Wait up to `wait_ms`, then hand every record in the ring buffer to the consumer;
+        returns how many there were."""
+        before = self.delivered
         self.bpf.ring_buffer_poll(wait_ms)
         self.bpf.ring_buffer_consume()
+        return self.delivered - before
 
     def lost(self) -> dict[str, int]:
         """Records the kernel could not deliver, per family, since load."""
