@@ -95,14 +95,13 @@ def run(config_path: Optional[Path], rule_files: tuple[Path, ...], output: Optio
     Prints `ready` on stderr once every probe is attached; SIGINT or SIGTERM detach them all.
     """
     from ebpfguard.capabilities import missing_here
-    from ebpfguard.doctor import check_kernel_headers
-    from ebpfguard.load import ProbeError, compile_flags, program_text, tracefs_root
-    from ebpfguard.sandbox import cgroup_root_from_proc, validate_matchers
-
     from ebpfguard.detect.config import DetectConfigError
     from ebpfguard.detect.engine import DetectionEngine
     from ebpfguard.detect.procfiles import read_process_file
+    from ebpfguard.doctor import check_kernel_headers
     from ebpfguard.hostnet import host_addresses
+    from ebpfguard.load import ProbeError, compile_flags, program_text, tracefs_root
+    from ebpfguard.sandbox import cgroup_root_from_proc, validate_matchers
 
     config = config_or_fail(config_path)
     try:

@@ -2,7 +2,6 @@
 schemas, strict: unknown fields are errors), the PodMonitor valid for the Prometheus Operator's
 CRD schema (vendored in tests/schemas/), and the pieces agree with each other and the agent."""
 
-from pathlib import Path
 
 import jsonschema
 import kubernetes_validate
