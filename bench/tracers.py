@@ -179,9 +179,10 @@ class Bpftrace(ProcessTracer):
     name = "bpftrace"
 
     def start(self, workdir: Path) -> None:
-        self.output = workdir / "bpftrace.out"
-        self.output.write_bytes(b"")
-        self.launch(["bpftrace", "-o", str(self.output), str(BPFTRACE_SCRIPT)], workdir, ready_file=self.output)
+        # Its stdout, not `-o FILE`: with -o bpftrace buffers its lines, and the `ready` that
+        # BEGIN prints could sit unwritten past the start-up timeout (seen on a quiet host).
+        self.output = workdir / f"{self.name}.stdout"
+        self.launch(["bpftrace", str(BPFTRACE_SCRIPT)], workdir, ready_file=self.output)
 
     def stop(self) -> TracerResult:
         result = self.terminate(signal.SIGINT)
