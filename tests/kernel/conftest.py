@@ -210,6 +210,15 @@ def make_cgroup(cgroup_root) -> Iterator[Callable[[str], Cgroup]]:
         cg.remove()
 
 
+# A Monero-shaped address (95 base58 characters starting with 4), for miner-like argv.
+WALLET = "48edfHu7V9Z84YzzMa6fUueoELZ9ZRXq9VetWzYGzKt52XU5xvqgzYnDK9URnRoJMk1j8nLwEVsaSWJ4fhdUyZijBGUicoD"
+
+
+def miner_command_line(binary, *extra: str) -> str:
+    """A shell command that starts `binary` the way an XMRig-style miner is started."""
+    return " ".join([str(binary), "-o stratum+tcp://pool.example.net:3333", f"-u {WALLET}", *extra, "--donate-level 1"])
+
+
 def marker() -> str:
     """A unique argument that lets a test find its own events."""
     return f"ebpfguard-test-{uuid.uuid4().hex[:12]}"

@@ -4,9 +4,8 @@ import json
 import shutil
 import subprocess
 
-from conftest import alert_for, has_arg, marker
+from conftest import WALLET, alert_for, has_arg, marker, miner_command_line
 
-WALLET = "48edfHu7V9Z84YzzMa6fUueoELZ9ZRXq9VetWzYGzKt52XU5xvqgzYnDK9URnRoJMk1j8nLwEVsaSWJ4fhdUyZijBGUicoD"
 
 
 def test_renamed_sleep_with_miner_arguments_raises_one_miner_exec_alert(agent, make_cgroup, tmp_path):
@@ -15,7 +14,7 @@ def test_renamed_sleep_with_miner_arguments_raises_one_miner_exec_alert(agent, m
     cg = make_cgroup("sandbox-")
     token = marker()
     # sleep rejects these arguments and exits: the exec itself is what gets flagged.
-    cg.run(["sh", "-c", f'{kworker} -o stratum+tcp://pool.example.net:3333 -u {WALLET} -p {token} --donate-level 1'])
+    cg.run(["sh", "-c", miner_command_line(kworker, f"-p {token}")])
     alert = agent.wait_for(alert_for("miner.exec", lambda e: token in e["process"]["argv"]))
     assert alert["sandbox"]["name"] == cg.path.name
     assert alert["severity"] in ("high", "critical")
@@ -64,7 +63,7 @@ def test_bash_base64_miner_launch_is_flagged(agent, make_cgroup):
     import base64
 
     token = marker()
-    script = f"/tmp/{token} -o stratum+tcp://pool.example.net:3333 -u {WALLET} --donate-level 1"
+    script = miner_command_line(f"/tmp/{token}")
     encoded = base64.b64encode(script.encode()).decode()
     cg = make_cgroup("sandbox-")
     cg.run(["bash", "-c", f"echo {encoded} | base64 -d | bash"], capture_output=True)

@@ -14,14 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import RunningAgent, alert_for, has_arg, marker
+from conftest import RunningAgent, alert_for, has_arg, marker, miner_command_line
 
 DASHBOARDS = Path(__file__).resolve().parents[2] / "dashboards"
 sys.path.insert(0, str(DASHBOARDS))
 
 import queries  # noqa: E402
 
-WALLET = "48edfHu7V9Z84YzzMa6fUueoELZ9ZRXq9VetWzYGzKt52XU5xvqgzYnDK9URnRoJMk1j8nLwEVsaSWJ4fhdUyZijBGUicoD"
 PROMETHEUS_TIMEOUT_S = 60
 
 
@@ -112,7 +111,7 @@ def test_prometheus_scrapes_the_agent_and_every_dashboard_and_rule_expression_ev
     shutil.copy("/bin/sleep", miner)
     cg = make_cgroup("sandbox-")
     token = marker()
-    cg.run(["sh", "-c", f"{miner} -o stratum+tcp://pool.example.net:3333 -u {WALLET} -p {token} --donate-level 1"])
+    cg.run(["sh", "-c", miner_command_line(miner, f"-p {token}")])
     alert = agent.wait_for(alert_for("miner.exec", lambda e: token in e["process"]["argv"]))
     sandbox = cg.path.name
 

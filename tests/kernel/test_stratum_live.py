@@ -2,10 +2,9 @@
 
 
 import pytest
-from conftest import alert_for
+from conftest import WALLET, alert_for
 from test_flow_events import EchoServer, talk
 
-WALLET = "48edfHu7V9Z84YzzMa6fUueoELZ9ZRXq9VetWzYGzKt52XU5xvqgzYnDK9URnRoJMk1j8nLwEVsaSWJ4fhdUyZijBGUicoD"
 OK = b'{"id":1,"result":true,"error":null}\n'
 
 # What real miners send first (newline-delimited JSON-RPC), per variant.

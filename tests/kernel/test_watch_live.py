@@ -12,8 +12,7 @@ import time
 
 import pytest
 
-from conftest import RunningAgent, has_arg, marker
-from test_detection_live import WALLET
+from conftest import RunningAgent, has_arg, marker, miner_command_line
 
 SCREEN_TIMEOUT_S = 10
 
@@ -66,7 +65,7 @@ def test_sandboxed_miner_exec_alert_reaches_the_viewers_screen_and_escapes_stay_
     kworker = tmp_path / "kworker"
     shutil.copy("/bin/sleep", kworker)
     cg = make_cgroup("sandbox-")
-    cg.run(["sh", "-c", f"{kworker} -o stratum+tcp://pool.example.net:3333 -u {WALLET} --donate-level 1"],
+    cg.run(["sh", "-c", miner_command_line(kworker)],
            capture_output=True)
     started = time.monotonic()
     screen = screen_shows(session, "miner.exec")
