@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import functools
 import math
 import statistics
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Optional, Sequence
+
+from ebpfguard.clock import event_time_ns
 
 
 @dataclass(frozen=True)
@@ -39,19 +39,11 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
 
 
 def rfc3339_ns(text: str) -> int:
-    """Nanoseconds since the epoch from an RFC 3339 UTC time with up to 9 fraction digits
-    (datetime keeps only microseconds, so the fraction is parsed apart)."""
-    if not text.endswith("Z"):
+    """Nanoseconds since the epoch of an event's RFC 3339 UTC time (ns precision kept)."""
+    value = event_time_ns(text) if text.endswith("Z") else None
+    if value is None:
         raise ValueError(f"not a UTC RFC 3339 time: {text!r}")
-    whole, _, fraction = text[:-1].partition(".")
-    return _epoch_s(whole) * 1_000_000_000 + int((fraction or "0").ljust(9, "0")[:9])
-
-
-@functools.lru_cache(maxsize=1024)
-def _epoch_s(whole: str) -> int:
-    """Seconds since the epoch of a `YYYY-MM-DDTHH:MM:SS` UTC time (cached: a run's events
-    share few distinct seconds, and strptime is slow)."""
-    return int(datetime.strptime(whole, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc).timestamp())
+    return value
 
 
 def ratio(value: Optional[float], base: Optional[float]) -> Optional[float]:

@@ -14,7 +14,8 @@ import threading
 import time
 from typing import Callable, Mapping, Optional, TextIO
 
-from ebpfguard.enrich import BootClock, Enricher
+from ebpfguard.clock import BootClock
+from ebpfguard.enrich import Enricher
 from ebpfguard.events import (
     ConnectRecord, DecodeError, ExecArgsRecord, ExecRecord, ExitRecord, FlowRecord, ForkRecord,
     OpenRecord, SocketRecord, decode,

@@ -8,42 +8,19 @@ import base64
 import os
 import socket
 import time
+from collections import OrderedDict
 from typing import Mapping, Optional
 
-from collections import OrderedDict
-
+from ebpfguard.clock import BootClock, rfc3339_ns
 from ebpfguard.events import (
     ConnectRecord, ExecArgsRecord, ExecRecord, ExitRecord, FlowRecord, ForkRecord, Header,
     OpenRecord, SocketRecord,
 )
 from ebpfguard.pods import PodDirectory
-from ebpfguard.proctable import ProcessTable
+from ebpfguard.proctable import ProcessTable, read_cmdline
 from ebpfguard.sandbox import CgroupIndex, resolve_sandbox
 from ebpfguard.wire.dns import DnsParseError, parse_dns_message, parse_dns_tcp
 from ebpfguard.wire.tls import client_hello_sni
-
-
-def rfc3339_ns(epoch_ns: int) -> str:
-    """RFC 3339 UTC time with nanoseconds, e.g. 2026-11-27T20:29:38.123456789Z."""
-    sec, frac = divmod(epoch_ns, 1_000_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + f".{frac:09d}Z"
-
-
-class BootClock:
-    """Maps the kernel's boot-time nanoseconds (bpf_ktime_get_boot_ns) to wall-clock time."""
-
-    def __init__(self) -> None:
-        self.resync()
-
-    def resync(self) -> None:
-        self.offset_ns = time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
-
-    def wall_ns(self, ktime_ns: int) -> int:
-        return ktime_ns + self.offset_ns
-
-    @staticmethod
-    def now_ktime_ns() -> int:
-        return time.clock_gettime_ns(time.CLOCK_BOOTTIME)
 
 
 def text(raw: bytes) -> str:
@@ -134,7 +111,7 @@ class Enricher:
         if rec.retval == 0 and (asked.argv_unreadable or asked.filename_unreadable):
             # The kernel could not read them without faulting pages in; the new image's
             # /proc entry shows what it was started with (a miner lives long enough for this).
-            from_proc = _cmdline_of(rec.hdr.pid)
+            from_proc = read_cmdline(self.procs.proc_root, rec.hdr.pid)
             if from_proc is not None:
                 argv_bytes, source = from_proc, "proc"
             if asked.filename_unreadable:
@@ -320,16 +297,6 @@ class Enricher:
         if partial:
             event["partial"] = partial
         return event
-
-
-def _cmdline_of(pid: int) -> Optional[tuple[bytes, ...]]:
-    """A live process's argv from /proc, or None once it is gone."""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            raw = f.read(1 << 16)
-    except OSError:
-        return None
-    return tuple(raw.split(b"\0")[:-1]) if raw else None
 
 
 def _exe_of(pid: int, filename: str) -> Optional[str]:

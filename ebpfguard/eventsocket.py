@@ -20,7 +20,7 @@ from collections import deque
 from pathlib import Path
 from typing import Optional
 
-from ebpfguard.enrich import rfc3339_ns
+from ebpfguard.clock import rfc3339_ns
 from ebpfguard.sinks import to_json_line
 from ebpfguard.stats import PipelineStats
 

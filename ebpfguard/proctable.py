@@ -155,9 +155,17 @@ def read_proc_process(proc_root: str, pid: int) -> Optional[ProcessInfo]:
         exe: Optional[str] = os.readlink(base / "exe")
     except OSError:
         exe = None
-    try:
-        raw = (base / "cmdline").read_bytes()
-        argv = tuple(a.decode("utf-8", "backslashreplace") for a in raw.split(b"\0")[:-1]) or None
-    except OSError:
-        argv = None
+    raw_argv = read_cmdline(proc_root, pid)
+    argv = tuple(a.decode("utf-8", "backslashreplace") for a in raw_argv) if raw_argv else None
     return ProcessInfo(pid=pid, ppid=ppid, comm=comm, exe=exe, argv=argv)
+
+
+def read_cmdline(proc_root: str, pid: int, limit: int = 1 << 16) -> Optional[tuple[bytes, ...]]:
+    """A process's argv as /proc shows it now (its first `limit` bytes), or None when it is
+    gone or has none (a kernel thread, a zombie)."""
+    try:
+        with open(Path(proc_root, str(pid), "cmdline"), "rb") as f:
+            raw = f.read(limit)
+    except OSError:
+        return None
+    return tuple(raw.split(b"\0")[:-1]) or None

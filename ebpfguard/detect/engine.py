@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
-import re
+import time
 from collections import OrderedDict
-from datetime import datetime, timezone
 from typing import Any, Mapping, Optional
 
+from ebpfguard.clock import event_time_ns, rfc3339_ns
 from ebpfguard.detect.config import DetectConfig, parse_detect_config
 from ebpfguard.detect.registry import DETECTORS, Detector, Event, Finding, ReadProcessFile, RuleContext
 from ebpfguard.detect.rulefile import Rule, RuleSet, RulesError, load_rules
@@ -116,22 +116,5 @@ class _Deduplicator:
         return False
 
 
-_RFC3339 = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)\Z", re.IGNORECASE)
-
-
-def event_time_ns(value: Any) -> Optional[int]:
-    """Nanoseconds since the epoch of an RFC 3339 time (ns precision kept), None if not one."""
-    match = _RFC3339.match(value) if isinstance(value, str) else None
-    if match is None:
-        return None
-    whole, fraction, zone = match.groups()
-    try:
-        moment = datetime.fromisoformat(whole + ("+00:00" if zone.upper() == "Z" else zone))
-    except ValueError:
-        return None
-    return int(moment.timestamp()) * 1_000_000_000 + int((fraction or "0").ljust(9, "0"))
-
-
 def _now_rfc3339() -> str:
-    now = datetime.now(timezone.utc)
-    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond:06d}000Z"
+    return rfc3339_ns(time.time_ns())

@@ -80,7 +80,10 @@ def load_rules(extra_files: Sequence[Path] = (), host_lists: Optional[Mapping[st
     for path in extra_files:
         merger.add_file(Path(path), shipped=False)
     for name, items in (host_lists or {}).items():
-        merger.lists.setdefault(name, []).extend(items)
+        merged = merger.lists.setdefault(name, [])
+        for item in items:
+            if item not in merged:  # as user files extend lists: each item once
+                merged.append(item)
     return merger.finish()
 
 
