@@ -16,9 +16,9 @@ import signal
 import sys
 
 from ebpfguard.config import load_config
-from ebpfguard.links import CgroupLink, link_to_cgroup
-from ebpfguard.load import PROBE_FAMILIES, ProbeSet, ensure_tracefs
-from ebpfguard.sandbox import cgroup_root_from_proc
+from ebpfguard.kernel.links import CgroupLink, link_to_cgroup
+from ebpfguard.kernel.load import PROBE_FAMILIES, ProbeSet, ensure_tracefs
+from ebpfguard.enrich.sandbox import cgroup_root_from_proc
 
 # 64 MiB: a round's records fit, so `unread` measures the probes' work, not a full buffer's
 # quick failures. Losses are still reported, so a round that filled it shows.

@@ -15,21 +15,21 @@ import time
 from typing import Callable, Mapping, Optional, TextIO
 
 from ebpfguard.clock import BootClock
-from ebpfguard.enrich import Enricher
-from ebpfguard.events import (
+from ebpfguard.enrich.enricher import Enricher
+from ebpfguard.kernel.events import (
     ConnectRecord, DecodeError, ExecArgsRecord, ExecRecord, ExitRecord, FlowRecord, ForkRecord,
     OpenRecord, SocketRecord, decode,
 )
-from ebpfguard.gpu import GpuWatcher, cgroup_path_of_pid, load_nvml
-from ebpfguard.load import PROBE_FAMILIES, ProbeSet
-from ebpfguard.pods import PodDirectory
-from ebpfguard.proctable import ProcessTable
-from ebpfguard.sandbox import CgroupIndex
-from ebpfguard.sandbox_tracker import SandboxTracker
-from ebpfguard.eventsocket import EventSocket
-from ebpfguard.sinks import FanOut, JsonLinesSink, Sink
-from ebpfguard.stats import PipelineStats, RateLimitedWarnings
-from ebpfguard.wire.dns import DnsParseError
+from ebpfguard.enrich.gpu import GpuWatcher, cgroup_path_of_pid, load_nvml
+from ebpfguard.kernel.load import PROBE_FAMILIES, ProbeSet
+from ebpfguard.enrich.pods import PodDirectory
+from ebpfguard.enrich.proctable import ProcessTable
+from ebpfguard.enrich.sandbox import CgroupIndex
+from ebpfguard.enrich.sandbox_tracker import SandboxTracker
+from ebpfguard.outputs.eventsocket import EventSocket
+from ebpfguard.outputs.sinks import FanOut, JsonLinesSink, Sink
+from ebpfguard.outputs.stats import PipelineStats, RateLimitedWarnings
+from ebpfguard.enrich.wire.dns import DnsParseError
 
 Detect = Callable[[dict], list]
 

@@ -36,12 +36,12 @@ config_option = click.option(
 if TYPE_CHECKING:
     from ebpfguard.agent import Agent
     from ebpfguard.detect.rulefile import RuleSet
-    from ebpfguard.metrics import MetricsServer
+    from ebpfguard.outputs.metrics import MetricsServer
 
 
 def socket_option(help_text: str):
     """--socket PATH, shared by the agent (serves) and the viewer (connects)."""
-    from ebpfguard.eventsocket import DEFAULT_SOCKET
+    from ebpfguard.outputs.eventsocket import DEFAULT_SOCKET
 
     return click.option("--socket", "socket_path", default=DEFAULT_SOCKET, show_default=True,
                         envvar="EBPFGUARD_SOCKET", metavar="PATH", help=help_text)
@@ -70,7 +70,7 @@ def main() -> None:
 
 
 def _metrics_address(_ctx: click.Context, _param: click.Parameter, value: str) -> Optional[tuple[str, int]]:
-    from ebpfguard.metrics import MetricsAddressError, parse_address
+    from ebpfguard.outputs.metrics import MetricsAddressError, parse_address
 
     try:
         return parse_address(value)
@@ -94,14 +94,14 @@ def run(config_path: Optional[Path], rule_files: tuple[Path, ...], output: Optio
 
     Prints `ready` on stderr once every probe is attached; SIGINT or SIGTERM detach them all.
     """
-    from ebpfguard.capabilities import missing_here
+    from ebpfguard.kernel.capabilities import missing_here
     from ebpfguard.detect.config import DetectConfigError
     from ebpfguard.detect.engine import DetectionEngine
     from ebpfguard.detect.procfiles import read_process_file
     from ebpfguard.doctor import check_kernel_headers
-    from ebpfguard.hostnet import host_addresses
-    from ebpfguard.load import ProbeError, compile_flags, program_text, tracefs_root
-    from ebpfguard.sandbox import cgroup_root_from_proc, validate_matchers
+    from ebpfguard.enrich.hostnet import host_addresses
+    from ebpfguard.kernel.load import ProbeError, compile_flags, program_text, tracefs_root
+    from ebpfguard.enrich.sandbox import cgroup_root_from_proc, validate_matchers
 
     config = config_or_fail(config_path)
     try:
@@ -126,7 +126,7 @@ def run(config_path: Optional[Path], rule_files: tuple[Path, ...], output: Optio
     if not headers.ok or not headers.detail.startswith("exact"):
         click.echo(f"ebpfguard: warning: kernel headers: {headers.detail}", err=True)
     from ebpfguard.agent import Agent
-    from ebpfguard.eventsocket import SocketBusy
+    from ebpfguard.outputs.eventsocket import SocketBusy
 
     logging.basicConfig(format="ebpfguard: %(levelname)s: %(message)s", level=logging.WARNING)
     try:
@@ -150,8 +150,8 @@ def _serve_metrics(agent: "Agent", host: str, port: int) -> "MetricsServer":
     """Start the metrics endpoint before the probes load, so a busy port fails fast (exit 2)."""
     from prometheus_client import CollectorRegistry
 
-    from ebpfguard.load import PROBE_FAMILIES
-    from ebpfguard.metrics import AgentCollector, MetricsAddressError, MetricsServer
+    from ebpfguard.kernel.load import PROBE_FAMILIES
+    from ebpfguard.outputs.metrics import AgentCollector, MetricsAddressError, MetricsServer
 
     registry = CollectorRegistry()
     registry.register(AgentCollector(agent.stats, agent.sandboxes, agent, tuple(PROBE_FAMILIES), __version__))

@@ -8,9 +8,9 @@ import platform
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from ebpfguard.capabilities import REQUIRED, missing_here
-from ebpfguard.load import PROBE_FAMILIES, tracefs_root
-from ebpfguard.sandbox import cgroup_root_from_proc
+from ebpfguard.kernel.capabilities import REQUIRED, missing_here
+from ebpfguard.kernel.load import PROBE_FAMILIES, tracefs_root
+from ebpfguard.enrich.sandbox import cgroup_root_from_proc
 
 SYS_BPF = 321  # x86-64; bpf() is 280 on arm64
 BPF_MAP_CREATE = 0
@@ -109,7 +109,7 @@ def check_bcc() -> Check:
 
 
 def check_nvml() -> Check:
-    from ebpfguard.gpu import load_nvml
+    from ebpfguard.enrich.gpu import load_nvml
 
     nvml, why = load_nvml()
     if nvml is None:

@@ -24,8 +24,8 @@ from pathlib import Path
 
 from ebpfguard.config import load_config
 from ebpfguard.detect.engine import DetectionEngine, load_rules
-from ebpfguard.gpu import GpuWatcher, load_nvml
-from ebpfguard.sandbox import cgroup_root_from_proc
+from ebpfguard.enrich.gpu import GpuWatcher, load_nvml
+from ebpfguard.enrich.sandbox import cgroup_root_from_proc
 
 WORKLOAD = """
 import time, torch

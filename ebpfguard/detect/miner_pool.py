@@ -24,7 +24,7 @@ from ebpfguard.detect.engine import event_time_ns
 from ebpfguard.detect.execinfo import sandbox_name
 from ebpfguard.detect.pool_names import DomainList, ObservedNames, answers_from_records, normalize_address
 from ebpfguard.detect.registry import Detector, Event, Finding, RuleContext, detector
-from ebpfguard.wire.tls import client_hello_sni
+from ebpfguard.enrich.wire.tls import client_hello_sni
 
 WITH_PORT_SEVERITY = "high"
 

@@ -12,7 +12,7 @@ from collections import OrderedDict
 from typing import Any, Hashable, Iterable, Mapping, Optional, Sequence
 
 from ebpfguard.detect.addresses import parse_address
-from ebpfguard.wire.dns import Answer
+from ebpfguard.enrich.wire.dns import Answer
 
 NS_PER_S = 1_000_000_000
 

@@ -6,7 +6,7 @@ import re
 import socket
 from typing import TextIO
 
-from ebpfguard.sinks import to_json_line
+from ebpfguard.outputs.sinks import to_json_line
 from ebpfguard.watch.format import plain_line
 from ebpfguard.watch.source import parse_line, raw_lines
 

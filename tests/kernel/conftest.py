@@ -19,7 +19,7 @@ from typing import Callable, Iterator, Optional
 
 import pytest
 
-from ebpfguard.sandbox import cgroup_root_from_proc
+from ebpfguard.enrich.sandbox import cgroup_root_from_proc
 
 READY_TIMEOUT_S = 120
 EVENT_TIMEOUT_S = 10

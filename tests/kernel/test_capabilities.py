@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import RunningAgent, has_arg, marker
 
-from ebpfguard.capabilities import REQUIRED
+from ebpfguard.kernel.capabilities import REQUIRED
 
 NOBODY = 65534
 

@@ -7,7 +7,7 @@ import subprocess
 
 from conftest import has_arg, marker
 
-from ebpfguard.events import C
+from ebpfguard.kernel.events import C
 
 
 def test_argv_is_exact_including_empty_strings_and_non_utf8(agent, make_cgroup):

@@ -13,7 +13,7 @@ from bcc import BPFAttachType
 from conftest import RunningAgent
 from netns import enter, isolated_netns
 
-from ebpfguard.links import attached_program_ids
+from ebpfguard.kernel.links import attached_program_ids
 
 CLIENT = textwrap.dedent("""
     import errno, json, os, socket, sys

@@ -17,7 +17,7 @@ import generate  # noqa: E402
 import queries  # noqa: E402
 import schema  # noqa: E402
 
-from ebpfguard.metrics import METRICS  # noqa: E402
+from ebpfguard.outputs.metrics import METRICS  # noqa: E402
 
 
 def test_regenerating_the_dashboard_gives_the_committed_file():

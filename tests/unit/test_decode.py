@@ -4,8 +4,8 @@ import struct
 
 import pytest
 
-from ebpfguard import events
-from ebpfguard.events import C, DecodeError, ExecArgsRecord, ExecRecord, ExitRecord, FlowRecord, ForkRecord, decode
+from ebpfguard.kernel import events
+from ebpfguard.kernel.events import C, DecodeError, ExecArgsRecord, ExecRecord, ExitRecord, FlowRecord, ForkRecord, decode
 
 
 def header(kind, pid=4242, comm=b"xmrig"):

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from deploy_files import REPO
 
-from ebpfguard.capabilities import REQUIRED
+from ebpfguard.kernel.capabilities import REQUIRED
 
 MANIFESTS = REPO / "deploy" / "kubernetes"
 # The newest Kubernetes release whose schemas kubernetes-validate bundles (pinned in pyproject).

@@ -5,7 +5,7 @@ import subprocess
 
 from deploy_files import REPO, UNIT, unit_capabilities, unit_settings
 
-from ebpfguard.capabilities import REQUIRED
+from ebpfguard.kernel.capabilities import REQUIRED
 
 
 def test_systemd_analyze_verify_accepts_the_unit():

@@ -1,11 +1,11 @@
-"""bpf/events.h and ebpfguard/events.py must describe the same bytes."""
+"""bpf/events.h and ebpfguard/kernel/events.py must describe the same bytes."""
 
 import shutil
 import subprocess
 
 import pytest
 
-from ebpfguard import events
+from ebpfguard.kernel import events
 
 PRELUDE = """
 #include <stddef.h>

@@ -9,8 +9,8 @@ import stat
 
 import pytest
 
-from ebpfguard.eventsocket import EventSocket, SocketBusy
-from ebpfguard.stats import PipelineStats
+from ebpfguard.outputs.eventsocket import EventSocket, SocketBusy
+from ebpfguard.outputs.stats import PipelineStats
 
 
 def event(n: int, pad: int = 0) -> dict:

@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from ebpfguard.gpu import GpuWatcher, cgroup_path_of_pid, sample_processes, usage_by_sandbox
+from ebpfguard.enrich.gpu import GpuWatcher, cgroup_path_of_pid, sample_processes, usage_by_sandbox
 
 GIB = 1 << 30
 

@@ -13,13 +13,13 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ebpfguard.agent import Pipeline
-from ebpfguard.metrics import (
+from ebpfguard.outputs.metrics import (
     METRICS, AgentCollector, MetricsAddressError, MetricsServer, parse_address,
 )
-from ebpfguard.sandbox_tracker import SandboxTracker
-from ebpfguard.gpu import SandboxGpuUsage
-from ebpfguard.sinks import JsonLinesSink
-from ebpfguard.stats import PipelineStats, RateLimitedWarnings
+from ebpfguard.enrich.sandbox_tracker import SandboxTracker
+from ebpfguard.enrich.gpu import SandboxGpuUsage
+from ebpfguard.outputs.sinks import JsonLinesSink
+from ebpfguard.outputs.stats import PipelineStats, RateLimitedWarnings
 
 FAMILIES = ("exec", "proc", "net")
 

@@ -12,7 +12,7 @@ from ebpfguard.detect.engine import DetectionEngine
 from ebpfguard.detect.miner_pool import MinerPool
 from ebpfguard.detect.registry import RuleContext
 from ebpfguard.detect.rulefile import load_rules
-from ebpfguard.wire.dns import parse_dns_message
+from ebpfguard.enrich.wire.dns import parse_dns_message
 
 
 def detector(**params) -> MinerPool:

@@ -1,6 +1,6 @@
 """Pod names from the kubelet's pod log directory: parsing, caching, bounded retries."""
 
-from ebpfguard.pods import PodDirectory, PodName, parse_pod_log_dirs
+from ebpfguard.enrich.pods import PodDirectory, PodName, parse_pod_log_dirs
 
 UID_A = "0b7c4d2e-1f3a-4b5c-8d9e-0f1a2b3c4d5e"
 UID_B = "9e8d7c6b-5a4f-4e3d-2c1b-0a9f8e7d6c5b"

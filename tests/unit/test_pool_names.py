@@ -6,7 +6,7 @@ import pytest
 from wire_captures import GLIBC_A_RESPONSE, GLIBC_AAAA_RESPONSE
 
 from ebpfguard.detect.pool_names import DomainList, ObservedNames, answers_from_records
-from ebpfguard.wire.dns import Answer, parse_dns_message
+from ebpfguard.enrich.wire.dns import Answer, parse_dns_message
 
 S = 1_000_000_000
 POOLS = DomainList(["nanopool.org", "pool.binance.com", "*.f2pool.com", "Supportxmr.COM."])

@@ -1,6 +1,6 @@
 """The process table: lineage, bounds, and honesty about what it does not know."""
 
-from ebpfguard.proctable import CLONE_PARENT, ProcessInfo, ProcessTable
+from ebpfguard.enrich.proctable import CLONE_PARENT, ProcessInfo, ProcessTable
 
 
 def table(tmp_path, **kwargs):

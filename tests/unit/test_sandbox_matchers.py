@@ -5,7 +5,7 @@ import os
 import pytest
 
 from ebpfguard.config import load_config
-from ebpfguard.sandbox import CgroupIndex, classify, find_cgroup2_mount, resolve_sandbox
+from ebpfguard.enrich.sandbox import CgroupIndex, classify, find_cgroup2_mount, resolve_sandbox
 
 SETTINGS = {**load_config()["sandbox"], "systemd_units": ["ci-runner.service"]}
 CID = "4f1e9c2a7b3d" + "0" * 52
@@ -124,7 +124,7 @@ def test_kubernetes_is_tried_before_the_containerd_matcher_by_default():
 
 
 def test_a_known_pod_is_named_namespace_slash_pod_with_its_fields(tmp_path):
-    from ebpfguard.pods import PodDirectory
+    from ebpfguard.enrich.pods import PodDirectory
 
     container = tmp_path / "kubepods" / "burstable" / f"pod{POD_UID}" / CID
     container.mkdir(parents=True)

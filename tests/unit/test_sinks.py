@@ -3,8 +3,8 @@
 import io
 import json
 
-from ebpfguard.sinks import JsonLinesSink, to_json_line
-from ebpfguard.stats import PipelineStats
+from ebpfguard.outputs.sinks import JsonLinesSink, to_json_line
+from ebpfguard.outputs.stats import PipelineStats
 
 
 class CountingStream(io.StringIO):

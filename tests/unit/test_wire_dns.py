@@ -13,7 +13,7 @@ from wire_captures import (
     DIG_TYPE65534_QUERY, GLIBC_A_QUERY, GLIBC_A_RESPONSE, GLIBC_AAAA_RESPONSE, REAL_MESSAGES,
 )
 
-from ebpfguard.wire.dns import (
+from ebpfguard.enrich.wire.dns import (
     MAX_POINTERS, Answer, DnsParseError, Question, parse_dns_message, parse_dns_tcp, read_name,
 )
 

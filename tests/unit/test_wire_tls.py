@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from wire_captures import OPENSSL_NO_SNI_HELLO, OPENSSL_TLS12_HELLO, OPENSSL_TLS13_HELLO
 
-from ebpfguard.wire.tls import client_hello_sni
+from ebpfguard.enrich.wire.tls import client_hello_sni
 
 
 def python_client_hello(server_name: str) -> bytes:

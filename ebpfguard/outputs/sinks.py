@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Optional, Protocol, TextIO
 
-from ebpfguard.stats import PipelineStats
+from ebpfguard.outputs.stats import PipelineStats
 
 
 def to_json_line(event: dict) -> str:

@@ -12,15 +12,15 @@ from collections import OrderedDict
 from typing import Mapping, Optional
 
 from ebpfguard.clock import BootClock, rfc3339_ns
-from ebpfguard.events import (
+from ebpfguard.kernel.events import (
     ConnectRecord, ExecArgsRecord, ExecRecord, ExitRecord, FlowRecord, ForkRecord, Header,
     OpenRecord, SocketRecord,
 )
-from ebpfguard.pods import PodDirectory
-from ebpfguard.proctable import ProcessTable, read_cmdline
-from ebpfguard.sandbox import CgroupIndex, resolve_sandbox
-from ebpfguard.wire.dns import DnsParseError, parse_dns_message, parse_dns_tcp
-from ebpfguard.wire.tls import client_hello_sni
+from ebpfguard.enrich.pods import PodDirectory
+from ebpfguard.enrich.proctable import ProcessTable, read_cmdline
+from ebpfguard.enrich.sandbox import CgroupIndex, resolve_sandbox
+from ebpfguard.enrich.wire.dns import DnsParseError, parse_dns_message, parse_dns_tcp
+from ebpfguard.enrich.wire.tls import client_hello_sni
 
 
 def text(raw: bytes) -> str:

@@ -11,8 +11,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Optional
 
-from ebpfguard.events import BPF_DIR, C
-from ebpfguard.links import CgroupLink, link_to_cgroup
+from ebpfguard.kernel.events import BPF_DIR, C
+from ebpfguard.kernel.links import CgroupLink, link_to_cgroup
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,9 @@ from prometheus_client.core import (
     CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric,
 )
 
-from ebpfguard.gpu import SandboxGpuUsage
-from ebpfguard.sandbox_tracker import SandboxTracker
-from ebpfguard.stats import KNOWN_DROPS, LATENCY_BUCKETS_S, PipelineStats
+from ebpfguard.enrich.gpu import SandboxGpuUsage
+from ebpfguard.enrich.sandbox_tracker import SandboxTracker
+from ebpfguard.outputs.stats import KNOWN_DROPS, LATENCY_BUCKETS_S, PipelineStats
 
 DEFAULT_ADDRESS = "127.0.0.1:9477"
 

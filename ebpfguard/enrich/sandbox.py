@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Mapping, Optional, Sequence
 
-from ebpfguard.pods import PodDirectory
+from ebpfguard.enrich.pods import PodDirectory
 
 RUNTIMES = ("pattern", "kubernetes", "docker", "containerd", "systemd", "host")
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
-from ebpfguard.sandbox import classify
+from ebpfguard.enrich.sandbox import classify
 
 
 @dataclass(frozen=True)

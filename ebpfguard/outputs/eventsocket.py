@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Optional
 
 from ebpfguard.clock import rfc3339_ns
-from ebpfguard.sinks import to_json_line
-from ebpfguard.stats import PipelineStats
+from ebpfguard.outputs.sinks import to_json_line
+from ebpfguard.outputs.stats import PipelineStats
 
 DEFAULT_SOCKET = "/run/ebpfguard/events.sock"
 SKIPPED_KIND = "skipped"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from ebpfguard.wire.dns import escape_label
+from ebpfguard.enrich.wire.dns import escape_label
 
 RECORD_HANDSHAKE = 0x16
 HANDSHAKE_CLIENT_HELLO = 0x01
