@@ -15,6 +15,7 @@ import time
 from typing import Callable, Mapping, Optional, TextIO
 
 from ebpfguard.clock import BootClock
+from ebpfguard.detect.worker import DetectWorker
 from ebpfguard.enrich.enricher import Enricher
 from ebpfguard.kernel.events import (
     ConnectRecord, DecodeError, ExecArgsRecord, ExecRecord, ExitRecord, FlowRecord, ForkRecord,
@@ -32,6 +33,8 @@ from ebpfguard.outputs.stats import PipelineStats, RateLimitedWarnings
 from ebpfguard.enrich.wire.dns import DnsParseError
 
 Detect = Callable[[dict], list]
+# What the detection worker gets to finish its queue at shutdown (the whole stop is < 1 s).
+SHUTDOWN_DETECT_S = 0.3
 
 # Records that only update the enricher's state (the process table, an exec's arguments)...
 STATE_ONLY = {ForkRecord: "on_fork", ExecArgsRecord: "on_exec_args"}
@@ -47,11 +50,15 @@ TO_EVENT = {
 
 
 class Pipeline:
-    """Everything after the ring buffer; fed one raw record at a time."""
+    """Everything after the ring buffer; fed one raw record at a time.
+
+    Detection may run on a worker thread (`submit`, set by the agent): the sink, the sandbox
+    labels and the alert counts are then shared with it, behind `lock`.
+    """
 
     def __init__(self, enricher: Enricher, sink: Sink, stats: PipelineStats,
                  sandboxes: SandboxTracker, warnings: RateLimitedWarnings, detect: Optional[Detect] = None,
-                 now_ktime_ns: Callable[[], int] = BootClock.now_ktime_ns) -> None:
+                 now_ktime_ns: Callable[[], int] = BootClock.now_ktime_ns, event_budget_s: float = 0.05) -> None:
         self.enricher = enricher
         self.sink = sink
         self.stats = stats
@@ -59,10 +66,15 @@ class Pipeline:
         self.warnings = warnings
         self.detect = detect
         self.now_ktime_ns = now_ktime_ns
+        self.event_budget_s = event_budget_s
+        self.lock = threading.Lock()
+        # Where events go for detection: inline by default, a DetectWorker's queue in the agent.
+        self.submit: Callable[[dict], None] = self.detect_and_write
         self._updates_state = {kind: getattr(enricher, name) for kind, name in STATE_ONLY.items()}
         self._to_event = {kind: getattr(enricher, name) for kind, name in TO_EVENT.items()}
 
     def on_record(self, raw: bytes) -> None:
+        started = time.monotonic()
         stage = "decode"
         try:
             record = decode(raw)
@@ -82,25 +94,42 @@ class Pipeline:
         except Exception as exc:  # noqa: BLE001 - one bad event must not stop the agent
             self.stats.drop(stage, "error")
             self.warnings.warn(stage, f"event dropped in {stage}: {type(exc).__name__}: {exc}")
+        finally:
+            if time.monotonic() - started > self.event_budget_s:
+                self.stats.overrun("pipeline")
 
     def emit(self, event: dict, ktime_ns: Optional[int]) -> None:
-        """Write an event and whatever alerts it raises. `ktime_ns` is the kernel timestamp of
+        """Write an event and pass it on to detection. `ktime_ns` is the kernel timestamp of
         its record, for the latency histogram; None for events not from the kernel (NVML)."""
-        label = self.sandboxes.observe(event["kind"], event["sandbox"]["name"], event["process"]["pid"])
-        written = self.sink.write(event)
+        with self.lock:
+            label = self.sandboxes.observe(event["kind"], event["sandbox"]["name"], event["process"]["pid"])
+            written = self.sink.write(event)
         latency_s = (self.now_ktime_ns() - ktime_ns) / 1e9 if written and ktime_ns is not None else None
         self.stats.count_event(event["kind"], label, latency_s)
-        if self.detect is None:
-            return
+        if self.detect is not None:
+            self.submit(event)
+
+    def detect_and_write(self, event: dict) -> None:
+        """Run detection on one event and write the alerts it raises."""
+        assert self.detect is not None
         try:
             alerts = self.detect(event)
         except Exception as exc:  # noqa: BLE001
             self.stats.drop("detect", "error")
             self.warnings.warn("detect", f"detection failed on a {event['kind']} event: {type(exc).__name__}: {exc}")
             return
-        for alert in alerts:
-            self.stats.count_alert(alert["rule"], alert["severity"], self.sandboxes.label(alert["sandbox"]["name"]))
-            self.sink.write(alert)
+        with self.lock:
+            for alert in alerts:
+                self.stats.count_alert(alert["rule"], alert["severity"], self.sandboxes.label(alert["sandbox"]["name"]))
+                self.sink.write(alert)
+
+    def flush_if_due(self, now: float) -> None:
+        with self.lock:
+            self.sink.flush_if_due(now)
+
+    def close_sink(self) -> None:
+        with self.lock:
+            self.sink.close()
 
 
 class Agent:
@@ -108,11 +137,12 @@ class Agent:
 
     def __init__(self, config: Mapping, output: Optional[str], cgroup_root: str,
                  detect: Optional[Detect] = None, log: TextIO = sys.stderr,
-                 socket_path: Optional[str] = None) -> None:
+                 socket_path: Optional[str] = None, stats: Optional[PipelineStats] = None) -> None:
         self.config = config
         self.log = log
         self.cgroup_root = cgroup_root
-        self.stats = PipelineStats()
+        self.stats = stats if stats is not None else PipelineStats()
+        limits = config["limits"]
         self.warnings = RateLimitedWarnings(config["logging"]["warn_interval_s"], log)
         procs = ProcessTable(
             max_processes=config["process_table"]["max_processes"],
@@ -129,7 +159,7 @@ class Agent:
             clock=BootClock(),
             pods=pods,
         )
-        self.sink: Sink = JsonLinesSink.open(output, self.stats, config["output"]["flush_interval_ms"] / 1000)
+        self.sink: Sink = JsonLinesSink.open(output, self.stats, config["output"])
         if socket_path is not None:
             viewers = EventSocket.open(socket_path, self.stats, config["viewer"]["buffer_bytes"],
                                        config["viewer"]["max_viewers"])
@@ -139,7 +169,15 @@ class Agent:
             retention_s=config["metrics"]["sandbox_label_retention_s"],
             max_pids=config["process_table"]["max_processes"],
         )
-        self.pipeline = Pipeline(enricher, self.sink, self.stats, self.sandboxes, self.warnings, detect)
+        self.pipeline = Pipeline(enricher, self.sink, self.stats, self.sandboxes, self.warnings, detect,
+                                 event_budget_s=limits["event_budget_ms"] / 1000)
+        self.worker: Optional[DetectWorker] = None
+        if detect is not None:
+            self.worker = DetectWorker(self.pipeline.detect_and_write, limits["detect_queue"],
+                                       limits["event_budget_ms"] / 1000,
+                                       on_overrun=lambda: self.stats.overrun("detect"),
+                                       on_full=lambda: self.stats.drop("detect", "queue_full"))
+            self.pipeline.submit = self.worker.submit
         self.probes: Optional[ProbeSet] = None
         # The metrics endpoint reads the kernel's counters from its own thread: this keeps it
         # from reading map fds while the main loop closes them.
@@ -177,7 +215,7 @@ class Agent:
                 # not cost a hundred wakeups a second. Any record brings the short wait back.
                 wait_ms = busy_ms if probes.drain(wait_ms) else min(idle_ms, wait_ms * 2)
                 now = time.monotonic()
-                self.sink.flush_if_due(now)
+                self.pipeline.flush_if_due(now)
                 if now >= next_housekeeping:
                     self.check_losses()
                     self.expire_sandbox_labels()
@@ -190,7 +228,12 @@ class Agent:
             with self._probes_lock:
                 probes.close()
                 self.probes = None
-            self.sink.close()
+            if self.worker is not None:
+                # Bounded: SIGTERM ends the agent within a second whatever detection holds.
+                undone = self.worker.stop(SHUTDOWN_DETECT_S)
+                if undone:
+                    self.stats.drop("detect", "shutdown", undone)
+            self.pipeline.close_sink()
             print(f"ebpfguard: stopped: {json.dumps(self.summary())}", file=self.log, flush=True)
 
     def summary(self) -> dict:
@@ -201,6 +244,7 @@ class Agent:
             "alerts": snap.alerts_written,
             "lost": snap.lost,
             "dropped": {f"{stage}/{reason}": n for (stage, reason), n in snap.dropped.items()},
+            "overruns": snap.overruns,
         }
 
     def poll_gpus(self) -> None:
@@ -225,7 +269,9 @@ class Agent:
 
     def expire_sandbox_labels(self) -> None:
         """End the series of sandboxes gone long enough, freeing their label values."""
-        for label in self.sandboxes.expire():
+        with self.pipeline.lock:
+            expired = self.sandboxes.expire()
+        for label in expired:
             self.stats.forget_sandbox(label)
 
     def gpu_usage(self) -> list:

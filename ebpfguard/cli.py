@@ -97,17 +97,19 @@ def run(config_path: Optional[Path], rule_files: tuple[Path, ...], output: Optio
     from ebpfguard.kernel.capabilities import missing_here
     from ebpfguard.detect.config import DetectConfigError
     from ebpfguard.detect.engine import DetectionEngine
-    from ebpfguard.detect.procfiles import read_process_file
+    from ebpfguard.detect.filereader import live_files
+    from ebpfguard.outputs.stats import PipelineStats
     from ebpfguard.doctor import check_kernel_headers
     from ebpfguard.enrich.hostnet import host_addresses
     from ebpfguard.kernel.load import ProbeError, compile_flags, program_text, tracefs_root
     from ebpfguard.enrich.sandbox import cgroup_root_from_proc, validate_matchers
 
     config = config_or_fail(config_path)
+    stats = PipelineStats()
     try:
         validate_matchers(config["sandbox"]["matchers"])
         rules = _load_rules_or_exit(rule_files, {"host_addresses": host_addresses()})
-        engine = DetectionEngine(rules, config["detect"], read_file=read_process_file)
+        engine = DetectionEngine(rules, config["detect"], read_file=live_files(config["limits"], stats.overrun))
     except (ValueError, DetectConfigError) as exc:
         fail(f"{config_path or 'default config'}: {exc}")
     if ebpf:
@@ -131,7 +133,7 @@ def run(config_path: Optional[Path], rule_files: tuple[Path, ...], output: Optio
     logging.basicConfig(format="ebpfguard: %(levelname)s: %(message)s", level=logging.WARNING)
     try:
         agent = Agent(config, output, cgroup_root, detect=engine.process,
-                      socket_path=None if socket_path == "none" else socket_path)
+                      socket_path=None if socket_path == "none" else socket_path, stats=stats)
     except SocketBusy as exc:
         fail(f"{exc} (stop it, or give this agent another --socket)")
     except OSError as exc:

@@ -21,7 +21,7 @@ from ebpfguard.detect.registry import Detector, Event, Finding, RuleContext, det
 
 HINT_NAMES = (
     "binary", "generic_binary", "disguise", "pool_url", "pool_host", "pool_option", "donate",
-    "algo", "coin", "wallet", "wallet_shape", "gpu_option", "miner_option",
+    "algo", "coin", "wallet", "wallet_shape", "gpu_option", "miner_option", "config_unreadable",
 )
 MAX_MATCH_CHARS = 160
 MAX_CONFIG_BYTES = 256 * 1024
@@ -42,6 +42,12 @@ _WALLET_SHAPES = re.compile(
     rf"(?:[13][{_BASE58}]{{25,34}}|(?:bc1|ltc1|tb1)[02-9ac-hj-np-z]{{11,71}}|0x[0-9a-fA-F]{{40}}"
     rf"|[RLMD][{_BASE58}]{{33}}|t1[{_BASE58}]{{33}}|9[{_BASE58}]{{50}})\Z"
 )
+# What may follow a miner's name: `(?:[-_.][a-z0-9.]+)*` written so that no character can be
+# read two ways (that form backtracks exponentially on `xmrig.....!`).
+_BINARY_SUFFIX = re.compile(r"(?:[-_.][a-z0-9.](?:[a-z0-9.]|[-_][a-z0-9.])*)?\Z")
+# Labels before a pool domain (`a.b.` of `a.b.pool.example`), and host:port in a config text.
+_LABELS = re.compile(r"(?:[a-z0-9-]+\.)*\Z")
+_HOST_PORT_IN_TEXT = re.compile(r"(?<![\w.-])([a-z0-9.-]+):(\d{2,5})\b", re.IGNORECASE)
 _COIN_PREFIX = re.compile(r"^[A-Za-z0-9]{2,8}:")
 _JSON_PAIR = re.compile(r'"([\w-]{1,40})"\s*:\s*"([^"\\]{1,300})"')
 _JSON_STRING = re.compile(r'"([^"\\]{26,300})"')
@@ -74,19 +80,15 @@ class MinerExec(Detector):
         self.min_score = int(params["min_score"])
         self.inert_factor = int(params["inert_factor"])
         self.binaries = _lower_set(params["binaries"])
-        self.binary_pattern = re.compile(
-            "(?:" + "|".join(re.escape(name) for name in sorted(self.binaries, key=len, reverse=True)) + r")(?:[-_.][a-z0-9.]+)*\Z"
-        )
+        # Lists can be long (users extend them) and the names matched are the sandbox's: sets
+        # and linear scans here, no regex alternation built from a list.
+        self.binary_lengths = sorted({len(name) for name in self.binaries})
         self.generic_binaries = _lower_set(params["generic_binaries"])
         self.disguises = compile_globs(params["disguise_names"])
         self.algorithms = _lower_set(params["algorithms"])
         self.coins = _lower_set(params["coins"])
-        domains = sorted(_lower_set(params["pool_domains"]), key=len, reverse=True)
-        self.pool_host = re.compile(r"(?:^|\.)(?:" + "|".join(re.escape(domain) for domain in domains) + r")\Z")
-        self.pool_host_in_text = re.compile(
-            r"(?<![\w.-])((?:[a-z0-9-]+\.)*(?:" + "|".join(re.escape(domain) for domain in domains) + r")):(\d{2,5})\b",
-            re.IGNORECASE,
-        )
+        self.pool_domains = _lower_set(params["pool_domains"])
+        self.longest_domain = max((len(domain) for domain in self.pool_domains), default=0)
         self.options = {
             "pool": frozenset(params["pool_options"]),
             "user": frozenset(params["user_options"]),
@@ -139,7 +141,7 @@ class MinerExec(Detector):
         argv, source = command.argv, command.source
         hints = []
         name = program_name(argv[0])
-        if self.binary_pattern.match(name):
+        if self.is_miner_binary(name):
             hints.append(Hint("binary", self.weights["binary"], name, source))
         elif name in self.generic_binaries:
             hints.append(Hint("generic_binary", self.weights["generic_binary"], name, source))
@@ -175,10 +177,30 @@ class MinerExec(Detector):
         if option in options["miner"]:
             yield Hint("miner_option", weights["miner_option"], option, source)
 
+    def is_miner_binary(self, name: str) -> bool:
+        """A known miner's name, bare or with a version or platform suffix (`xmrig-6.21.0`)."""
+        return any(length <= len(name) and name[:length] in self.binaries and _BINARY_SUFFIX.match(name, length)
+                   for length in self.binary_lengths)
+
+    def is_pool_host(self, host: str) -> bool:
+        """A known pool domain or a name under one (`gulf.moneroocean.stream`)."""
+        host = host.lower()
+        if host in self.pool_domains:
+            return True
+        start = max(0, len(host) - self.longest_domain - 1)
+        return any(host[dot + 1:] in self.pool_domains and _LABELS.match(host, 0, dot + 1)
+                   for dot in range(start, len(host)) if host[dot] == ".")
+
     def _known_pool(self, text: Optional[str]) -> Optional[str]:
         match = _HOST_PORT.match(text) if text else None
-        if match and self.pool_host.search(match.group(1).lower()):
+        if match and self.is_pool_host(match.group(1)):
             return f"{match.group(1)}:{match.group(2)}"
+        return None
+
+    def _pool_host_in_text(self, text: str) -> Optional[str]:
+        for match in _HOST_PORT_IN_TEXT.finditer(text):
+            if self.is_pool_host(match.group(1)):
+                return match.group(0)
         return None
 
     def _wallet_hints(self, text: str, source: str, *, as_login: bool) -> Iterator[Hint]:
@@ -204,28 +226,36 @@ class MinerExec(Detector):
             hints.append(Hint("disguise", self.weights["disguise"], disguised[0], "argv"))
         read_file = self.ctx.read_file
         if read_file is not None:
-            for path in self._config_paths(event, command):
-                content = read_file(event, path)
-                if content:
-                    hints.extend(self.config_hints(content[:MAX_CONFIG_BYTES].decode("utf-8", "replace"), f"config:{path}"))
+            for path, named in self._config_paths(event, command):
+                result = read_file(event, path)
+                if result.data:
+                    hints.extend(self.config_hints(result.data[:MAX_CONFIG_BYTES].decode("utf-8", "replace"), f"config:{path}"))
+                elif named:
+                    # A config named on the command line that vanished, is no regular file or
+                    # could not be read in time: hiding the pool is a hint in itself.
+                    hints.append(Hint("config_unreadable", self.weights["config_unreadable"],
+                                      f"{path}: {result.why or 'empty'}", "config"))
         return hints
 
-    def _config_paths(self, event: Event, command: Command) -> list[str]:
+    def _config_paths(self, event: Event, command: Command) -> list[tuple[str, bool]]:
+        """(path, named on the command line) of the config files the command would read."""
         argv = command.argv
-        paths = [value for option, value, _ in _options(argv[1:]) if option in self.options["config"] and value]
+        paths = [(value, True) for option, value, _ in _options(argv[1:]) if option in self.options["config"] and value]
         filename = event.get("filename") or argv[0]
-        # XMRig run bare loads config.json from its own directory: the renamed-miner favourite.
+        # XMRig run bare loads config.json from its own directory (the renamed-miner
+        # favourite), else from its working directory: where it is missing is no news.
         if len(argv) == 1 and isinstance(filename, str) and not filename.startswith(self.system_dirs):
-            paths.append(posixpath.join(posixpath.dirname(filename), "config.json"))
-        return paths[:2]
+            beside = posixpath.normpath(posixpath.join(posixpath.dirname(filename), "config.json"))
+            paths += [(beside, False)] + ([("config.json", False)] if beside != "config.json" else [])
+        return paths[:3]
 
     def config_hints(self, text: str, source: str) -> list[Hint]:
         """Hints from a miner config (XMRig config.json, xmr-stak pools.txt, ...)."""
         weights = self.weights
         hints = [Hint("pool_url", weights["pool_url"], match.group(0), source) for match in _POOL_URL.finditer(text)][:1]
-        host = self.pool_host_in_text.search(text)
+        host = self._pool_host_in_text(text)
         if host:
-            hints.append(Hint("pool_host", weights["pool_host"], host.group(0), source))
+            hints.append(Hint("pool_host", weights["pool_host"], host, source))
         if _DONATE_KEY.search(text):
             hints.append(Hint("donate", weights["donate"], _DONATE_KEY.search(text).group(0), source))
         for key, value in _JSON_PAIR.findall(text):

@@ -12,11 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Iterable, Mapping, Optional
 
+from ebpfguard.detect.filereader import ReadResult
+
 Event = Mapping[str, Any]
 
-# (event, path as the process named it) -> the file's first bytes, or None when it cannot be
-# read. Only the live agent provides one: replay never reads the host's files.
-ReadProcessFile = Callable[[Event, str], Optional[bytes]]
+# (event, path as the process named it) -> what could be read of the file, or why nothing
+# (ebpfguard.detect.filereader). Only the live agent provides one: replay reads no host files.
+ReadProcessFile = Callable[[Event, str], "ReadResult"]
 
 
 @dataclass(frozen=True)

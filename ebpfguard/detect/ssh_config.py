@@ -20,18 +20,22 @@ import posixpath
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
+from ebpfguard.detect.filereader import ReadResult
 from ebpfguard.globs import glob_match
 from ebpfguard.detect.ssh_command import (
     RemoteForwardSpec, SshCommand, is_yes, remote_forward_from_config, split_config_line,
 )
 
-# (path) -> the file's bytes, or None if it cannot be read.
-ReadFile = Callable[[str], Optional[bytes]]
+# (path) -> what could be read of the file, or why nothing.
+ReadFile = Callable[[str], ReadResult]
 
 SYSTEM_CONFIG = "/etc/ssh/ssh_config"
 SYSTEM_DIR = "/etc/ssh"
 MAX_INCLUDE_DEPTH = 16  # readconf.c READCONF_MAX_DEPTH
 MAX_FILES = 32
+# Lines and arguments read per file: a sandbox's config is hostile input, its size bounded.
+MAX_LINES = 10000
+MAX_PATTERNS = 256
 
 
 @dataclass
@@ -95,18 +99,21 @@ class _ConfigWalker:
         if len(self.result.read) + len(self.result.unreadable) >= MAX_FILES:
             self.result.unreadable.append(f"{path} (file limit)")
             return
-        data = self.read_file(path)
-        if data is None:
-            self.result.unreadable.append(path)
+        result = self.read_file(path)
+        if result.data is None:
+            self.result.unreadable.append(f"{path} ({result.why})" if result.why else path)
             return
         self.result.read.append(path)
         active = True
-        for number, line in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
+        lines = result.data.decode("utf-8", "replace").splitlines()
+        if len(lines) > MAX_LINES:
+            self.result.unreadable.append(f"{path} (lines after {MAX_LINES} not read)")
+        for number, line in enumerate(lines[:MAX_LINES], 1):
             keyword, args = split_config_line(line)
             if not keyword or keyword.startswith("#"):
                 continue
             if keyword == "host":
-                active = host_matches(args, self.host)
+                active = host_matches(args[:MAX_PATTERNS], self.host)
             elif keyword == "match":
                 active = False
                 self.result.skipped_match_blocks += 1

@@ -98,7 +98,7 @@ class SshRemoteForward(Detector):
         read_file = self.ctx.read_file
         assert read_file is not None
         uid = (event.get("process") or {}).get("uid")
-        home = home_directory(read_file(event, "/etc/passwd"), uid)
+        home = home_directory(read_file(event, "/etc/passwd").data, uid)
         return read_remote_forwards(command, lambda path: read_file(event, path), home)
 
     def remember(self, pid: int, evidence: dict, port: Optional[int]) -> None:

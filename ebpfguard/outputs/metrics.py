@@ -19,7 +19,7 @@ from prometheus_client.core import (
 
 from ebpfguard.enrich.gpu import SandboxGpuUsage
 from ebpfguard.enrich.sandbox_tracker import SandboxTracker
-from ebpfguard.outputs.stats import KNOWN_DROPS, LATENCY_BUCKETS_S, PipelineStats
+from ebpfguard.outputs.stats import KNOWN_DROPS, LATENCY_BUCKETS_S, OVERRUN_STAGES, PipelineStats
 
 DEFAULT_ADDRESS = "127.0.0.1:9477"
 
@@ -41,6 +41,10 @@ LOST = MetricSpec("ebpfguard_events_lost_total", "counter",
                   "read from the kernel's counters at scrape time.", ("probe",))
 DROPPED = MetricSpec("ebpfguard_events_dropped_total", "counter",
                      "Events dropped in userspace, by pipeline stage and reason.", ("stage", "reason"))
+OVERRUNS = MetricSpec("ebpfguard_budget_overruns_total", "counter",
+                      "Work that went past its time budget: an event on the main loop (pipeline) or in "
+                      "detection (detect), a detector's file read (file_read), an exec's reads together "
+                      "(exec_files).", ("stage",))
 LATENCY = MetricSpec("ebpfguard_pipeline_latency_seconds", "histogram",
                      "Time from a record's kernel timestamp to its event being written, every kind.")
 SANDBOXES = MetricSpec("ebpfguard_sandboxes", "gauge", "Sandboxes with a live process.")
@@ -55,7 +59,7 @@ GPU_UTILIZATION = MetricSpec("ebpfguard_gpu_utilization_ratio", "gauge",
                              "Share of a GPU's SM time used by a sandbox's processes (NVML, 0 to 1).",
                              ("sandbox", "gpu"))
 
-METRICS = (EVENTS, ALERTS, LOST, DROPPED, LATENCY, SANDBOXES, PROBE_UP, BUILD_INFO, GPU_MEMORY, GPU_UTILIZATION)
+METRICS = (EVENTS, ALERTS, LOST, DROPPED, OVERRUNS, LATENCY, SANDBOXES, PROBE_UP, BUILD_INFO, GPU_MEMORY, GPU_UTILIZATION)
 
 
 class ProbeView(Protocol):
@@ -106,6 +110,9 @@ class AgentCollector:
         dropped = new_family(DROPPED)
         for key in sorted(set(KNOWN_DROPS) | set(snap.dropped)):
             dropped.add_metric(list(key), snap.dropped.get(key, 0))
+        overruns = new_family(OVERRUNS)
+        for stage in OVERRUN_STAGES:
+            overruns.add_metric([stage], snap.overruns.get(stage, 0))
         latency = new_family(LATENCY)
         latency.add_metric([], _cumulative_buckets(snap.latency_buckets), snap.latency_sum_s)
         sandboxes = new_family(SANDBOXES)
@@ -116,7 +123,7 @@ class AgentCollector:
             probe_up.add_metric([family], 1 if up.get(family) else 0)
         build = new_family(BUILD_INFO)
         build.add_metric([self.version], 1)
-        return [events, alerts, lost, dropped, latency, sandboxes, probe_up, build, *self._gpu_families()]
+        return [events, alerts, lost, dropped, overruns, latency, sandboxes, probe_up, build, *self._gpu_families()]
 
     def _gpu_families(self) -> list[Metric]:
         memory: dict = defaultdict(int)

@@ -3,14 +3,25 @@
 Every string a sandbox controls (argv, comm, paths) is written with JSON escapes and ASCII
 only, so no argument can break a line, forge another event, or put a raw terminal escape on
 an operator's screen.
+
+The event file holds every command line on the host: it is created 0600 (0640 with
+`output.group`), and made so if it already existed. Its size is bounded: past
+`output.max_bytes` it is renamed FILE.1 (FILE.1 to FILE.2, ..., up to `output.keep`) and a
+new FILE begun. It is written O_APPEND, so logrotate's copytruncate works too: after the
+truncation the next line lands at the new end, with no hole of zeros before it.
 """
 
 from __future__ import annotations
 
+import errno
+import grp
+import io
 import json
+import os
 import sys
 import time
-from typing import Optional, Protocol, TextIO
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional, Protocol, TextIO
 
 from ebpfguard.outputs.stats import PipelineStats
 
@@ -30,23 +41,73 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class EventFile:
+    """Where and how the event file is kept (the `output` section of the config)."""
+
+    path: str
+    max_bytes: int = 0  # 0: no bound here (logrotate's copytruncate may keep it instead)
+    keep: int = 3
+    gid: Optional[int] = None  # group allowed to read it (mode 0640), else 0600
+
+    @classmethod
+    def from_config(cls, path: str, output: Mapping[str, Any]) -> "EventFile":
+        group = output.get("group") or None
+        gid = None
+        if group is not None:
+            try:
+                gid = int(group) if str(group).isdigit() else grp.getgrnam(str(group)).gr_gid
+            except KeyError:
+                raise OSError(errno.EINVAL, f"output.group: no group {group!r}", path) from None
+        return cls(path, int(output.get("max_bytes", 0)), int(output.get("keep", 3)), gid)
+
+    @property
+    def mode(self) -> int:
+        return 0o640 if self.gid is not None else 0o600
+
+    def open(self) -> TextIO:
+        """The file, opened to append, its mode (and group) set whether it is new or not."""
+        descriptor = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, self.mode)
+        try:
+            if self.gid is not None:
+                os.fchown(descriptor, -1, self.gid)
+            os.fchmod(descriptor, self.mode)
+        except OSError:
+            os.close(descriptor)
+            raise
+        return io.open(descriptor, "a", encoding="ascii", buffering=1 << 16)
+
+    def rotate(self) -> None:
+        """FILE -> FILE.1 -> ... -> FILE.<keep>; the oldest is overwritten."""
+        for number in range(self.keep - 1, 0, -1):
+            older = f"{self.path}.{number}"
+            if os.path.exists(older):
+                os.replace(older, f"{self.path}.{number + 1}")
+        os.replace(self.path, f"{self.path}.1")
+
+
 class JsonLinesSink:
     """Buffered JSON Lines writer, flushed at least every `flush_interval_s`, and at the next
     turn of the agent's loop once it holds an alert (alerts should not wait for a batch)."""
 
-    def __init__(self, stream: TextIO, stats: PipelineStats, flush_interval_s: float = 0.05) -> None:
+    def __init__(self, stream: TextIO, stats: PipelineStats, flush_interval_s: float = 0.05,
+                 file: Optional[EventFile] = None) -> None:
         self.stream = stream
         self.stats = stats
         self.flush_interval_s = flush_interval_s
+        self.file = file
         self._last_flush = time.monotonic()
         self._pending = 0
         self._holds_alert = False
 
     @classmethod
-    def open(cls, path: Optional[str], stats: PipelineStats, flush_interval_s: float) -> "JsonLinesSink":
-        """stdout when path is None, else the file opened for appending."""
-        stream = sys.stdout if path is None else open(path, "a", encoding="ascii", buffering=1 << 16)
-        return cls(stream, stats, flush_interval_s)
+    def open(cls, path: Optional[str], stats: PipelineStats, output: Mapping[str, Any]) -> "JsonLinesSink":
+        """stdout when path is None, else the event file (see EventFile) opened for appending."""
+        flush_interval_s = output["flush_interval_ms"] / 1000
+        if path is None:
+            return cls(sys.stdout, stats, flush_interval_s)
+        file = EventFile.from_config(path, output)
+        return cls(file.open(), stats, flush_interval_s, file)
 
     def write(self, event: dict) -> bool:
         try:
@@ -71,6 +132,26 @@ class JsonLinesSink:
         self._pending = 0
         self._holds_alert = False
         self._last_flush = time.monotonic()
+        if self.file is not None and self.file.max_bytes:
+            self._rotate_if_full()
+
+    def _rotate_if_full(self) -> None:
+        # fstat, not a count of bytes written: a copytruncate may have emptied the file.
+        try:
+            if os.fstat(self.stream.fileno()).st_size < self.file.max_bytes:
+                return
+        except (OSError, ValueError):
+            return
+        self.stream.close()
+        try:
+            self.file.rotate()
+        except OSError:
+            self.stats.drop("output", "rotate_error")
+        try:
+            self.stream = self.file.open()
+        except OSError:
+            # The closed stream stays: the lines that follow are counted as write errors.
+            self.stats.drop("output", "rotate_error")
 
     def close(self) -> None:
         self.flush()

@@ -25,8 +25,14 @@ LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
 # Every (stage, reason) a drop is counted under, so the series exist at zero from the start.
 KNOWN_DROPS = (
     ("decode", "malformed"), ("decode", "error"), ("enrich", "error"), ("enrich", "dns_malformed"),
-    ("detect", "error"), ("output", "write_error"), ("viewer", "slow_reader"), ("gpu", "nvml_error"),
+    ("detect", "error"), ("detect", "queue_full"), ("detect", "shutdown"), ("output", "write_error"),
+    ("output", "rotate_error"),
+    ("viewer", "slow_reader"), ("gpu", "nvml_error"),
 )
+# Where work is bounded in time, and what counts as going over (ebpfguard_budget_overruns_total):
+# an event on the main loop or in detection past limits.event_budget_ms, a detector's file
+# read that timed out or found every reader busy, an exec whose reads spent their budget.
+OVERRUN_STAGES = ("pipeline", "detect", "file_read", "exec_files")
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,7 @@ class StatsSnapshot:
     alerts: dict      # (rule, severity, sandbox label) -> n
     lost: dict        # probe family -> n (kernel side, as last read by the main loop)
     dropped: dict     # (stage, reason) -> n (userspace)
+    overruns: dict    # stage -> n (work that went past its time budget)
     latency_buckets: tuple[int, ...]  # per bucket of LATENCY_BUCKETS_S, then +Inf; not cumulative
     latency_sum_s: float
     events_written: int  # all events, including those of sandbox labels since forgotten
@@ -52,6 +59,7 @@ class PipelineStats:
         self._alerts: Counter = Counter()
         self._lost: Counter = Counter()
         self._dropped: Counter = Counter()
+        self._overruns: Counter = Counter()
         self._latency = [0] * (len(LATENCY_BUCKETS_S) + 1)
         self._latency_sum_s = 0.0
         self._events_written = 0
@@ -76,6 +84,11 @@ class PipelineStats:
         with self._lock:
             self._dropped[(stage, reason)] += n
 
+    def overrun(self, stage: str) -> None:
+        """Work that went past its time budget (stage: one of OVERRUN_STAGES)."""
+        with self._lock:
+            self._overruns[stage] += 1
+
     def update_lost(self, family: str, total: int) -> int:
         """Record the kernel's running loss total for a family; returns how much it grew."""
         with self._lock:
@@ -98,6 +111,7 @@ class PipelineStats:
                 alerts=dict(self._alerts),
                 lost=dict(self._lost),
                 dropped=dict(self._dropped),
+                overruns=dict(self._overruns),
                 latency_buckets=tuple(self._latency),
                 latency_sum_s=self._latency_sum_s,
                 events_written=self._events_written,

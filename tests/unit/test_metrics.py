@@ -107,6 +107,7 @@ def test_every_metric_of_the_contract_is_exposed_with_its_labels():
         "ebpfguard_alerts": ("counter", {"rule", "severity", "sandbox"}),
         "ebpfguard_events_lost": ("counter", {"probe"}),
         "ebpfguard_events_dropped": ("counter", {"stage", "reason"}),
+        "ebpfguard_budget_overruns": ("counter", {"stage"}),
         "ebpfguard_pipeline_latency_seconds": ("histogram", set()),
         "ebpfguard_sandboxes": ("gauge", set()),
         "ebpfguard_probe_up": ("gauge", {"probe"}),

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from ebpfguard.detect.engine import DetectionEngine, load_rules
+from ebpfguard.detect.filereader import ReadResult
 from ebpfguard.detect.miner_exec import wallet_kind
 
 XMR = "48edfHu7V9Z84YzzMa6fUueoELZ9ZRXq9VetWzYGzKt52XU5xvqgzYnDK9URnRoJMk1j8nLwEVsaSWJ4fhdUyZijBGUicoD"
@@ -73,7 +74,7 @@ def test_config_file_with_pool_url_is_read_in_the_live_agent():
 
     def read_file(event, path):
         asked.append((event["process"]["pid"], path))
-        return config.encode() if path == "config.json" else None
+        return ReadResult(config.encode()) if path == "config.json" else ReadResult(None, "missing")
 
     alert = only_alert(["./kworker", "-c", "config.json"], read_file=read_file)
     assert asked == [(7, "config.json")]
@@ -83,7 +84,9 @@ def test_config_file_with_pool_url_is_read_in_the_live_agent():
 
 def test_config_beside_a_binary_run_without_arguments_is_read():
     def read_file(event, path):
-        return b'{"pools": [{"url": "pool.hashvault.pro:443"}]}' if path == "/tmp/.cache/config.json" else None
+        if path == "/tmp/.cache/config.json":
+            return ReadResult(b'{"pools": [{"url": "pool.hashvault.pro:443"}]}')
+        return ReadResult(None, "missing")
 
     assert alerts_for(["/tmp/.cache/kworker"], filename="/tmp/.cache/kworker", read_file=read_file)
 

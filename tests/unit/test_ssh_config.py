@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 
+from ebpfguard.detect.filereader import ReadResult
 from ebpfguard.detect.ssh_command import parse_ssh_command
 from ebpfguard.detect.ssh_config import home_directory, host_matches, read_remote_forwards
 
@@ -11,7 +12,7 @@ HOME = "/home/agent"
 
 
 def reader(files: dict[str, str]):
-    return lambda path: files[path].encode() if path in files else None
+    return lambda path: ReadResult(files[path].encode()) if path in files else ReadResult(None, "missing")
 
 
 def forwards_for(command_line: str, files: dict[str, str]):
@@ -26,7 +27,7 @@ def test_remote_forward_in_matching_host_block_is_found():
     assert [(f.listen, f.target, f.source) for f in result.forwards] == [
         ("8080", "localhost:22", f"{HOME}/.ssh/config:5")]
     assert result.read == [f"{HOME}/.ssh/config"]
-    assert result.unreadable == ["/etc/ssh/ssh_config"]
+    assert result.unreadable == ["/etc/ssh/ssh_config (missing)"]
 
 
 def test_lines_before_any_host_apply_to_every_host():

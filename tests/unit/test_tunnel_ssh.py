@@ -7,6 +7,7 @@ from typing import Optional
 
 from shipped_rules import context_for
 
+from ebpfguard.detect.filereader import ReadResult
 from ebpfguard.detect.tunnel_ssh import SshRemoteForward
 
 
@@ -20,6 +21,11 @@ def exec_event(command_line: str, pid: Optional[int] = None, filename: Optional[
 
 def connect_event(pid: int, daddr: str, dport: int) -> dict:
     return {"kind": "connect", "daddr": daddr, "dport": dport, "process": {"pid": pid}}
+
+
+def reading(files: dict[str, bytes]):
+    """A detector's file reader over an in-memory file system."""
+    return lambda event, path: ReadResult(files[path]) if path in files else ReadResult(None, "missing")
 
 
 def detector(read_file=None) -> SshRemoteForward:
@@ -87,16 +93,16 @@ def test_program_is_known_by_filename_not_by_argv0():
 def test_live_agent_finds_forward_in_the_users_config():
     files = {"/etc/passwd": b"agent:x:1000:1000::/home/agent:/bin/sh\n",
              "/home/agent/.ssh/config": b"Host tunnel\n  RemoteForward 8080 localhost:22\n"}
-    [finding] = detector(lambda event, path: files.get(path)).on_event(
+    [finding] = detector(reading(files)).on_event(
         exec_event("ssh -N tunnel", pid=7))
     assert finding.evidence["forwards"][0]["source"] == "/home/agent/.ssh/config:2"
     assert finding.evidence["config"]["read"] == ["/home/agent/.ssh/config"]
-    assert finding.evidence["config"]["unreadable"] == ["/etc/ssh/ssh_config"]
+    assert finding.evidence["config"]["unreadable"] == ["/etc/ssh/ssh_config (missing)"]
 
 
 def test_config_clear_all_forwardings_cancels_the_alert():
     files = {"/tmp/c": b"ClearAllForwardings yes\n"}
-    findings = detector(lambda event, path: files.get(path)).on_event(
+    findings = detector(reading(files)).on_event(
         exec_event("ssh -F /tmp/c -R 1:x:1 example.com"))
     assert list(findings) == []
 

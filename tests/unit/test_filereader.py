@@ -1,0 +1,116 @@
+"""The process file reader against a /proc-like tree: paths resolved as the process would
+(symlinks and `..` followed inside its root, relative paths from its working directory),
+never out of that root, never opening a FIFO or device, bounded in size and time."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+
+from ebpfguard.detect.filereader import ExecFiles, ProcessRootReader, ReadResult, TimedReader
+
+
+@pytest.fixture
+def proc(tmp_path):
+    """tmp/proc/42/{root,cwd} are links, as in /proc, to a root file system and a directory in it."""
+    rootfs = tmp_path / "rootfs"
+    (rootfs / "work").mkdir(parents=True)
+    (rootfs / "etc").mkdir()
+    (rootfs / "work" / "config.json").write_text('{"pools": []}')
+    (rootfs / "etc" / "miner.json").write_text("absolute")
+    (tmp_path / "host-secret").write_text("secret")
+    (tmp_path / "proc" / "42").mkdir(parents=True)
+    os.symlink(rootfs, tmp_path / "proc" / "42" / "root")
+    os.symlink(rootfs / "work", tmp_path / "proc" / "42" / "cwd")
+    return tmp_path
+
+
+def read(proc, path, limit=1 << 20) -> ReadResult:
+    return ProcessRootReader(str(proc / "proc")).read(42, path, limit)
+
+
+def test_relative_paths_are_read_from_the_process_working_directory(proc):
+    assert read(proc, "config.json").data == b'{"pools": []}'
+    assert read(proc, "./config.json").data == b'{"pools": []}'
+    assert read(proc, "../work/config.json").data == b'{"pools": []}'
+
+
+def test_absolute_paths_are_read_inside_the_process_root(proc):
+    assert read(proc, "/etc/miner.json").data == b"absolute"
+
+
+def test_symlinks_and_dotdot_are_followed_as_the_process_would(proc):
+    work = proc / "rootfs" / "work"
+    os.symlink("real.json", work / "config-link.json")
+    (work / "real.json").write_text("real")
+    os.symlink("/etc/miner.json", work / "absolute-link.json")
+    os.symlink("../etc", work / "etc-dir")
+    assert read(proc, "config-link.json").data == b"real"
+    assert read(proc, "absolute-link.json").data == b"absolute"  # "/" is the process's root
+    assert read(proc, "etc-dir/miner.json").data == b"absolute"
+    assert read(proc, "/work/../etc/./miner.json").data == b"absolute"
+
+
+def test_nothing_outside_the_process_root_is_reachable(proc):
+    work = proc / "rootfs" / "work"
+    os.symlink(proc / "host-secret", work / "host-link")
+    os.symlink("../../host-secret", work / "climb-link")
+    assert read(proc, "../../../../host-secret").why == "missing"
+    assert read(proc, "host-link").data is None
+    assert read(proc, "climb-link").data is None
+    assert read(proc, "/../host-secret").data is None
+
+
+def test_reads_are_bounded_and_say_so(proc):
+    result = read(proc, "config.json", limit=4)
+    assert (result.data, result.truncated) == (b'{"po', True)
+
+
+def test_what_is_not_read_says_why(proc):
+    work = proc / "rootfs" / "work"
+    os.mkfifo(work / "pipe")
+    os.symlink("loop", work / "loop")
+    assert read(proc, "pipe") == ReadResult(None, "not a regular file")
+    assert read(proc, "/etc") == ReadResult(None, "not a regular file")
+    assert read(proc, "absent.json") == ReadResult(None, "missing")
+    assert read(proc, "loop").why == "symlink loop or magic link"
+    assert ProcessRootReader(str(proc / "proc")).read(43, "config.json").why == "process gone"
+    assert read(proc, "bad\0name").why == "not a path"
+
+
+def test_a_read_that_does_not_return_in_time_is_counted_and_the_caller_goes_on():
+    release = threading.Event()
+
+    class Stuck:
+        def read(self, pid, path, limit=0):
+            release.wait()
+            return ReadResult(b"late")
+
+    timeouts = []
+    reader = TimedReader(Stuck(), workers=1, timeout_s=0.05, on_timeout=lambda: timeouts.append(1))
+    started = time.monotonic()
+    assert reader.read(1, "x").why == "timed out after 50 ms"
+    # The one worker is still held: the next read is refused at once, not queued behind it.
+    assert reader.read(1, "y").why.startswith("busy")
+    assert time.monotonic() - started < 2
+    assert len(timeouts) == 2
+    release.set()
+
+
+def test_all_the_reads_of_one_exec_share_its_budget():
+    class Slow:
+        def read(self, pid, path, limit=0):
+            time.sleep(0.5 if path == "slow" else 0)
+            return ReadResult(path.encode())
+
+    spent = []
+    files = ExecFiles(TimedReader(Slow(), timeout_s=5.0), budget_s=0.2, on_budget_spent=lambda: spent.append(1))
+    event = {"process": {"pid": 1}}
+    assert files(event, "a").data == b"a"
+    assert files(event, "slow").why.startswith("timed out")  # cut at what was left of 0.2 s
+    assert files(event, "c").why == "not read: this exec's read budget is spent"
+    assert spent == [1]
+    assert files({"process": {"pid": 1}}, "d").data == b"d"  # a new event, a new budget
