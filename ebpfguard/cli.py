@@ -153,12 +153,12 @@ def _serve_metrics(agent: "Agent", host: str, port: int) -> "MetricsServer":
     from prometheus_client import CollectorRegistry
 
     from ebpfguard.kernel.load import PROBE_FAMILIES
-    from ebpfguard.outputs.metrics import AgentCollector, MetricsAddressError, MetricsServer
+    from ebpfguard.outputs.metrics import AgentCollector, MetricsAddressError, MetricsServer, MetricsTls
 
     registry = CollectorRegistry()
     registry.register(AgentCollector(agent.stats, agent.sandboxes, agent, tuple(PROBE_FAMILIES), __version__))
     try:
-        server = MetricsServer(host, port, registry)
+        server = MetricsServer(host, port, registry, MetricsTls.from_config(agent.config["metrics"]))
     except MetricsAddressError as exc:
         fail(str(exc))
         raise  # unreachable: fail() exits

@@ -40,7 +40,7 @@ agent_pkgs=(python3 python3-venv python3-pip python3-bpfcc)
 # metrics tests; curl: fetching the endpoint as an operator would.
 test_pkgs=(gcc libc6-dev bpftool openssh-server openssh-client iproute2 procps tmux
            util-linux systemd logrotate vagrant liburing-dev  # setpriv, systemd-analyze, logrotate -d, vagrant validate, io_uring
-           prometheus curl)
+           prometheus curl openssl)  # openssl: certificates for the metrics TLS tests
 apt_install "${agent_pkgs[@]}"
 [ $want_test -eq 1 ] && apt_install "${test_pkgs[@]}"
 

@@ -168,18 +168,35 @@ def _peer_may_watch(conn: socket.socket) -> bool:
 
 
 def _remove_stale(path: Path) -> None:
+    """Unlink a socket a killed agent left at `path`; refuse anything else.
+
+    Only a socket (never a symlink: lstat, and the name looked up in the directory opened
+    once), owned by this user, that nobody listens on is removed, and only if it is still
+    that same inode when it is unlinked.
+    """
+    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        mode = path.lstat().st_mode
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(mode):
-        raise OSError(errno.EEXIST, "exists and is not a socket", str(path))
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(str(path))
-    except (ConnectionRefusedError, FileNotFoundError):
-        path.unlink(missing_ok=True)
-        return
+        try:
+            found = os.stat(path.name, dir_fd=directory, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        if not stat.S_ISSOCK(found.st_mode):
+            raise OSError(errno.EEXIST, "exists and is not a socket (left as it is)", str(path))
+        if found.st_uid != os.geteuid():
+            raise OSError(errno.EPERM, f"a socket of another user (uid {found.st_uid}), not ours to replace", str(path))
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            # Through the directory already opened: the name cannot be moved under us.
+            probe.connect(f"/proc/self/fd/{directory}/{path.name}")
+        except (ConnectionRefusedError, FileNotFoundError):
+            pass
+        else:
+            raise SocketBusy(f"another agent is serving viewers on {path}")
+        finally:
+            probe.close()
+        again = os.stat(path.name, dir_fd=directory, follow_symlinks=False)
+        if (again.st_dev, again.st_ino) != (found.st_dev, found.st_ino):
+            raise OSError(errno.EAGAIN, "replaced while it was checked", str(path))
+        os.unlink(path.name, dir_fd=directory)
     finally:
-        probe.close()
-    raise SocketBusy(f"another agent is serving viewers on {path}")
+        os.close(directory)

@@ -8,6 +8,7 @@ Names, labels and meaning are a contract (design.md, "Metrics").
 from __future__ import annotations
 
 import errno
+import ssl
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Optional, Protocol, Sequence
@@ -165,24 +166,52 @@ def parse_address(text: str) -> Optional[tuple[str, int]]:
     return host, int(port)
 
 
-class MetricsServer:
-    """The /metrics HTTP endpoint, served from its own threads."""
+@dataclass(frozen=True)
+class MetricsTls:
+    """TLS for the endpoint; with `client_cafile`, only scrapers with a certificate it signed."""
 
-    def __init__(self, host: str, port: int, registry: CollectorRegistry) -> None:
+    certfile: str
+    keyfile: str
+    client_cafile: Optional[str] = None
+
+    @classmethod
+    def from_config(cls, metrics: Mapping[str, object]) -> Optional["MetricsTls"]:
+        """From the config's `metrics` section; None when TLS is not configured."""
+        certfile, keyfile = str(metrics.get("tls_certfile") or ""), str(metrics.get("tls_keyfile") or "")
+        cafile = str(metrics.get("tls_client_cafile") or "")
+        if not certfile and not keyfile and not cafile:
+            return None
+        if not certfile or not keyfile:
+            raise MetricsAddressError("metrics.tls_certfile and metrics.tls_keyfile go together "
+                                      "(and metrics.tls_client_cafile needs both)")
+        return cls(certfile, keyfile, cafile or None)
+
+
+class MetricsServer:
+    """The /metrics endpoint (HTTP, or HTTPS with `tls`), served from its own threads."""
+
+    def __init__(self, host: str, port: int, registry: CollectorRegistry, tls: Optional[MetricsTls] = None) -> None:
+        options = {} if tls is None else {
+            "certfile": tls.certfile, "keyfile": tls.keyfile, "client_cafile": tls.client_cafile,
+            "client_auth_required": tls.client_cafile is not None}
         try:
-            self._httpd, self._thread = start_http_server(port, host, registry)
+            self._httpd, self._thread = start_http_server(port, host, registry, **options)
         except OSError as exc:
             why = "the port is in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+            what = f" ({exc.filename})" if exc.filename else ""
             raise MetricsAddressError(
-                f"cannot serve metrics on {host}:{port}: {why} "
+                f"cannot serve metrics on {host}:{port}: {why}{what} "
                 f"(choose another with --metrics-addr HOST:PORT, or --metrics-addr none)") from None
+        except ssl.SSLError as exc:
+            raise MetricsAddressError(f"cannot serve metrics over TLS: {exc.reason or exc}") from None
         self.host = host
         self.port = self._httpd.server_address[1]  # the real one when 0 was asked for
+        self.scheme = "http" if tls is None else "https"
 
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}/metrics"
+        return f"{self.scheme}://{host}:{self.port}/metrics"
 
     def close(self) -> None:
         self._httpd.shutdown()

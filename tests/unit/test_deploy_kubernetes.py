@@ -78,10 +78,17 @@ def test_the_agent_container_gets_exactly_the_required_capabilities():
     assert sorted(f"CAP_{cap}" for cap in caps["add"]) == sorted(REQUIRED)
 
 
-def test_metrics_port_is_served_on_all_pod_addresses_and_scraped_by_name():
+def test_metrics_are_served_on_the_node_loopback_only_by_default():
+    # Host networking: 0.0.0.0 would put the endpoint on every pod's reach.
     container = agent_container()
     args = container["args"]
-    assert args[args.index("--metrics-addr") + 1] == "0.0.0.0:9477"
+    assert args[args.index("--metrics-addr") + 1] == "127.0.0.1:9477"
+    assert container["readinessProbe"]["httpGet"]["host"] == "127.0.0.1"
+    assert of_kind("DaemonSet")["spec"]["template"]["spec"]["hostNetwork"] is True
+
+
+def test_metrics_port_is_named_and_scraped_by_name():
+    container = agent_container()
     assert {"name": "metrics", "containerPort": 9477, "protocol": "TCP"} in container["ports"]
     assert [e["port"] for e in of_kind("PodMonitor")["spec"]["podMetricsEndpoints"]] == ["metrics"]
     assert of_kind("Service")["spec"]["ports"][0]["targetPort"] == "metrics"

@@ -130,3 +130,21 @@ def test_viewers_beyond_the_limit_are_refused(served):
     assert len(server.viewers) == 4
     for conn in conns:
         conn.close()
+
+
+def test_a_symlink_where_the_socket_goes_is_refused_and_not_followed(tmp_path):
+    left = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    left.bind(str(tmp_path / "elsewhere.sock"))
+    left.close()
+    os.symlink(tmp_path / "elsewhere.sock", tmp_path / "events.sock")
+    with pytest.raises(OSError, match="not a socket"):
+        EventSocket.open(str(tmp_path / "events.sock"), PipelineStats(), 4096, 4)
+    assert (tmp_path / "elsewhere.sock").exists() and os.path.islink(tmp_path / "events.sock")
+
+
+def test_a_regular_file_where_the_socket_goes_is_left_alone(tmp_path):
+    (tmp_path / "events.sock").write_text("not ours")
+    with pytest.raises(OSError, match="not a socket"):
+        EventSocket.open(str(tmp_path / "events.sock"), PipelineStats(), 4096, 4)
+    assert (tmp_path / "events.sock").read_text() == "not ours"
+

@@ -1,7 +1,10 @@
-"""The JSON Lines sink: escaping, batching, and alerts that do not wait for the batch."""
+"""The JSON Lines sink: escaping, batching, alerts that do not wait for the batch, and the
+event file: owner-only, bounded in size with rotation, and surviving copytruncate."""
 
 import io
 import json
+import os
+import stat
 
 from ebpfguard.outputs.sinks import JsonLinesSink, to_json_line
 from ebpfguard.outputs.stats import PipelineStats
@@ -44,3 +47,60 @@ def test_an_unwritable_output_is_counted_as_dropped():
     stream.close()
     assert sink.write({"kind": "exec"}) is False
     assert stats.snapshot().dropped[("output", "write_error")] == 1
+
+
+OUTPUT = {"flush_interval_ms": 50, "max_bytes": 0, "keep": 3, "group": ""}
+
+
+def test_the_event_file_is_created_owner_only(tmp_path):
+    sink = JsonLinesSink.open(str(tmp_path / "events.jsonl"), PipelineStats(), OUTPUT)
+    sink.close()
+    assert stat.S_IMODE(os.stat(tmp_path / "events.jsonl").st_mode) == 0o600
+
+
+def test_an_existing_readable_event_file_is_made_owner_only(tmp_path):
+    (tmp_path / "events.jsonl").write_text("")
+    os.chmod(tmp_path / "events.jsonl", 0o644)
+    JsonLinesSink.open(str(tmp_path / "events.jsonl"), PipelineStats(), OUTPUT).close()
+    assert stat.S_IMODE(os.stat(tmp_path / "events.jsonl").st_mode) == 0o600
+
+
+def test_a_configured_group_may_read_the_event_file(tmp_path):
+    group = os.getgid()
+    JsonLinesSink.open(str(tmp_path / "events.jsonl"), PipelineStats(), {**OUTPUT, "group": str(group)}).close()
+    status = os.stat(tmp_path / "events.jsonl")
+    assert (stat.S_IMODE(status.st_mode), status.st_gid) == (0o640, group)
+
+
+def test_the_event_file_is_rotated_past_its_size_bound(tmp_path):
+    path = tmp_path / "events.jsonl"
+    sink = JsonLinesSink.open(str(path), PipelineStats(), {**OUTPUT, "max_bytes": 1000, "keep": 2})
+    for n in range(100):
+        sink.write({"kind": "exec", "n": n, "pad": "x" * 40})
+        sink.flush()
+    sink.close()
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["events.jsonl", "events.jsonl.1", "events.jsonl.2"]
+    for name in files:
+        assert os.path.getsize(tmp_path / name) < 1000 + 100
+        assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == 0o600
+    # The newest lines are in the file, the oldest rotated away past `keep`.
+    last = [json.loads(line)["n"] for line in path.read_text().splitlines()]
+    assert last[-1] == 99
+    kept = [json.loads(line)["n"] for name in ("events.jsonl.2", "events.jsonl.1", "events.jsonl")
+            for line in (tmp_path / name).read_text().splitlines()]
+    assert kept == sorted(kept) and kept[-1] == 99
+
+
+def test_the_agent_keeps_writing_after_logrotate_copytruncate(tmp_path):
+    path = tmp_path / "events.jsonl"
+    sink = JsonLinesSink.open(str(path), PipelineStats(), OUTPUT)
+    sink.write({"kind": "exec", "n": 1})
+    sink.flush()
+    # copytruncate: copy the file aside, then truncate it in place while the agent holds it.
+    (tmp_path / "events.jsonl.1").write_bytes(path.read_bytes())
+    os.truncate(path, 0)
+    sink.write({"kind": "exec", "n": 2})
+    sink.close()
+    assert path.read_bytes() == b'{"kind":"exec","n":2}\n'  # no hole of zeros before it
+    assert json.loads((tmp_path / "events.jsonl.1").read_text())["n"] == 1

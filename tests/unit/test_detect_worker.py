@@ -1,0 +1,72 @@
+"""Detection off the main loop: events are written at once whatever detection is doing, a
+stuck detection cannot hold up the agent's stop, and slow events are counted."""
+
+from __future__ import annotations
+
+import struct
+import threading
+import time
+
+from ebpfguard.detect.worker import DetectWorker
+from ebpfguard.kernel.events import C
+from test_pipeline import header, lines, make_pipeline
+
+
+def exit_record(host, pid):
+    return header(C["EVENT_EXIT"], host.sandbox_id, pid, b"sh") + struct.pack("<iI", 0, C["EXIT_HAS_CODE"])
+
+
+def test_events_are_written_while_detection_is_stuck_and_alerts_follow(tmp_path):
+    release = threading.Event()
+
+    def detect(event):
+        release.wait()
+        return [{"kind": "alert", "rule": "test.rule", "severity": "high", "sandbox": event["sandbox"]}]
+
+    pipeline, host, out, stats = make_pipeline(tmp_path, detect)
+    worker = DetectWorker(pipeline.detect_and_write, max_queue=10, budget_s=60,
+                          on_overrun=lambda: None, on_full=lambda: stats.drop("detect", "queue_full"))
+    pipeline.submit = worker.submit
+    pipeline.on_record(exit_record(host, 100))
+    pipeline.on_record(exit_record(host, 101))
+    assert [e["kind"] for e in lines(out)] == ["exit", "exit"]  # written before any detection ends
+    release.set()
+    assert worker.stop(timeout_s=10) == 0
+    assert [e["kind"] for e in lines(out)] == ["exit", "exit", "alert", "alert"]
+    assert stats.snapshot().alerts_written == 2
+
+
+def test_a_full_detection_queue_drops_and_counts_instead_of_blocking(tmp_path):
+    release = threading.Event()
+    pipeline, host, out, stats = make_pipeline(tmp_path, lambda event: release.wait() and [])
+    worker = DetectWorker(pipeline.detect_and_write, max_queue=2, budget_s=60,
+                          on_overrun=lambda: None, on_full=lambda: stats.drop("detect", "queue_full"))
+    pipeline.submit = worker.submit
+    for pid in range(100, 110):
+        pipeline.on_record(exit_record(host, pid))
+    assert len(lines(out)) == 10
+    assert stats.snapshot().dropped[("detect", "queue_full")] >= 7
+    release.set()
+    worker.stop(timeout_s=10)
+
+
+def test_stop_returns_in_bounded_time_whatever_an_event_holds():
+    never = threading.Event()
+    worker = DetectWorker(lambda event: never.wait(), max_queue=10, budget_s=60,
+                          on_overrun=lambda: None, on_full=lambda: None)
+    for n in range(3):
+        worker.submit({"n": n})
+    started = time.monotonic()
+    undone = worker.stop(timeout_s=0.2)
+    assert time.monotonic() - started < 5  # generous: the bound is 0.2 s
+    assert undone == 2  # one is being matched, two never started
+
+
+def test_an_event_past_its_budget_is_counted_as_an_overrun():
+    overruns = []
+    worker = DetectWorker(lambda event: time.sleep(event["sleep_s"]), max_queue=10, budget_s=0.05,
+                          on_overrun=lambda: overruns.append(1), on_full=lambda: None)
+    worker.submit({"sleep_s": 0.2})
+    worker.submit({"sleep_s": 0})
+    worker.stop(timeout_s=10)
+    assert overruns == [1]
