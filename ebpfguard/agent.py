@@ -33,8 +33,12 @@ from ebpfguard.outputs.stats import PipelineStats, RateLimitedWarnings
 from ebpfguard.enrich.wire.dns import DnsParseError
 
 Detect = Callable[[dict], list]
-# What the detection worker gets to finish its queue at shutdown (the whole stop is < 1 s).
+# Time a stopping agent still drains the ring buffer, and gives the detection worker to
+# finish its queue: SIGTERM ends the agent within a second whatever it holds.
+SHUTDOWN_DRAIN_S = 0.2
 SHUTDOWN_DETECT_S = 0.3
+# What on_record answers the ring buffer to end a drain early.
+STOP_DRAIN = -1
 
 # Records that only update the enricher's state (the process table, an exec's arguments)...
 STATE_ONLY = {ForkRecord: "on_fork", ExecArgsRecord: "on_exec_args"}
@@ -68,13 +72,20 @@ class Pipeline:
         self.now_ktime_ns = now_ktime_ns
         self.event_budget_s = event_budget_s
         self.lock = threading.Lock()
+        # Set when the agent is stopping: records handed over after it end the drain (a flood
+        # must not keep a stopping agent draining).
+        self.drain_deadline: Optional[float] = None
         # Where events go for detection: inline by default, a DetectWorker's queue in the agent.
         self.submit: Callable[[dict], None] = self.detect_and_write
         self._updates_state = {kind: getattr(enricher, name) for kind, name in STATE_ONLY.items()}
         self._to_event = {kind: getattr(enricher, name) for kind, name in TO_EVENT.items()}
 
-    def on_record(self, raw: bytes) -> None:
+    def on_record(self, raw: bytes) -> Optional[int]:
+        """Handle one record; STOP_DRAIN once the agent is stopping and its drain time is up."""
         started = time.monotonic()
+        if self.drain_deadline is not None and started > self.drain_deadline:
+            self.stats.drop("drain", "shutdown")
+            return STOP_DRAIN
         stage = "decode"
         try:
             record = decode(raw)
@@ -196,6 +207,7 @@ class Agent:
 
     def stop(self, *_args) -> None:
         self._stop = True
+        self.pipeline.drain_deadline = time.monotonic() + SHUTDOWN_DRAIN_S
 
     def run(self) -> None:
         """Attach, say `ready`, and drain until SIGINT or SIGTERM; then detach everything."""

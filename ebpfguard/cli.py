@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Optional
@@ -146,6 +147,11 @@ def run(config_path: Optional[Path], rule_files: tuple[Path, ...], output: Optio
     finally:
         if server is not None:
             server.close()
+    # Everything is detached, flushed and closed by now. The interpreter's own teardown took
+    # ~0.4 s more on a busy host: leave at once, so SIGTERM stops the agent within a second.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_OK)
 
 
 def _serve_metrics(agent: "Agent", host: str, port: int) -> "MetricsServer":

@@ -22,34 +22,35 @@ from typing import Callable, Iterable, Optional
 Accepts = Callable[[str], bool]
 
 
-def _any(_char: str) -> bool:
-    return True
-
-
 def _parse_class(pattern: str, start: int) -> Optional[tuple[Accepts, int]]:
-    """The `[...]` class opening at `start`, and the index after it; None if never closed."""
-    index = start + 1
-    negated = index < len(pattern) and pattern[index] in "!^"
+    """The `[...]` class opening at `start`, and the index after it; None if never closed.
+
+    One `find` for the closing bracket (a `]` first in the class is a member, as in fnmatch),
+    so a pattern of many unclosed `[` stays linear.
+    """
+    first = start + 1
+    negated = first < len(pattern) and pattern[first] in "!^"
     if negated:
-        index += 1
-    first = index
+        first += 1
+    close = pattern.find("]", first + 1)
+    if close < 0:
+        return None
+    body = pattern[first:close]
     ranges: list[tuple[str, str]] = []
-    while index < len(pattern) and (pattern[index] != "]" or index == first):
-        low = pattern[index]
-        if index + 2 < len(pattern) and pattern[index + 1] == "-" and pattern[index + 2] != "]":
-            ranges.append((low, pattern[index + 2]))
+    index = 0
+    while index < len(body):
+        if index + 2 < len(body) and body[index + 1] == "-":
+            ranges.append((body[index], body[index + 2]))
             index += 3
         else:
-            ranges.append((low, low))
+            ranges.append((body[index], body[index]))
             index += 1
-    if index >= len(pattern):
-        return None
     frozen = tuple(ranges)
 
     def accepts(char: str) -> bool:
         return any(low <= char <= high for low, high in frozen) != negated
 
-    return accepts, index + 1
+    return accepts, close + 1
 
 
 @dataclass
@@ -59,43 +60,46 @@ class Glob:
     pattern: str
     casefold: bool = False
     classes: bool = True
-    _items: list = field(init=False, repr=False)
+    _length: int = field(init=False, repr=False)
     _star_mask: int = field(init=False, repr=False)
+    _literals: dict = field(init=False, repr=False)  # char -> positions of that literal
+    _any_mask: int = field(init=False, repr=False)  # positions of `?`
+    _classes: list = field(init=False, repr=False)  # (position, accepts) of `[...]`
     _masks: dict = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         pattern = self.pattern.lower() if self.casefold else self.pattern
-        items: list[Accepts] = []
-        star_mask = 0
-        index = 0
+        literals: dict[str, int] = {}
+        classes: list[tuple[int, Accepts]] = []
+        star_mask = any_mask = 0
+        position = index = 0
         while index < len(pattern):
             char = pattern[index]
+            index += 1
             if char == "*":
-                star_mask |= 1 << len(items)  # the state before the next item loops on anything
-                index += 1
+                star_mask |= 1 << position  # the state before the next item loops on anything
                 continue
             if char == "?":
-                items.append(_any)
-                index += 1
-                continue
-            if char == "[" and self.classes:
-                parsed = _parse_class(pattern, index)
-                if parsed is not None:
-                    items.append(parsed[0])
-                    index = parsed[1]
-                    continue
-            items.append(char.__eq__)
-            index += 1
-        self._items = items
+                any_mask |= 1 << position
+            elif char == "[" and self.classes and (parsed := _parse_class(pattern, index - 1)) is not None:
+                classes.append((position, parsed[0]))
+                index = parsed[1]
+            else:
+                literals[char] = literals.get(char, 0) | 1 << position
+            position += 1
+        self._length = position
         self._star_mask = star_mask
+        self._literals = literals
+        self._any_mask = any_mask
+        self._classes = classes
         self._masks = {}
 
     def _mask(self, char: str) -> int:
         """Bit i set when item i accepts `char` (cached: a text has few distinct characters)."""
         mask = self._masks.get(char)
         if mask is None:
-            mask = 0
-            for position, accepts in enumerate(self._items):
+            mask = self._literals.get(char, 0) | self._any_mask
+            for position, accepts in self._classes:
                 if accepts(char):
                     mask |= 1 << position
             if len(self._masks) < 4096:
@@ -112,7 +116,7 @@ class Glob:
             states = ((states & self._mask(char)) << 1) | (states & stars)
             if not states:
                 return False
-        return bool(states >> len(self._items) & 1)
+        return bool(states >> self._length & 1)
 
 
 class GlobSet:

@@ -36,6 +36,8 @@ MAX_FILES = 32
 # Lines and arguments read per file: a sandbox's config is hostile input, its size bounded.
 MAX_LINES = 10000
 MAX_PATTERNS = 256
+# Bytes of configuration read for one command, all files together: bounds the matching time.
+MAX_TOTAL_BYTES = 1024 * 1024
 
 
 @dataclass
@@ -86,6 +88,7 @@ class _ConfigWalker:
         self.host = host
         self.home = home
         self.result = ConfigRead()
+        self.bytes_read = 0
 
     def expand(self, path: str, relative_to: Optional[str]) -> Optional[str]:
         """`~/x` in the home directory, relative names in `relative_to`; None if unknown."""
@@ -99,11 +102,15 @@ class _ConfigWalker:
         if len(self.result.read) + len(self.result.unreadable) >= MAX_FILES:
             self.result.unreadable.append(f"{path} (file limit)")
             return
+        if self.bytes_read >= MAX_TOTAL_BYTES:
+            self.result.unreadable.append(f"{path} (byte limit)")
+            return
         result = self.read_file(path)
         if result.data is None:
             self.result.unreadable.append(f"{path} ({result.why})" if result.why else path)
             return
         self.result.read.append(path)
+        self.bytes_read += len(result.data)
         active = True
         lines = result.data.decode("utf-8", "replace").splitlines()
         if len(lines) > MAX_LINES:

@@ -9,12 +9,17 @@ gets a bounded time to finish before the agent exits without it (a daemon thread
 
 from __future__ import annotations
 
+import ctypes
 import queue
 import threading
 import time
 from typing import Callable
 
 _STOP = object()
+
+
+class DetectionAbandoned(BaseException):
+    """Raised inside the worker at shutdown to end the detection it is stuck in."""
 
 
 class DetectWorker:
@@ -38,14 +43,17 @@ class DetectWorker:
             self.on_full()
 
     def _run(self) -> None:
-        while True:
-            event = self._queue.get()
-            if event is _STOP:
-                return
-            started = time.monotonic()
-            self.detect(event)
-            if time.monotonic() - started > self.budget_s:
-                self.on_overrun()
+        try:
+            while True:
+                event = self._queue.get()
+                if event is _STOP:
+                    return
+                started = time.monotonic()
+                self.detect(event)
+                if time.monotonic() - started > self.budget_s:
+                    self.on_overrun()
+        except DetectionAbandoned:
+            return
 
     def stop(self, timeout_s: float) -> int:
         """Let the worker finish what is queued within `timeout_s`; the events it did not reach."""
@@ -56,4 +64,11 @@ class DetectWorker:
         except queue.Full:
             queued_stop = 0
         self._thread.join(max(0.0, deadline - time.monotonic()))
-        return max(0, self._queue.qsize() - queued_stop) if self._thread.is_alive() else 0
+        if not self._thread.is_alive():
+            return 0
+        undone = max(0, self._queue.qsize() - queued_stop)
+        # Still in one event: end it at its next bytecode, so the thread stops competing with
+        # the shutdown for the interpreter (a thread blocked in a system call ends at exit).
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self._thread.ident),
+                                                   ctypes.py_object(DetectionAbandoned))
+        return undone

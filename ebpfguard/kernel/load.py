@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Optional
 
@@ -128,7 +129,7 @@ class ProbeSet:
     delivered: int = 0
 
     @classmethod
-    def load(cls, config: Mapping, cgroup_root: str, on_record: Callable[[bytes], None]) -> "ProbeSet":
+    def load(cls, config: Mapping, cgroup_root: str, on_record: Callable[[bytes], Optional[int]]) -> "ProbeSet":
         """Compile and attach every probe family; records go to `on_record` on drain()."""
         from bcc import BPF, BPFAttachType  # the distro's python3-bpfcc: unit tests need no bcc
 
@@ -152,7 +153,8 @@ class ProbeSet:
 
         def deliver(_ctx, data, size):
             probes.delivered += 1
-            on_record(ctypes.string_at(data, size))
+            # A negative answer ends this drain early (the agent is stopping: see Pipeline).
+            return on_record(ctypes.string_at(data, size))
 
         bpf["events"].open_ring_buffer(deliver)
         probes._deliver = deliver  # bcc keeps only a weak hold on the callback
@@ -178,4 +180,10 @@ class ProbeSet:
         """Detach every probe: close the cgroup links, and let bcc detach the tracepoints."""
         for link in self.links:
             link.close()
+        # Each tracepoint detach waits for RCU grace periods (~40 ms each here): one thread
+        # per tracepoint overlaps them, so SIGTERM ends the agent within a second.
+        tracepoints = list(self.bpf.tracepoint_fds)
+        if tracepoints:
+            with ThreadPoolExecutor(len(tracepoints), thread_name_prefix="ebpfguard-detach") as pool:
+                list(pool.map(self.bpf.detach_tracepoint, tracepoints))
         self.bpf.cleanup()

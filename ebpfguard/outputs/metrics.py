@@ -8,7 +8,9 @@ Names, labels and meaning are a contract (design.md, "Metrics").
 from __future__ import annotations
 
 import errno
+import socket
 import ssl
+import threading
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Optional, Protocol, Sequence
@@ -214,6 +216,15 @@ class MetricsServer:
         return f"{self.scheme}://{host}:{self.port}/metrics"
 
     def close(self) -> None:
-        self._httpd.shutdown()
+        """Stop serving, at once: the serve loop only looks at its stop flag between requests
+        or every 0.5 s, so a connection of our own wakes it."""
+        stopper = threading.Thread(target=self._httpd.shutdown, daemon=True)
+        stopper.start()
+        while stopper.is_alive():
+            try:
+                socket.create_connection((self.host, self.port), timeout=0.1).close()
+            except OSError:
+                pass
+            stopper.join(0.02)
         self._httpd.server_close()
         self._thread.join()

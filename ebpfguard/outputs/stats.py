@@ -26,7 +26,7 @@ LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
 KNOWN_DROPS = (
     ("decode", "malformed"), ("decode", "error"), ("enrich", "error"), ("enrich", "dns_malformed"),
     ("detect", "error"), ("detect", "queue_full"), ("detect", "shutdown"), ("output", "write_error"),
-    ("output", "rotate_error"),
+    ("output", "rotate_error"), ("drain", "shutdown"),
     ("viewer", "slow_reader"), ("gpu", "nvml_error"),
 )
 # Where work is bounded in time, and what counts as going over (ebpfguard_budget_overruns_total):
