@@ -15,6 +15,7 @@ import time
 from typing import Callable, Mapping, Optional, TextIO
 
 from ebpfguard.clock import BootClock
+from ebpfguard.control import ControlServer
 from ebpfguard.enrich.enricher import Enricher
 from ebpfguard.kernel.events import (
     ConnectRecord, DecodeError, ExecArgsRecord, ExecRecord, ExitRecord, FlowRecord, ForkRecord,
@@ -30,6 +31,9 @@ from ebpfguard.outputs.eventsocket import EventSocket
 from ebpfguard.outputs.sinks import FanOut, JsonLinesSink, Sink
 from ebpfguard.outputs.stats import PipelineStats, RateLimitedWarnings
 from ebpfguard.enrich.wire.dns import DnsParseError
+from ebpfguard.respond.config import ResponseConfig
+from ebpfguard.respond.maps import ResponseMaps
+from ebpfguard.respond.responder import Responder
 
 Detect = Callable[[dict], list]
 
@@ -59,6 +63,13 @@ class Pipeline:
         self.warnings = warnings
         self.detect = detect
         self.now_ktime_ns = now_ktime_ns
+        self.responder: Optional[Responder] = None  # set when responses are on
+
+    def write_action(self, event: dict) -> None:
+        """An `action` event from the responder: written and counted."""
+        self.sink.write(event)
+        sandbox = self.sandboxes.label(str((event.get("sandbox") or {}).get("name")))
+        self.stats.count_action(event["action"], str(event.get("rule")), sandbox, event["outcome"])
 
     def on_record(self, raw: bytes) -> None:
         stage = "decode"
@@ -88,6 +99,8 @@ class Pipeline:
         written = self.sink.write(event)
         latency_s = (self.now_ktime_ns() - ktime_ns) / 1e9 if written and ktime_ns is not None else None
         self.stats.count_event(event["kind"], label, latency_s)
+        if self.responder is not None:
+            self.responder.observe(event)
         if self.detect is None:
             return
         try:
@@ -99,6 +112,16 @@ class Pipeline:
         for alert in alerts:
             self.stats.count_alert(alert["rule"], alert["severity"], self.sandboxes.label(alert["sandbox"]["name"]))
             self.sink.write(alert)
+            if self.responder is not None:
+                self.act_on(alert)
+
+    def act_on(self, alert: dict) -> None:
+        """The configured actions for an alert, after it is written."""
+        try:
+            self.responder.on_alert(alert)
+        except Exception as exc:  # noqa: BLE001 - a failed action must not stop the agent
+            self.stats.drop("respond", "error")
+            self.warnings.warn("respond", f"acting on a {alert['rule']} alert failed: {type(exc).__name__}: {exc}")
 
 
 class Agent:
@@ -106,8 +129,10 @@ class Agent:
 
     def __init__(self, config: Mapping, output: Optional[str], cgroup_root: str,
                  detect: Optional[Detect] = None, log: TextIO = sys.stderr,
-                 socket_path: Optional[str] = None) -> None:
+                 socket_path: Optional[str] = None, response: Optional[ResponseConfig] = None,
+                 control_path: Optional[str] = None) -> None:
         self.config = config
+        self.response = response
         self.log = log
         self.cgroup_root = cgroup_root
         self.stats = PipelineStats()
@@ -143,6 +168,7 @@ class Agent:
         # from reading map fds while the main loop closes them.
         self._probes_lock = threading.Lock()
         self.gpus = self._gpu_watcher(config)
+        self.control = ControlServer.open(control_path) if control_path is not None else None
         self._stop = False
 
     def _gpu_watcher(self, config: Mapping) -> Optional[GpuWatcher]:
@@ -164,6 +190,7 @@ class Agent:
         probes = ProbeSet.load(self.config, self.cgroup_root, self.pipeline.on_record)
         with self._probes_lock:
             self.probes = probes
+        responder = self._responder(probes)
         print("ready", file=self.log, flush=True)
         busy_ms = int(self.config["probes"]["drain_interval_ms"])
         idle_ms = max(busy_ms, int(self.config["probes"]["idle_drain_interval_ms"]))
@@ -175,7 +202,11 @@ class Agent:
                 # not cost a hundred wakeups a second. Any record brings the short wait back.
                 wait_ms = busy_ms if probes.drain(wait_ms) else min(idle_ms, wait_ms * 2)
                 now = time.monotonic()
+                if responder is not None:
+                    responder.poll()
                 self.sink.flush_if_due(now)
+                if self.control is not None:
+                    self.control.serve()
                 if now >= next_housekeeping:
                     self.check_losses()
                     self.expire_sandbox_labels()
@@ -188,8 +219,27 @@ class Agent:
             with self._probes_lock:
                 probes.close()
                 self.probes = None
+            if responder is not None:
+                responder.close()
+            if self.control is not None:
+                self.control.close()
             self.sink.close()
             print(f"ebpfguard: stopped: {json.dumps(self.summary())}", file=self.log, flush=True)
+
+    def _responder(self, probes: ProbeSet) -> Optional[Responder]:
+        """The responder (always, for `actions` and thaw; it acts only when configured), and
+        its control-socket operations."""
+        if self.response is None:
+            return None
+        maps = ResponseMaps(probes.bpf) if self.response.mode == "enforce" else None
+        responder = Responder(self.response, self.config["sandbox"], self.cgroup_root, maps,
+                              self.pipeline.write_action, self.pipeline.enricher.node)
+        if self.response.active:
+            self.pipeline.responder = responder
+        if self.control is not None:
+            self.control.handle("actions.list", lambda _args: responder.listing())
+            self.control.handle("actions.lift", lambda args: _lift(responder, args))
+        return responder
 
     def summary(self) -> dict:
         """What went through, and what was lost (kernel) or dropped (userspace), by cause."""
@@ -242,3 +292,15 @@ class Agent:
         with self._probes_lock:
             loaded = set(self.probes.families) if self.probes is not None else set()
         return {family: family in loaded for family in PROBE_FAMILIES}
+
+
+def _lift(responder: Responder, args: dict) -> dict:
+    from ebpfguard.control import ControlError
+
+    entry = args.get("id")
+    if not isinstance(entry, str):
+        raise ControlError('actions.lift needs {"id": ID} (ids from actions.list)')
+    try:
+        return responder.lift(entry)
+    except KeyError:
+        raise ControlError(f"nothing in force has id {entry!r}") from None

@@ -96,11 +96,15 @@ def tracepoint_has_field(tracefs: str, category: str, event: str, field: str) ->
         return False
 
 
+# Headers with map calls: bcc rewrites map calls and makes tracepoint argument structs only
+# in its main text, never in included files, so these are concatenated ahead of the sources
+# (their include guards then make each family's `#include` a no-op).
+SHARED_HEADERS = ("common.h", "response.h")
+
+
 def program_text(families: tuple[str, ...] = tuple(PROBE_FAMILIES)) -> str:
-    """common.h and the families' sources, concatenated: bcc rewrites map calls and makes
-    tracepoint argument structs only in its main text, never in included files (common.h's
-    include guard then makes each family's `#include "common.h"` a no-op)."""
-    sources = ["common.h"] + [PROBE_FAMILIES[f].source for f in families]
+    """The shared headers and the families' sources, concatenated."""
+    sources = list(SHARED_HEADERS) + [PROBE_FAMILIES[f].source for f in families]
     return "".join((BPF_DIR / name).read_text() for name in sources)
 
 
@@ -110,6 +114,9 @@ def compile_flags(config: Mapping, tracefs: str) -> list[str]:
     if pages <= 0 or pages & (pages - 1):
         raise ProbeError(f"probes.ring_buffer_pages must be a power of two, not {pages}")
     flags = [f"-I{BPF_DIR}", f"-DRINGBUF_PAGES={pages}"]
+    # Response checks exist in the hooks only when they may act (bpf/response.h).
+    if config.get("response", {}).get("mode") == "enforce":
+        flags.append("-DRESPONSE_ENFORCE")
     if tracepoint_has_field(tracefs, "sched", "sched_process_exit", "group_dead"):
         flags.append("-DHAVE_GROUP_DEAD")
     # open(2) has no syscall of its own on arm64 (only openat)

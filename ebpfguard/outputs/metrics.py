@@ -46,6 +46,9 @@ LATENCY = MetricSpec("ebpfguard_pipeline_latency_seconds", "histogram",
 SANDBOXES = MetricSpec("ebpfguard_sandboxes", "gauge", "Sandboxes with a live process.")
 PROBE_UP = MetricSpec("ebpfguard_probe_up", "gauge",
                       "1 while the probe family is loaded and attached, else 0.", ("probe",))
+ACTIONS = MetricSpec("ebpfguard_actions_total", "counter",
+                     "Response actions, by action, rule, sandbox and outcome (done, failed, refused, "
+                     "skipped, dry-run).", ("action", "rule", "sandbox", "outcome"))
 BUILD_INFO = MetricSpec("ebpfguard_build_info", "gauge", "Always 1; the agent's version is a label.", ("version",))
 
 GPU_MEMORY = MetricSpec("ebpfguard_gpu_memory_bytes", "gauge",
@@ -55,7 +58,8 @@ GPU_UTILIZATION = MetricSpec("ebpfguard_gpu_utilization_ratio", "gauge",
                              "Share of a GPU's SM time used by a sandbox's processes (NVML, 0 to 1).",
                              ("sandbox", "gpu"))
 
-METRICS = (EVENTS, ALERTS, LOST, DROPPED, LATENCY, SANDBOXES, PROBE_UP, BUILD_INFO, GPU_MEMORY, GPU_UTILIZATION)
+METRICS = (EVENTS, ALERTS, LOST, DROPPED, LATENCY, SANDBOXES, PROBE_UP, BUILD_INFO, GPU_MEMORY, GPU_UTILIZATION,
+           ACTIONS)
 
 
 class ProbeView(Protocol):
@@ -116,7 +120,10 @@ class AgentCollector:
             probe_up.add_metric([family], 1 if up.get(family) else 0)
         build = new_family(BUILD_INFO)
         build.add_metric([self.version], 1)
-        return [events, alerts, lost, dropped, latency, sandboxes, probe_up, build, *self._gpu_families()]
+        actions = new_family(ACTIONS)
+        for key, n in sorted(snap.actions.items()):
+            actions.add_metric(list(key), n)
+        return [events, alerts, lost, dropped, latency, sandboxes, probe_up, build, *self._gpu_families(), actions]
 
     def _gpu_families(self) -> list[Metric]:
         memory: dict = defaultdict(int)

@@ -26,6 +26,7 @@ LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
 KNOWN_DROPS = (
     ("decode", "malformed"), ("decode", "error"), ("enrich", "error"), ("enrich", "dns_malformed"),
     ("detect", "error"), ("output", "write_error"), ("viewer", "slow_reader"), ("gpu", "nvml_error"),
+    ("respond", "error"),
 )
 
 
@@ -41,6 +42,7 @@ class StatsSnapshot:
     latency_sum_s: float
     events_written: int  # all events, including those of sandbox labels since forgotten
     alerts_written: int
+    actions: dict     # (action, rule, sandbox label, outcome) -> n
 
 
 class PipelineStats:
@@ -50,6 +52,7 @@ class PipelineStats:
         self._lock = threading.Lock()
         self._events: Counter = Counter()
         self._alerts: Counter = Counter()
+        self._actions: Counter = Counter()
         self._lost: Counter = Counter()
         self._dropped: Counter = Counter()
         self._latency = [0] * (len(LATENCY_BUCKETS_S) + 1)
@@ -72,6 +75,10 @@ class PipelineStats:
             self._alerts[(rule, severity, sandbox)] += 1
             self._alerts_written += 1
 
+    def count_action(self, action: str, rule: str, sandbox: str, outcome: str) -> None:
+        with self._lock:
+            self._actions[(action, rule, sandbox, outcome)] += 1
+
     def drop(self, stage: str, reason: str, n: int = 1) -> None:
         with self._lock:
             self._dropped[(stage, reason)] += n
@@ -87,7 +94,7 @@ class PipelineStats:
     def forget_sandbox(self, sandbox: str) -> None:
         """Remove a sandbox label's counters: its series end (the label value is reused)."""
         with self._lock:
-            for counter, position in ((self._events, 1), (self._alerts, 2)):
+            for counter, position in ((self._events, 1), (self._alerts, 2), (self._actions, 2)):
                 for key in [k for k in counter if k[position] == sandbox]:
                     del counter[key]
 
@@ -102,6 +109,7 @@ class PipelineStats:
                 latency_sum_s=self._latency_sum_s,
                 events_written=self._events_written,
                 alerts_written=self._alerts_written,
+                actions=dict(self._actions),
             )
 
 

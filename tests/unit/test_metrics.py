@@ -96,6 +96,8 @@ class Harness:
 def test_every_metric_of_the_contract_is_exposed_with_its_labels():
     h = Harness(probes=Probes(gpus=[SandboxGpuUsage("sandbox-a", 0, 1 << 30, 0.5, (10,))]))
     h.emit("exec", "sandbox-a", 10)
+    h.pipeline.write_action({"kind": "action", "action": "block-flow", "rule": "miner.stratum",
+                             "sandbox": {"name": "sandbox-a"}, "outcome": "done"})
     families = {f.name: f for f in text_string_to_metric_families(h.text())}
     # The parser strips _total from counter family names.
     expected = {
@@ -109,6 +111,7 @@ def test_every_metric_of_the_contract_is_exposed_with_its_labels():
         "ebpfguard_build_info": ("gauge", {"version"}),
         "ebpfguard_gpu_memory_bytes": ("gauge", {"sandbox", "gpu"}),
         "ebpfguard_gpu_utilization_ratio": ("gauge", {"sandbox", "gpu"}),
+        "ebpfguard_actions": ("counter", {"action", "rule", "sandbox", "outcome"}),
     }
     assert {spec.name.removesuffix("_total") for spec in METRICS} == set(expected)
     for name, (kind, labels) in expected.items():
