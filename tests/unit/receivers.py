@@ -143,9 +143,9 @@ class Rsyslog:
 
     TEMPLATE = "%syslogseverity%|%syslogfacility%|%hostname%|%app-name%|%msgid%|%structured-data%|%msg%\\n"
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, tcp_port: int = 0) -> None:
         binary = need("rsyslogd")
-        self.tcp_port = free_port()
+        self.tcp_port = tcp_port or free_port()
         self.udp_port = free_port(socket.SOCK_DGRAM)
         self.socket_path = workdir / "log.sock"
         self.output = workdir / "received.log"
