@@ -34,15 +34,15 @@ from ebpfguard.enrich.wire.dns import DnsParseError
 Detect = Callable[[dict], list]
 
 # Records that only update the enricher's state (the process table, an exec's arguments)...
-STATE_ONLY = {ForkRecord: Enricher.on_fork, ExecArgsRecord: Enricher.on_exec_args}
-# ...and those that become events.
+STATE_ONLY = {ForkRecord: "on_fork", ExecArgsRecord: "on_exec_args"}
+# ...and those that become events: the enricher's method for each.
 TO_EVENT = {
-    ExecRecord: Enricher.exec_event,
-    ExitRecord: Enricher.exit_event,
-    SocketRecord: Enricher.socket_event,
-    ConnectRecord: Enricher.connect_event,
-    FlowRecord: Enricher.flow_event,
-    OpenRecord: Enricher.open_event,
+    ExecRecord: "exec_event",
+    ExitRecord: "exit_event",
+    SocketRecord: "socket_event",
+    ConnectRecord: "connect_event",
+    FlowRecord: "flow_event",
+    OpenRecord: "open_event",
 }
 
 
@@ -59,17 +59,19 @@ class Pipeline:
         self.warnings = warnings
         self.detect = detect
         self.now_ktime_ns = now_ktime_ns
+        self._updates_state = {kind: getattr(enricher, name) for kind, name in STATE_ONLY.items()}
+        self._to_event = {kind: getattr(enricher, name) for kind, name in TO_EVENT.items()}
 
     def on_record(self, raw: bytes) -> None:
         stage = "decode"
         try:
             record = decode(raw)
             stage = "enrich"
-            updates_state = STATE_ONLY.get(type(record))
+            updates_state = self._updates_state.get(type(record))
             if updates_state is not None:
-                updates_state(self.enricher, record)
+                updates_state(record)
                 return
-            event = TO_EVENT[type(record)](self.enricher, record)
+            event = self._to_event[type(record)](record)
             self.emit(event, record.hdr.ktime_ns)
         except DecodeError as exc:
             self.stats.drop("decode", "malformed")

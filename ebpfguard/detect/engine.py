@@ -3,7 +3,9 @@
 One instance of each enabled rule's detector, dispatched by event kind; findings become alerts
 with the rule's severity and tags, minus those an allowlist (the rule's `allow`, the config's
 `detect.allow`) covers, and minus repeats (same rule, sandbox, pid and evidence within the
-de-duplication window, by the events' own times). The live agent and `replay` share it.
+de-duplication window, by the events' own times; a finding may name what makes it the same
+instead of its evidence, and a repeat whose severity is higher alerts again). The live agent
+and `replay` share it.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ from typing import Any, Mapping, Optional
 from ebpfguard.clock import event_time_ns, rfc3339_ns
 from ebpfguard.detect.config import DetectConfig, parse_detect_config
 from ebpfguard.detect.registry import DETECTORS, Detector, Event, Finding, ReadProcessFile, RuleContext
-from ebpfguard.detect.rulefile import Rule, RuleSet, RulesError, load_rules
+from ebpfguard.detect.rulefile import SEVERITIES, Rule, RuleSet, RulesError, load_rules
 
 __all__ = ["DetectionEngine", "RuleSet", "RulesError", "load_rules", "event_time_ns"]
 
 log = logging.getLogger(__name__)
+SEVERITY_RANK = {severity: rank for rank, severity in enumerate(SEVERITIES)}
 
 
 class DetectionEngine:
@@ -59,9 +62,11 @@ class DetectionEngine:
             for finding in findings:
                 if self._allowed(rule, event):
                     break
-                if self._dedup.is_repeat(_dedup_key(rule, event, finding), event_time_ns(event.get("time"))):
+                severity = finding.severity or rule.severity
+                if self._dedup.is_repeat(_dedup_key(rule, event, finding), event_time_ns(event.get("time")),
+                                         SEVERITY_RANK.get(severity, len(SEVERITY_RANK))):
                     continue
-                alerts.append(_alert(rule, finding, event))
+                alerts.append(_alert(rule, finding, event, severity))
         return alerts
 
     def poll(self) -> list[dict]:
@@ -87,7 +92,7 @@ class DetectionEngine:
         return any(entry.rules.match(rule.id) and entry.condition.matches(event) for entry in self.config.allow)
 
 
-def _alert(rule: Rule, finding: Finding, event: Event) -> dict:
+def _alert(rule: Rule, finding: Finding, event: Event, severity: str) -> dict:
     return {
         "kind": "alert",
         "time": event.get("time") or _now_rfc3339(),
@@ -95,7 +100,7 @@ def _alert(rule: Rule, finding: Finding, event: Event) -> dict:
         "sandbox": event.get("sandbox"),
         "process": event.get("process"),
         "rule": rule.id,
-        "severity": finding.severity or rule.severity,
+        "severity": severity,
         "summary": finding.summary,
         "tags": list(rule.tags),
         "evidence": dict(finding.evidence),
@@ -109,27 +114,29 @@ def _dedup_key(rule: Rule, event: Event, finding: Finding) -> Optional[tuple]:
     if pid is None or not event.get("time"):
         return None
     sandbox = (event.get("sandbox") or {}).get("name")
-    evidence = json.dumps(finding.evidence, sort_keys=True, default=str)
-    return (rule.id, sandbox, pid, evidence)
+    same = finding.same_as if finding.same_as is not None else json.dumps(finding.evidence, sort_keys=True, default=str)
+    return (rule.id, sandbox, pid, same)
 
 
 class _Deduplicator:
-    """Remembers when each alert key last alerted; bounded, least recently used evicted."""
+    """Remembers when each alert key first alerted, and at what severity (its rank in
+    SEVERITIES); bounded, least recently used evicted."""
 
     def __init__(self, window_ns: int, max_keys: int) -> None:
         self.window_ns = window_ns
         self.max_keys = max_keys
-        self._first_seen: OrderedDict[tuple, int] = OrderedDict()
+        self._first_seen: OrderedDict[tuple, tuple[int, int]] = OrderedDict()
 
-    def is_repeat(self, key: Optional[tuple], time_ns: Optional[int]) -> bool:
+    def is_repeat(self, key: Optional[tuple], time_ns: Optional[int], severity_rank: int) -> bool:
+        """True for a key that alerted within the window at this severity or a higher one."""
         if key is None or time_ns is None:
             return False
-        first = self._first_seen.get(key)
+        first, rank = self._first_seen.get(key, (None, -1))
         # abs(): recorded files are not always in time order.
-        if first is not None and abs(time_ns - first) < self.window_ns:
+        if first is not None and abs(time_ns - first) < self.window_ns and severity_rank <= rank:
             self._first_seen.move_to_end(key)
             return True
-        self._first_seen[key] = time_ns
+        self._first_seen[key] = (time_ns, severity_rank)
         self._first_seen.move_to_end(key)
         if len(self._first_seen) > self.max_keys:
             self._first_seen.popitem(last=False)

@@ -26,6 +26,9 @@ class Finding:
     summary: str
     evidence: Mapping[str, Any]
     severity: Optional[str] = None  # None: the rule's declared severity
+    # What makes a later finding of the same process a repeat of this one, for findings whose
+    # evidence changes each time (a GPU's memory, poll to poll); None: the evidence itself.
+    same_as: Optional[tuple] = None
 
 
 @dataclass(frozen=True)
