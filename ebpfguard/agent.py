@@ -27,6 +27,7 @@ from ebpfguard.enrich.proctable import ProcessTable
 from ebpfguard.enrich.sandbox import CgroupIndex
 from ebpfguard.enrich.sandbox_tracker import SandboxTracker
 from ebpfguard.outputs.eventsocket import EventSocket
+from ebpfguard.outputs.history import HistoryBounds, SandboxHistory
 from ebpfguard.outputs.sinks import FanOut, JsonLinesSink, Sink
 from ebpfguard.outputs.stats import PipelineStats, RateLimitedWarnings
 from ebpfguard.enrich.wire.dns import DnsParseError
@@ -137,6 +138,9 @@ class Agent:
             pods=pods,
         )
         self.sink: Sink = JsonLinesSink.open(output, self.stats, config["output"]["flush_interval_ms"] / 1000)
+        # Each sandbox's recent history, for `report` and the runner client.
+        self.history = SandboxHistory(HistoryBounds.from_config(config["history"]))
+        self.sink = FanOut(self.sink, self.history)
         if socket_path is not None:
             viewers = EventSocket.open(socket_path, self.stats, config["viewer"]["buffer_bytes"],
                                        config["viewer"]["max_viewers"])
@@ -189,6 +193,7 @@ class Agent:
                 if now >= next_housekeeping:
                     self.check_losses()
                     self.expire_sandbox_labels()
+                    self.history.expire()
                     next_housekeeping = now + 1.0
                 if self.gpus is not None:
                     self.poll_gpus()
