@@ -99,6 +99,10 @@ class Pipeline:
             self.stats.drop("detect", "error")
             self.warnings.warn("detect", f"detection failed on a {event['kind']} event: {type(exc).__name__}: {exc}")
             return
+        self.write_alerts(alerts)
+
+    def write_alerts(self, alerts: list) -> None:
+        """Count and write alerts (those of an event, or those that came later)."""
         for alert in alerts:
             self.stats.count_alert(alert["rule"], alert["severity"], self.sandboxes.label(alert["sandbox"]["name"]))
             self.sink.write(alert)
@@ -109,8 +113,11 @@ class Agent:
 
     def __init__(self, config: Mapping, output: Optional[str], cgroup_root: str,
                  detect: Optional[Detect] = None, log: TextIO = sys.stderr,
-                 socket_path: Optional[str] = None) -> None:
+                 socket_path: Optional[str] = None, late_alerts: Optional[Callable[[], list]] = None) -> None:
+        """`late_alerts` returns alerts whose detection finished after their event (the
+        executable scanner's); the main loop collects them between drains."""
         self.config = config
+        self.late_alerts = late_alerts
         self.log = log
         self.cgroup_root = cgroup_root
         self.stats = PipelineStats()
@@ -180,6 +187,7 @@ class Agent:
                 # An empty drain stretches the next wait (up to idle_ms): an idle host should
                 # not cost a hundred wakeups a second. Any record brings the short wait back.
                 wait_ms = busy_ms if probes.drain(wait_ms) else min(idle_ms, wait_ms * 2)
+                self.collect_late_alerts()
                 now = time.monotonic()
                 self.sink.flush_if_due(now)
                 if now >= next_housekeeping:
@@ -197,6 +205,18 @@ class Agent:
                 self.probes = None
             self.sink.close()
             print(f"ebpfguard: stopped: {json.dumps(self.summary())}", file=self.log, flush=True)
+
+    def collect_late_alerts(self) -> None:
+        """Write the alerts detectors finished off the hot path since the last call."""
+        if self.late_alerts is None:
+            return
+        try:
+            alerts = self.late_alerts()
+        except Exception as exc:  # noqa: BLE001 - as for any detection error
+            self.stats.drop("detect", "error")
+            self.warnings.warn("detect", f"collecting late alerts failed: {type(exc).__name__}: {exc}")
+            return
+        self.pipeline.write_alerts(alerts)
 
     def summary(self) -> dict:
         """What went through, and what was lost (kernel) or dropped (userspace), by cause."""

@@ -132,7 +132,7 @@ def run(config_path: Optional[Path], rule_files: tuple[Path, ...], output: Optio
     logging.basicConfig(format="ebpfguard: %(levelname)s: %(message)s", level=logging.WARNING)
     try:
         agent = Agent(config, output, cgroup_root, detect=engine.process,
-                      socket_path=None if socket_path == "none" else socket_path)
+                      socket_path=None if socket_path == "none" else socket_path, late_alerts=engine.poll)
     except SocketBusy as exc:
         fail(f"{exc} (stop it, or give this agent another --socket)")
     except OSError as exc:
