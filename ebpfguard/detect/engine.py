@@ -62,11 +62,7 @@ class DetectionEngine:
             for finding in findings:
                 if self._allowed(rule, event):
                     break
-                severity = finding.severity or rule.severity
-                if self._dedup.is_repeat(_dedup_key(rule, event, finding), event_time_ns(event.get("time")),
-                                         SEVERITY_RANK.get(severity, len(SEVERITY_RANK))):
-                    continue
-                alerts.append(_alert(rule, finding, event, severity))
+                alerts.extend(self._unless_repeat(rule, finding, event))
         return alerts
 
     def poll(self) -> list[dict]:
@@ -79,12 +75,18 @@ class DetectionEngine:
                 log.exception("detector %s failed while polling", rule.id)
                 continue
             for event, finding in late:
-                if self._allowed(rule, event):
-                    continue
-                if self._dedup.is_repeat(_dedup_key(rule, event, finding), event_time_ns(event.get("time"))):
-                    continue
-                alerts.append(_alert(rule, finding, event))
+                if not self._allowed(rule, event):
+                    alerts.extend(self._unless_repeat(rule, finding, event))
         return alerts
+
+    def _unless_repeat(self, rule: Rule, finding: Finding, event: Event) -> list[dict]:
+        """The finding's alert, or nothing when the same one alerted within the window at this
+        severity or a higher one."""
+        severity = finding.severity or rule.severity
+        if self._dedup.is_repeat(_dedup_key(rule, event, finding), event_time_ns(event.get("time")),
+                                 SEVERITY_RANK.get(severity, len(SEVERITY_RANK))):
+            return []
+        return [_alert(rule, finding, event, severity)]
 
     def _allowed(self, rule: Rule, event: Event) -> bool:
         if any(condition.matches(event) for condition in rule.allow):
