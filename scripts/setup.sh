@@ -100,5 +100,11 @@ if [ "$have" != "$hash[test]" ] && { [ $want_test -eq 1 ] || [ "$have" != "$hash
   echo "$hash$extras" > "$stamps/pip"
 fi
 "$venv/bin/python" -c "import bcc" 2>/dev/null || die "the venv cannot import bcc (python3-bpfcc); is $venv made from /usr/bin/python3?"
-ln -sfn "$venv/bin/ebpfguard" /usr/local/bin/ebpfguard
-say "ready: $(command -v ebpfguard)"
+# `make install` owns the name once it has put a release there; a clone links itself otherwise.
+link=/usr/local/bin/ebpfguard
+if [ -L "$link" ] && [ -e "$(dirname "$(readlink "$link")")/../.installed-files" ]; then
+  say "ready: $venv/bin/ebpfguard ($link is the system install, $(readlink "$link"))"
+else
+  ln -sfn "$venv/bin/ebpfguard" "$link"
+  say "ready: $(command -v ebpfguard)"
+fi

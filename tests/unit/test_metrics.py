@@ -5,8 +5,10 @@ from __future__ import annotations
 import io
 import socket
 import subprocess
+import tempfile
 import threading
 import urllib.request
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -21,6 +23,7 @@ from ebpfguard.enrich.sandbox_tracker import SandboxTracker
 from ebpfguard.enrich.gpu import SandboxGpuUsage
 from ebpfguard.outputs.sinks import JsonLinesSink
 from ebpfguard.outputs.stats import PipelineStats, RateLimitedWarnings
+from enrich_env import fake_host
 
 FAMILIES = ("exec", "proc", "net")
 
@@ -59,8 +62,9 @@ class Harness:
         self.stats = PipelineStats()
         self.sandboxes = SandboxTracker(max_labels, retention_s, max_pids=65536, clock=self.clock)
         self.out = io.StringIO()
+        self._host_dir = tempfile.TemporaryDirectory()
         self.pipeline = Pipeline(
-            enricher=None,  # emit() starts after enrichment
+            enricher=fake_host(Path(self._host_dir.name)).enricher(),
             sink=JsonLinesSink(self.out, self.stats),
             stats=self.stats,
             sandboxes=self.sandboxes,
