@@ -38,11 +38,14 @@ class DetectionEngine:
     ) -> None:
         self.config: DetectConfig = parse_detect_config(config)
         self._by_kind: dict[str, list[tuple[Rule, Detector]]] = {}
+        self._pollers: list[tuple[Rule, Detector]] = []
         for rule in rules.rules:
             if not rule.enabled:
                 continue
             cls = DETECTORS[rule.id]
             instance = cls(RuleContext(rule_id=rule.id, params=rule.params, lists=rules.lists, read_file=read_file))
+            if cls.poll is not Detector.poll:
+                self._pollers.append((rule, instance))
             for kind in cls.kinds:
                 self._by_kind.setdefault(kind, []).append((rule, instance))
         self._dedup = _Deduplicator(self.config.dedup_window_ns, self.config.dedup_max_keys)
@@ -59,12 +62,31 @@ class DetectionEngine:
             for finding in findings:
                 if self._allowed(rule, event):
                     break
-                severity = finding.severity or rule.severity
-                if self._dedup.is_repeat(_dedup_key(rule, event, finding), event_time_ns(event.get("time")),
-                                         SEVERITY_RANK.get(severity, len(SEVERITY_RANK))):
-                    continue
-                alerts.append(_alert(rule, finding, event, severity))
+                alerts.extend(self._unless_repeat(rule, finding, event))
         return alerts
+
+    def poll(self) -> list[dict]:
+        """Alerts whose findings came after their event (`Detector.poll`); call it often."""
+        alerts = []
+        for rule, instance in self._pollers:
+            try:
+                late = list(instance.poll())
+            except Exception:  # as in process(): one detector's bug must not stop the others
+                log.exception("detector %s failed while polling", rule.id)
+                continue
+            for event, finding in late:
+                if not self._allowed(rule, event):
+                    alerts.extend(self._unless_repeat(rule, finding, event))
+        return alerts
+
+    def _unless_repeat(self, rule: Rule, finding: Finding, event: Event) -> list[dict]:
+        """The finding's alert, or nothing when the same one alerted within the window at this
+        severity or a higher one."""
+        severity = finding.severity or rule.severity
+        if self._dedup.is_repeat(_dedup_key(rule, event, finding), event_time_ns(event.get("time")),
+                                 SEVERITY_RANK.get(severity, len(SEVERITY_RANK))):
+            return []
+        return [_alert(rule, finding, event, severity)]
 
     def _allowed(self, rule: Rule, event: Event) -> bool:
         if any(condition.matches(event) for condition in rule.allow):
