@@ -94,7 +94,8 @@ class DetectionEngine:
         return any(entry.rules.match(rule.id) and entry.condition.matches(event) for entry in self.config.allow)
 
 
-def _alert(rule: Rule, finding: Finding, event: Event, severity: str) -> dict:
+def _alert(rule: Rule, finding: Finding, event: Event, severity: Optional[str] = None) -> dict:
+    """The alert event; `severity` defaults to the finding's, else the rule's."""
     return {
         "kind": "alert",
         "time": event.get("time") or _now_rfc3339(),
@@ -102,7 +103,7 @@ def _alert(rule: Rule, finding: Finding, event: Event, severity: str) -> dict:
         "sandbox": event.get("sandbox"),
         "process": event.get("process"),
         "rule": rule.id,
-        "severity": severity,
+        "severity": severity or finding.severity or rule.severity,
         "summary": finding.summary,
         "tags": list(rule.tags),
         "evidence": dict(finding.evidence),
