@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, BinaryIO, Optional
 import click
 
 from ebpfguard import __version__
+from ebpfguard.client import DEFAULT_CONTROL_SOCKET
 from ebpfguard.config import ConfigError, load_config
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
@@ -131,11 +132,13 @@ def run(config_path: Optional[Path], rule_files: tuple[Path, ...], output: Optio
     logging.basicConfig(format="ebpfguard: %(levelname)s: %(message)s", level=logging.WARNING)
     try:
         agent = Agent(config, output, cgroup_root, detect=engine.process,
-                      socket_path=None if socket_path == "none" else socket_path)
+                      socket_path=None if socket_path == "none" else socket_path, late_alerts=engine.poll)
     except SocketBusy as exc:
         fail(f"{exc} (stop it, or give this agent another --socket)")
     except OSError as exc:
         fail(f"cannot open {exc.filename or output}: {exc.strerror}")
+    except ValueError as exc:  # an output's settings went bad since the config was read
+        fail(f"{config_path}: {exc}")
     server = None if metrics_address is None else _serve_metrics(agent, *metrics_address)
     try:
         agent.run()
@@ -154,7 +157,8 @@ def _serve_metrics(agent: "Agent", host: str, port: int) -> "MetricsServer":
     from ebpfguard.outputs.metrics import AgentCollector, MetricsAddressError, MetricsServer
 
     registry = CollectorRegistry()
-    registry.register(AgentCollector(agent.stats, agent.sandboxes, agent, tuple(PROBE_FAMILIES), __version__))
+    registry.register(AgentCollector(agent.stats, agent.sandboxes, agent, tuple(PROBE_FAMILIES), __version__,
+                                     outputs=agent.output_counts))
     try:
         server = MetricsServer(host, port, registry)
     except MetricsAddressError as exc:
@@ -229,6 +233,50 @@ def watch(socket_path: str, plain: bool, as_json: bool, standalone: bool, config
 
         where = "standalone agent" if standalone else socket_path
         WatchApp(connection=f"connected to {where}", conn=conn).run()
+
+
+# -- for sandbox runners: the verdict of one sandbox ---------------------------------------------
+
+
+@main.command()
+@click.argument("sandbox")
+@click.option("--from", "from_file", type=click.File("rb"), metavar="FILE|-",
+              help="Build the report from an events file (what `run --output` wrote) instead of asking the agent.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True,
+              help="text for a terminal, json (a contract: docs/runners.md), markdown for an incident ticket.")
+@click.option("--control-socket", "control_path", default=DEFAULT_CONTROL_SOCKET, show_default=True,
+              envvar="EBPFGUARD_CONTROL_SOCKET", metavar="PATH", help="The running agent's control socket.")
+@config_option
+def report(sandbox: str, from_file: Optional[BinaryIO], fmt: str, control_path: str,
+           config_path: Optional[Path]) -> None:
+    """The verdict and timeline of one sandbox: what it ran, reached and set off.
+
+    Exit 0 clean, 1 flagged, 2 unknown sandbox or no agent.
+    """
+    import json
+
+    from ebpfguard import client
+    from ebpfguard.outputs.report import RENDERERS, build_report
+
+    if from_file is not None:
+        from ebpfguard.outputs.history import HistoryBounds, history_from_events
+
+        bounds = HistoryBounds.from_config(config_or_fail(config_path)["history"])
+        history = history_from_events(from_file, bounds, sys.stderr)
+        record = history.get(sandbox)
+        if record is None:
+            fail(f"{from_file.name}: no event of sandbox {sandbox!r}")
+        result = build_report(record)
+    else:
+        try:
+            result = client.verdict(sandbox, control_path)
+        except (client.NoAgent, client.Refused) as exc:
+            fail(str(exc))
+    if fmt == "json":
+        click.echo(json.dumps(result, ensure_ascii=True))
+    else:
+        click.echo(RENDERERS[fmt](result), nl=False)
+    sys.exit(1 if result["verdict"] == "flagged" else 0)
 
 
 # -- detection: replay and rules ---------------------------------------------------------------
