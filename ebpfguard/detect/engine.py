@@ -59,14 +59,20 @@ class DetectionEngine:
             except Exception:  # one detector's bug must not stop the agent's other rules
                 log.exception("detector %s failed on an event", rule.id)
                 continue
-            for finding in findings:
-                if self._allowed(rule, event):
-                    break
-                severity = finding.severity or rule.severity
-                if self._dedup.is_repeat(_dedup_key(rule, event, finding), event_time_ns(event.get("time")),
-                                         SEVERITY_RANK.get(severity, len(SEVERITY_RANK))):
-                    continue
-                alerts.append(_alert(rule, finding, event, severity))
+            alerts += self._alerts(rule, event, findings)
+        return alerts
+
+    def _alerts(self, rule: Rule, event: Event, findings: list[Finding]) -> list[dict]:
+        """Findings of one rule on one event as alerts, less allowed ones and repeats."""
+        alerts: list[dict] = []
+        for finding in findings:
+            if self._allowed(rule, event):
+                break
+            severity = finding.severity or rule.severity
+            if self._dedup.is_repeat(_dedup_key(rule, event, finding), event_time_ns(event.get("time")),
+                                     SEVERITY_RANK.get(severity, len(SEVERITY_RANK))):
+                continue
+            alerts.append(_alert(rule, finding, event, severity))
         return alerts
 
     def poll(self) -> list[dict]:
@@ -79,11 +85,7 @@ class DetectionEngine:
                 log.exception("detector %s failed while polling", rule.id)
                 continue
             for event, finding in late:
-                if self._allowed(rule, event):
-                    continue
-                if self._dedup.is_repeat(_dedup_key(rule, event, finding), event_time_ns(event.get("time"))):
-                    continue
-                alerts.append(_alert(rule, finding, event))
+                alerts += self._alerts(rule, event, [finding])
         return alerts
 
     def _allowed(self, rule: Rule, event: Event) -> bool:
