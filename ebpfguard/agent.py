@@ -26,7 +26,9 @@ from ebpfguard.enrich.pods import PodDirectory
 from ebpfguard.enrich.proctable import ProcessTable
 from ebpfguard.enrich.sandbox import CgroupIndex
 from ebpfguard.enrich.sandbox_tracker import SandboxTracker
+from ebpfguard.outputs.delivery import OutputSnapshot
 from ebpfguard.outputs.eventsocket import EventSocket
+from ebpfguard.outputs.forward import Forwarders
 from ebpfguard.outputs.history import HistoryBounds, SandboxHistory
 from ebpfguard.outputs.sinks import FanOut, JsonLinesSink, Sink
 from ebpfguard.outputs.stats import PipelineStats, RateLimitedWarnings
@@ -145,6 +147,10 @@ class Agent:
             viewers = EventSocket.open(socket_path, self.stats, config["viewer"]["buffer_bytes"],
                                        config["viewer"]["max_viewers"])
             self.sink = FanOut(self.sink, viewers)
+        # Alertmanager, Falco, syslog, webhooks: after the JSON Lines, each on its own thread.
+        self.outputs = Forwarders.from_config(config.get("outputs"), config["logging"]["warn_interval_s"], log)
+        if self.outputs:
+            self.sink = FanOut(self.sink, self.outputs)
         self.sandboxes = SandboxTracker(
             max_labels=config["metrics"]["max_sandbox_labels"],
             retention_s=config["metrics"]["sandbox_label_retention_s"],
@@ -252,6 +258,10 @@ class Agent:
         """End the series of sandboxes gone long enough, freeing their label values."""
         for label in self.sandboxes.expire():
             self.stats.forget_sandbox(label)
+
+    def output_counts(self) -> list[OutputSnapshot]:
+        """Each configured output's sent, failed and dropped counts and queue depth."""
+        return self.outputs.counters()
 
     def gpu_usage(self) -> list:
         """The latest per-sandbox GPU usage from NVML (empty without it)."""

@@ -137,6 +137,8 @@ def run(config_path: Optional[Path], rule_files: tuple[Path, ...], output: Optio
         fail(f"{exc} (stop it, or give this agent another --socket)")
     except OSError as exc:
         fail(f"cannot open {exc.filename or output}: {exc.strerror}")
+    except ValueError as exc:  # an output's settings went bad since the config was read
+        fail(f"{config_path}: {exc}")
     server = None if metrics_address is None else _serve_metrics(agent, *metrics_address)
     try:
         agent.run()
@@ -155,7 +157,8 @@ def _serve_metrics(agent: "Agent", host: str, port: int) -> "MetricsServer":
     from ebpfguard.outputs.metrics import AgentCollector, MetricsAddressError, MetricsServer
 
     registry = CollectorRegistry()
-    registry.register(AgentCollector(agent.stats, agent.sandboxes, agent, tuple(PROBE_FAMILIES), __version__))
+    registry.register(AgentCollector(agent.stats, agent.sandboxes, agent, tuple(PROBE_FAMILIES), __version__,
+                                     outputs=agent.output_counts))
     try:
         server = MetricsServer(host, port, registry)
     except MetricsAddressError as exc:

@@ -59,20 +59,10 @@ class DetectionEngine:
             except Exception:  # one detector's bug must not stop the agent's other rules
                 log.exception("detector %s failed on an event", rule.id)
                 continue
-            alerts += self._alerts(rule, event, findings)
-        return alerts
-
-    def _alerts(self, rule: Rule, event: Event, findings: list[Finding]) -> list[dict]:
-        """Findings of one rule on one event as alerts, less allowed ones and repeats."""
-        alerts: list[dict] = []
-        for finding in findings:
-            if self._allowed(rule, event):
-                break
-            severity = finding.severity or rule.severity
-            if self._dedup.is_repeat(_dedup_key(rule, event, finding), event_time_ns(event.get("time")),
-                                     SEVERITY_RANK.get(severity, len(SEVERITY_RANK))):
-                continue
-            alerts.append(_alert(rule, finding, event, severity))
+            for finding in findings:
+                if self._allowed(rule, event):
+                    break
+                alerts.extend(self._unless_repeat(rule, finding, event))
         return alerts
 
     def poll(self) -> list[dict]:
@@ -85,8 +75,18 @@ class DetectionEngine:
                 log.exception("detector %s failed while polling", rule.id)
                 continue
             for event, finding in late:
-                alerts += self._alerts(rule, event, [finding])
+                if not self._allowed(rule, event):
+                    alerts.extend(self._unless_repeat(rule, finding, event))
         return alerts
+
+    def _unless_repeat(self, rule: Rule, finding: Finding, event: Event) -> list[dict]:
+        """The finding's alert, or nothing when the same one alerted within the window at this
+        severity or a higher one."""
+        severity = finding.severity or rule.severity
+        if self._dedup.is_repeat(_dedup_key(rule, event, finding), event_time_ns(event.get("time")),
+                                 SEVERITY_RANK.get(severity, len(SEVERITY_RANK))):
+            return []
+        return [_alert(rule, finding, event, severity)]
 
     def _allowed(self, rule: Rule, event: Event) -> bool:
         if any(condition.matches(event) for condition in rule.allow):
