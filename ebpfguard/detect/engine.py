@@ -94,7 +94,9 @@ class DetectionEngine:
         return any(entry.rules.match(rule.id) and entry.condition.matches(event) for entry in self.config.allow)
 
 
-def _alert(rule: Rule, finding: Finding, event: Event, severity: str) -> dict:
+def _alert(rule: Rule, finding: Finding, event: Event, severity: Optional[str] = None) -> dict:
+    """The alert event for one finding; `severity` defaults to the finding's, then the rule's."""
+    severity = severity or finding.severity or rule.severity
     return {
         "kind": "alert",
         "time": event.get("time") or _now_rfc3339(),
