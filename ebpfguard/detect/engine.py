@@ -95,8 +95,7 @@ class DetectionEngine:
 
 
 def _alert(rule: Rule, finding: Finding, event: Event, severity: Optional[str] = None) -> dict:
-    """The alert event for one finding; `severity` defaults to the finding's, then the rule's."""
-    severity = severity or finding.severity or rule.severity
+    """The alert event; `severity` defaults to the finding's, else the rule's."""
     return {
         "kind": "alert",
         "time": event.get("time") or _now_rfc3339(),
@@ -104,7 +103,7 @@ def _alert(rule: Rule, finding: Finding, event: Event, severity: Optional[str] =
         "sandbox": event.get("sandbox"),
         "process": event.get("process"),
         "rule": rule.id,
-        "severity": severity,
+        "severity": severity or finding.severity or rule.severity,
         "summary": finding.summary,
         "tags": list(rule.tags),
         "evidence": dict(finding.evidence),
