@@ -27,7 +27,10 @@ from ebpfguard.enrich.pods import PodDirectory
 from ebpfguard.enrich.proctable import ProcessTable
 from ebpfguard.enrich.sandbox import CgroupIndex
 from ebpfguard.enrich.sandbox_tracker import SandboxTracker
+from ebpfguard.outputs.delivery import OutputSnapshot
 from ebpfguard.outputs.eventsocket import EventSocket
+from ebpfguard.outputs.forward import Forwarders
+from ebpfguard.outputs.history import HistoryBounds, SandboxHistory
 from ebpfguard.outputs.sinks import FanOut, JsonLinesSink, Sink
 from ebpfguard.outputs.stats import PipelineStats, RateLimitedWarnings
 from ebpfguard.enrich.wire.dns import DnsParseError
@@ -38,15 +41,15 @@ from ebpfguard.respond.responder import Responder
 Detect = Callable[[dict], list]
 
 # Records that only update the enricher's state (the process table, an exec's arguments)...
-STATE_ONLY = {ForkRecord: Enricher.on_fork, ExecArgsRecord: Enricher.on_exec_args}
-# ...and those that become events.
+STATE_ONLY = {ForkRecord: "on_fork", ExecArgsRecord: "on_exec_args"}
+# ...and those that become events: the enricher's method for each.
 TO_EVENT = {
-    ExecRecord: Enricher.exec_event,
-    ExitRecord: Enricher.exit_event,
-    SocketRecord: Enricher.socket_event,
-    ConnectRecord: Enricher.connect_event,
-    FlowRecord: Enricher.flow_event,
-    OpenRecord: Enricher.open_event,
+    ExecRecord: "exec_event",
+    ExitRecord: "exit_event",
+    SocketRecord: "socket_event",
+    ConnectRecord: "connect_event",
+    FlowRecord: "flow_event",
+    OpenRecord: "open_event",
 }
 
 
@@ -63,6 +66,8 @@ class Pipeline:
         self.warnings = warnings
         self.detect = detect
         self.now_ktime_ns = now_ktime_ns
+        self._updates_state = {kind: getattr(enricher, name) for kind, name in STATE_ONLY.items()}
+        self._to_event = {kind: getattr(enricher, name) for kind, name in TO_EVENT.items()}
         self.responder: Optional[Responder] = None  # set when responses are on
 
     def write_action(self, event: dict) -> None:
@@ -76,11 +81,11 @@ class Pipeline:
         try:
             record = decode(raw)
             stage = "enrich"
-            updates_state = STATE_ONLY.get(type(record))
+            updates_state = self._updates_state.get(type(record))
             if updates_state is not None:
-                updates_state(self.enricher, record)
+                updates_state(record)
                 return
-            event = TO_EVENT[type(record)](self.enricher, record)
+            event = self._to_event[type(record)](record)
             self.emit(event, record.hdr.ktime_ns)
         except DecodeError as exc:
             self.stats.drop("decode", "malformed")
@@ -109,6 +114,10 @@ class Pipeline:
             self.stats.drop("detect", "error")
             self.warnings.warn("detect", f"detection failed on a {event['kind']} event: {type(exc).__name__}: {exc}")
             return
+        self.write_alerts(alerts)
+
+    def write_alerts(self, alerts: list) -> None:
+        """Count and write alerts (those of an event, or those that came later)."""
         for alert in alerts:
             self.stats.count_alert(alert["rule"], alert["severity"], self.sandboxes.label(alert["sandbox"]["name"]))
             self.sink.write(alert)
@@ -129,9 +138,12 @@ class Agent:
 
     def __init__(self, config: Mapping, output: Optional[str], cgroup_root: str,
                  detect: Optional[Detect] = None, log: TextIO = sys.stderr,
-                 socket_path: Optional[str] = None, response: Optional[ResponseConfig] = None,
-                 control_path: Optional[str] = None) -> None:
+                 socket_path: Optional[str] = None, late_alerts: Optional[Callable[[], list]] = None,
+                 response: Optional[ResponseConfig] = None, control_path: Optional[str] = None) -> None:
+        """`late_alerts` returns alerts whose detection finished after their event (the
+        executable scanner's); the main loop collects them between drains."""
         self.config = config
+        self.late_alerts = late_alerts
         self.response = response
         self.log = log
         self.cgroup_root = cgroup_root
@@ -153,10 +165,17 @@ class Agent:
             pods=pods,
         )
         self.sink: Sink = JsonLinesSink.open(output, self.stats, config["output"]["flush_interval_ms"] / 1000)
+        # Each sandbox's recent history, for `report` and the runner client.
+        self.history = SandboxHistory(HistoryBounds.from_config(config["history"]))
+        self.sink = FanOut(self.sink, self.history)
         if socket_path is not None:
             viewers = EventSocket.open(socket_path, self.stats, config["viewer"]["buffer_bytes"],
                                        config["viewer"]["max_viewers"])
             self.sink = FanOut(self.sink, viewers)
+        # Alertmanager, Falco, syslog, webhooks: after the JSON Lines, each on its own thread.
+        self.outputs = Forwarders.from_config(config.get("outputs"), config["logging"]["warn_interval_s"], log)
+        if self.outputs:
+            self.sink = FanOut(self.sink, self.outputs)
         self.sandboxes = SandboxTracker(
             max_labels=config["metrics"]["max_sandbox_labels"],
             retention_s=config["metrics"]["sandbox_label_retention_s"],
@@ -178,7 +197,9 @@ class Agent:
         if nvml is None:
             print(f"ebpfguard: GPU usage from NVML is off: {why}", file=self.log, flush=True)
             return None
-        return GpuWatcher(nvml, config["sandbox"], config["gpu"]["poll_interval_s"])
+        enricher = self.pipeline.enricher
+        return GpuWatcher(nvml, lambda sample: enricher.gpu_event(sample, cgroup_path_of_pid(sample["pid"])),
+                          config["gpu"]["poll_interval_s"])
 
     def stop(self, *_args) -> None:
         self._stop = True
@@ -201,6 +222,7 @@ class Agent:
                 # An empty drain stretches the next wait (up to idle_ms): an idle host should
                 # not cost a hundred wakeups a second. Any record brings the short wait back.
                 wait_ms = busy_ms if probes.drain(wait_ms) else min(idle_ms, wait_ms * 2)
+                self.collect_late_alerts()
                 now = time.monotonic()
                 if responder is not None:
                     responder.poll()
@@ -210,6 +232,7 @@ class Agent:
                 if now >= next_housekeeping:
                     self.check_losses()
                     self.expire_sandbox_labels()
+                    self.history.expire()
                     next_housekeeping = now + 1.0
                 if self.gpus is not None:
                     self.poll_gpus()
@@ -233,13 +256,25 @@ class Agent:
             return None
         maps = ResponseMaps(probes.bpf) if self.response.mode == "enforce" else None
         responder = Responder(self.response, self.config["sandbox"], self.cgroup_root, maps,
-                              self.pipeline.write_action, self.pipeline.enricher.node)
+                              self.pipeline.write_action, socket.gethostname())
         if self.response.active:
             self.pipeline.responder = responder
         if self.control is not None:
             self.control.handle("actions.list", lambda _args: responder.listing())
             self.control.handle("actions.lift", lambda args: _lift(responder, args))
         return responder
+
+    def collect_late_alerts(self) -> None:
+        """Write the alerts detectors finished off the hot path since the last call."""
+        if self.late_alerts is None:
+            return
+        try:
+            alerts = self.late_alerts()
+        except Exception as exc:  # noqa: BLE001 - as for any detection error
+            self.stats.drop("detect", "error")
+            self.warnings.warn("detect", f"collecting late alerts failed: {type(exc).__name__}: {exc}")
+            return
+        self.pipeline.write_alerts(alerts)
 
     def summary(self) -> dict:
         """What went through, and what was lost (kernel) or dropped (userspace), by cause."""
@@ -254,14 +289,13 @@ class Agent:
     def poll_gpus(self) -> None:
         """NVML samples, when due, as `gpu` events through the same pipeline."""
         try:
-            samples = self.gpus.poll_if_due()
+            events = self.gpus.poll_if_due()
         except Exception as exc:  # noqa: BLE001 - the driver can fail; the agent goes on
             self.stats.drop("gpu", "nvml_error")
             self.warnings.warn("gpu", f"NVML poll failed: {exc}")
             return
-        enricher = self.pipeline.enricher
-        for sample in samples:
-            self.pipeline.emit(enricher.gpu_event(sample, cgroup_path_of_pid(sample["pid"])), None)
+        for event in events:
+            self.pipeline.emit(event, None)
 
     def check_losses(self) -> None:
         """Fold the kernel's loss counters into stats, warning when they grew."""
@@ -275,6 +309,10 @@ class Agent:
         """End the series of sandboxes gone long enough, freeing their label values."""
         for label in self.sandboxes.expire():
             self.stats.forget_sandbox(label)
+
+    def output_counts(self) -> list[OutputSnapshot]:
+        """Each configured output's sent, failed and dropped counts and queue depth."""
+        return self.outputs.counters()
 
     def gpu_usage(self) -> list:
         """The latest per-sandbox GPU usage from NVML (empty without it)."""

@@ -5,7 +5,7 @@ several requests on one connection):
 
     request:  {"op": "<name>", "args": {...}}           (args optional)
     response: {"ok": true, "result": <any JSON>}
-              {"ok": false, "error": "<why>"}
+              {"ok": false, "error": "<why>", "code": "<machine-readable why>"}  (code optional)
 
 Operations are registered by name (`ControlServer.handle(name, fn)`); `fn(args) -> result`
 runs on the agent's main loop, so it must be quick. Registered now: `ping` and, with a
@@ -15,6 +15,8 @@ mode 0600 and only root may use it (checked with SO_PEERCRED on each connection)
 The server never blocks the agent's loop: the listener and connections are non-blocking,
 requests are bounded (MAX_REQUEST_BYTES; a longer line closes the connection), and a client
 that does not read its responses is dropped once MAX_PENDING_BYTES wait for it.
+
+Clients: ebpfguard/client.py (`call(op, args)`), which the CLI uses too.
 """
 
 from __future__ import annotations
@@ -26,9 +28,10 @@ import struct
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from ebpfguard.client import DEFAULT_CONTROL_SOCKET
 from ebpfguard.outputs.eventsocket import SocketBusy, _remove_stale
 
-DEFAULT_CONTROL_SOCKET = "/run/ebpfguard/control.sock"
+__all__ = ["DEFAULT_CONTROL_SOCKET", "ControlError", "ControlServer"]
 MAX_REQUEST_BYTES = 65536
 MAX_PENDING_BYTES = 1 << 20
 MAX_CLIENTS = 16
@@ -37,7 +40,12 @@ Handler = Callable[[dict], Any]
 
 
 class ControlError(Exception):
-    """A request a handler refuses; its message goes back as the response's `error`."""
+    """A request a handler refuses; its message goes back as the response's `error`, and
+    `code` (when given) as its `code`, for clients to tell refusals apart."""
+
+    def __init__(self, message: str, code: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class _Client:
@@ -119,7 +127,10 @@ class ControlServer:
         try:
             return {"ok": True, "result": handler(args)}
         except ControlError as exc:
-            return {"ok": False, "error": str(exc)}
+            refused = {"ok": False, "error": str(exc)}
+            if exc.code is not None:
+                refused["code"] = exc.code
+            return refused
         except Exception as exc:  # noqa: BLE001 - one bad request must not stop the agent
             return {"ok": False, "error": f"{request['op']} failed: {type(exc).__name__}: {exc}"}
 
@@ -165,32 +176,3 @@ class ControlServer:
         self.clients.remove(client)
         client.conn.close()
 
-
-class NoAgent(Exception):
-    """No agent answers on the control socket."""
-
-
-def request(path: str, op: str, args: Optional[dict] = None, timeout_s: float = 5.0) -> Any:
-    """Send one request to the agent and return its result; raises NoAgent or ControlError."""
-    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    conn.settimeout(timeout_s)
-    try:
-        try:
-            conn.connect(path)
-        except (FileNotFoundError, ConnectionRefusedError) as exc:
-            raise NoAgent(f"no agent is running (nothing answers on {path}: {exc.strerror})") from None
-        conn.sendall(json.dumps({"op": op, "args": args or {}}).encode() + b"\n")
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = conn.recv(65536)
-            if not chunk:
-                raise NoAgent(f"the agent on {path} closed the connection (only root may use it)")
-            data += chunk
-    except socket.timeout:
-        raise NoAgent(f"the agent on {path} did not answer within {timeout_s:g}s") from None
-    finally:
-        conn.close()
-    response = json.loads(data)
-    if not response.get("ok"):
-        raise ControlError(response.get("error", "failed"))
-    return response.get("result")

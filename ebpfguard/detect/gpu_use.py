@@ -7,7 +7,9 @@
 * `nvidia-smi` / `rocm-smi` run inside a sandbox: a low-severity hint (probing for GPUs).
 
 Sandboxes that may use GPUs are listed in the rule's `allow` (sandbox globs); `host` never
-alerts here.
+alerts here. NVML findings of one process on one GPU are the same finding whatever the numbers
+of the poll: one alert per (sandbox, pid, GPU) in the engine's de-duplication window, and
+another only when the severity rises (memory held, then a miner's profile).
 """
 
 from __future__ import annotations
@@ -51,12 +53,14 @@ class GpuUse(Detector):
         gpu = event.get("gpu") or {}
         evidence = {"source": "nvml", "gpu": gpu.get("index"), "memory_bytes": memory,
                     "utilization_ratio": utilization, "busy_seconds": busy}
+        same_as = ("nvml", gpu.get("index"))
         if busy >= self.busy_seconds and memory <= self.small_memory:
             return [Finding(f"miner-like GPU profile: {busy:.0f}s near full use holding "
                             f"{memory >> 20} MiB on GPU {gpu.get('index')}",
-                            {**evidence, "profile": "miner_like"}, severity="high")]
+                            {**evidence, "profile": "miner_like"}, severity="high", same_as=same_as)]
         if memory > 0:
-            return [Finding(f"sandbox holds {memory >> 20} MiB on GPU {gpu.get('index')}", evidence)]
+            return [Finding(f"sandbox holds {memory >> 20} MiB on GPU {gpu.get('index')}", evidence,
+                            same_as=same_as)]
         return []
 
     def _probe_tool(self, event: Event) -> list[Finding]:

@@ -108,6 +108,20 @@ class ProcessTable:
                 self.put(info)
         return info
 
+    def exe_of(self, pid: int, filename: str) -> Optional[str]:
+        """The executable a process runs: an absolute `filename` is what was executed; a
+        relative one needs the process's own view, /proc/<pid>/exe."""
+        if filename.startswith("/"):
+            return filename
+        try:
+            return os.readlink(Path(self.proc_root, str(pid), "exe"))
+        except OSError:
+            return None
+
+    def read_cmdline(self, pid: int) -> Optional[tuple[bytes, ...]]:
+        """A process's argv as /proc shows it now (see read_cmdline)."""
+        return read_cmdline(self.proc_root, pid)
+
     def lineage(self, pid: int) -> Lineage:
         """ppid and ancestry (nearest parent first, up to pid 1 or the depth bound)."""
         cached = self._lineages.get(pid)

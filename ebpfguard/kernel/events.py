@@ -11,10 +11,23 @@ from __future__ import annotations
 import re
 import struct
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
-BPF_DIR = Path(__file__).resolve().parent.parent.parent / "bpf"
+
+def probe_dir() -> Path:
+    """The probe sources: bpf/ of the repository, installed as the package ebpfguard.bpf
+    (pyproject.toml maps it there), so wheels and editable installs alike carry it. A real
+    directory, as bcc compiles the probes with -I."""
+    try:
+        return Path(str(resources.files("ebpfguard.bpf")))
+    except ModuleNotFoundError as exc:  # an editable install made before the mapping existed
+        raise ImportError("the probe sources (ebpfguard.bpf) are not installed: reinstall "
+                          "ebpfguard (scripts/setup.sh, or pip install .)") from exc
+
+
+BPF_DIR = probe_dir()
 HEADER_FILE = BPF_DIR / "events.h"
 
 
@@ -274,59 +287,91 @@ def _unpack(layout: struct.Struct, data: memoryview, what: str) -> tuple:
     return layout.unpack_from(data, 0)
 
 
+def _exec_args(data: memoryview) -> ExecArgsRecord:
+    *head, argc, flags, args_size, _pad, filename = _unpack(_EXEC_ARGS_FIXED, data, "exec args")
+    end = _EXEC_ARGS_FIXED.size + args_size
+    if args_size > C["ARGV_BUF_LEN"] or len(data) < end:
+        raise DecodeError(f"exec args record of {len(data)} bytes claims {args_size} bytes of args")
+    args = bytes(data[_EXEC_ARGS_FIXED.size : end]).split(b"\0")
+    return ExecArgsRecord(
+        _header(head),
+        _cstr(filename),
+        tuple(args[: min(argc, len(args) - 1, C["ARGV_MAX_ARGS"])]),
+        argv_truncated=bool(flags & C["EXEC_ARGV_TRUNCATED"]),
+        filename_truncated=bool(flags & C["EXEC_FILENAME_TRUNCATED"]),
+        via_execveat=bool(flags & C["EXEC_VIA_EXECVEAT"]),
+        argv_unreadable=bool(flags & C["EXEC_ARGV_UNREADABLE"]),
+        filename_unreadable=bool(flags & C["EXEC_FILENAME_UNREADABLE"]),
+    )
+
+
+def _exec(data: memoryview) -> ExecRecord:
+    *head, retval, _pad = _unpack(_EXEC, data, "exec")
+    return ExecRecord(_header(head), retval)
+
+
+def _fork(data: memoryview) -> ForkRecord:
+    *head, child, _pad, clone_flags = _unpack(_FORK, data, "fork")
+    return ForkRecord(_header(head), child, clone_flags)
+
+
+def _exit(data: memoryview) -> ExitRecord:
+    *head, code, flags = _unpack(_EXIT, data, "exit")
+    return ExitRecord(_header(head), code if flags & C["EXIT_HAS_CODE"] else None)
+
+
+def _socket(data: memoryview) -> SocketRecord:
+    *head, family, sock_type, protocol, retval = _unpack(_SOCKET, data, "socket")
+    return SocketRecord(_header(head), family, sock_type, protocol, retval)
+
+
+def _connect(data: memoryview) -> ConnectRecord:
+    *head, cookie, netns, family, dport, retval, daddr, flags, _pad = _unpack(_CONNECT, data, "connect")
+    return ConnectRecord(_header(head), cookie, netns, family,
+                         daddr[:4] if family == _AF_INET else daddr, dport, retval,
+                         in_syscall=not flags & C["CONNECT_OUTSIDE_SYSCALL"])
+
+
+def _flow(data: memoryview) -> FlowRecord:
+    (*head, cookie, payload_len, captured, family, dport, sport, direction, protocol, seq,
+     flags, _pad, _pad2, daddr) = _unpack(_FLOW_FIXED, data, "flow")
+    end = _FLOW_FIXED.size + captured
+    if captured > C["FLOW_PAYLOAD_MAX"] or len(data) < end:
+        raise DecodeError(f"flow record of {len(data)} bytes claims {captured} captured bytes")
+    return FlowRecord(
+        _header(head), cookie, not flags & C["FLOW_OWNER_UNKNOWN"],
+        direction == C["FLOW_EGRESS"], protocol, family,
+        daddr[:4] if family == _AF_INET else daddr, dport, sport, seq, payload_len,
+        bytes(data[_FLOW_FIXED.size : end]),
+    )
+
+
+def _open(data: memoryview) -> OpenRecord:
+    *head, retval, flags, filename = _unpack(_OPEN, data, "open")
+    return OpenRecord(_header(head), retval, flags, _cstr(filename))
+
+
+# One decoder per record kind of events.h, like the agent's dispatch table.
+DECODERS: dict[int, Callable[[memoryview], Record]] = {
+    C["EVENT_EXEC_ARGS"]: _exec_args,
+    C["EVENT_EXEC"]: _exec,
+    C["EVENT_FORK"]: _fork,
+    C["EVENT_EXIT"]: _exit,
+    C["EVENT_SOCKET"]: _socket,
+    C["EVENT_CONNECT"]: _connect,
+    C["EVENT_FLOW"]: _flow,
+    C["EVENT_OPEN"]: _open,
+}
+
+
 def decode(data: Union[bytes, memoryview]) -> Record:
     """Decode one ring-buffer record; DecodeError if it is not one of ours."""
     data = memoryview(data)
     kind = _unpack(_HEADER, data, "event")[2]
-    if kind == C["EVENT_EXEC_ARGS"]:
-        *head, argc, flags, args_size, _pad, filename = _unpack(_EXEC_ARGS_FIXED, data, "exec args")
-        end = _EXEC_ARGS_FIXED.size + args_size
-        if args_size > C["ARGV_BUF_LEN"] or len(data) < end:
-            raise DecodeError(f"exec args record of {len(data)} bytes claims {args_size} bytes of args")
-        args = bytes(data[_EXEC_ARGS_FIXED.size : end]).split(b"\0")
-        return ExecArgsRecord(
-            _header(head),
-            _cstr(filename),
-            tuple(args[: min(argc, len(args) - 1, C["ARGV_MAX_ARGS"])]),
-            argv_truncated=bool(flags & C["EXEC_ARGV_TRUNCATED"]),
-            filename_truncated=bool(flags & C["EXEC_FILENAME_TRUNCATED"]),
-            via_execveat=bool(flags & C["EXEC_VIA_EXECVEAT"]),
-            argv_unreadable=bool(flags & C["EXEC_ARGV_UNREADABLE"]),
-            filename_unreadable=bool(flags & C["EXEC_FILENAME_UNREADABLE"]),
-        )
-    if kind == C["EVENT_EXEC"]:
-        *head, retval, _pad = _unpack(_EXEC, data, "exec")
-        return ExecRecord(_header(head), retval)
-    if kind == C["EVENT_FORK"]:
-        *head, child, _pad, clone_flags = _unpack(_FORK, data, "fork")
-        return ForkRecord(_header(head), child, clone_flags)
-    if kind == C["EVENT_EXIT"]:
-        *head, code, flags = _unpack(_EXIT, data, "exit")
-        return ExitRecord(_header(head), code if flags & C["EXIT_HAS_CODE"] else None)
-    if kind == C["EVENT_SOCKET"]:
-        *head, family, sock_type, protocol, retval = _unpack(_SOCKET, data, "socket")
-        return SocketRecord(_header(head), family, sock_type, protocol, retval)
-    if kind == C["EVENT_CONNECT"]:
-        *head, cookie, netns, family, dport, retval, daddr, flags, _pad = _unpack(_CONNECT, data, "connect")
-        return ConnectRecord(_header(head), cookie, netns, family,
-                             daddr[:4] if family == _AF_INET else daddr, dport, retval,
-                             in_syscall=not flags & C["CONNECT_OUTSIDE_SYSCALL"])
-    if kind == C["EVENT_FLOW"]:
-        (*head, cookie, payload_len, captured, family, dport, sport, direction, protocol, seq,
-         flags, _pad, _pad2, daddr) = _unpack(_FLOW_FIXED, data, "flow")
-        end = _FLOW_FIXED.size + captured
-        if captured > C["FLOW_PAYLOAD_MAX"] or len(data) < end:
-            raise DecodeError(f"flow record of {len(data)} bytes claims {captured} captured bytes")
-        return FlowRecord(
-            _header(head), cookie, not flags & C["FLOW_OWNER_UNKNOWN"],
-            direction == C["FLOW_EGRESS"], protocol, family,
-            daddr[:4] if family == _AF_INET else daddr, dport, sport, seq, payload_len,
-            bytes(data[_FLOW_FIXED.size : end]),
-        )
-    if kind == C["EVENT_OPEN"]:
-        *head, retval, flags, filename = _unpack(_OPEN, data, "open")
-        return OpenRecord(_header(head), retval, flags, _cstr(filename))
-    raise DecodeError(f"unknown event kind {kind}")
+    decoder = DECODERS.get(kind)
+    if decoder is None:
+        raise DecodeError(f"unknown event kind {kind}")
+    return decoder(data)
 
 
 def _header(fields: list) -> Header:

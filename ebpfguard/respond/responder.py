@@ -307,14 +307,14 @@ class Responder:
             "mode": self.config.mode,
             "target": target,
             "outcome": outcome,
-            "took_s": round((time.monotonic_ns() - started) / 1e9, 6),
+            "duration_ms": round((time.monotonic_ns() - started) / 1e6, 3),
         }
         if alert.get("kind") == "alert":
             event["alert"] = {"rule": alert.get("rule"), "time": alert.get("time"), "summary": alert.get("summary")}
             offending = event_time_ns((alert.get("event") or {}).get("time"))
             if offending is not None:
                 # From the offending event (its kernel timestamp) to the action in force.
-                event["delay_s"] = round((now - offending) / 1e9, 6)
+                event["delay_ms"] = round((now - offending) / 1e6, 3)
         if reason is not None:
             event["reason"] = reason
         return event

@@ -35,7 +35,7 @@ ATTACH_TYPES = {"ingress": 0, "egress": 1, "sock_create": 2, "connect4": 10, "co
 
 STREAMER = textwrap.dedent("""
     import os, socket, sys, time
-    s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+    s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
     s.sendall(sys.argv[2].encode().decode("unicode_escape").encode("latin-1"))
     print(os.getpid(), flush=True)
     s.setblocking(False)
@@ -64,17 +64,22 @@ CONNECT = textwrap.dedent("""
         print("ok")
 """)
 
+# Counts up in a file, replaced whole each time (a reader never sees it half written).
 COUNTER = textwrap.dedent("""
-    import sys, time
+    import os, sys, time
     n = 0
     while True:
         n += 1
-        with open(sys.argv[1], "w") as f:
+        with open(sys.argv[1] + ".new", "w") as f:
             f.write(str(n))
+        os.replace(sys.argv[1] + ".new", sys.argv[1])
         time.sleep(0.02)
 """)
 
 TLS_ALERT = b"\x15\x03\x03\x00\x02\x02\x28"  # what a non-TLS pool stand-in answers a ClientHello with
+# Other tests (and other agents) make `sandbox-*` cgroups on this host at the same time: the
+# agents here act only on this module's sandboxes, which all carry this prefix.
+PREFIX = f"sandbox-resp{uuid.uuid4().hex[:6]}-"
 STRATUM_HELLO = '{"id": 1, "method": "mining.subscribe", "params": ["cpuminer/2.5.1"]}\\n'
 
 
@@ -165,7 +170,7 @@ def response_config(tmp_path: Path, mode: str, resolver_port: int) -> Path:
     path.write_text(textwrap.dedent(f"""
         response:
           mode: {mode}
-          sandboxes: ["sandbox-*"]
+          sandboxes: ["{PREFIX}*"]
           rules:
             miner.stratum: [block-flow]
             miner.pool: [deny-connect]
@@ -218,7 +223,7 @@ def resolver():
 
 @pytest.fixture(scope="module")
 def agent_cgroup(cgroup_root):
-    cg = cgroup_root / f"sandbox-ebpfguard-agent-{uuid.uuid4().hex[:8]}"
+    cg = cgroup_root / f"{PREFIX}ebpfguard-agent"
     cg.mkdir()
     yield cg
     for _ in range(100):
@@ -278,13 +283,13 @@ def test_dry_run_changes_nothing_and_writes_the_would_be_action(tmp_path, make_c
     # First in the module: the enforcing agent of the other tests is not started yet.
     dry = Agent(tmp_path, response_config(tmp_path, "dry-run", resolver.port))
     try:
-        miner = make_cgroup("sandbox-")
+        miner = make_cgroup(PREFIX)
         stream(miner, server.port, STRATUM_HELLO, processes)
         action = dry.wait_for(action_for("miner.stratum", miner.path.name, "block-flow"))
         assert action["outcome"] == "dry-run" and action["mode"] == "dry-run"
         assert action["target"]["flow_id"] > 0
         assert grows(lambda: server.bytes_from("mining.subscribe"))
-        chisel_in(miner, tmp_path)
+        chisel_in(miner, tmp_path, processes)
         frozen = dry.wait_for(action_for("tunnel.other", miner.path.name, "freeze"))
         assert frozen["outcome"] == "dry-run"
         assert "frozen 0" in (miner.path / "cgroup.events").read_text()
@@ -295,7 +300,7 @@ def test_dry_run_changes_nothing_and_writes_the_would_be_action(tmp_path, make_c
 
 def test_block_flow_stops_the_pool_flow_and_not_another_sandbox_flow_on_the_same_port(
         enforcing, make_cgroup, server, processes):
-    miner, neighbour = make_cgroup("sandbox-"), make_cgroup("sandbox-")
+    miner, neighbour = make_cgroup(PREFIX), make_cgroup(PREFIX)
     stream(neighbour, server.port, "ping from the neighbour\\n", processes)
     stream(miner, server.port, STRATUM_HELLO, processes)
     action = enforcing.wait_for(action_for("miner.stratum", miner.path.name, "block-flow"))
@@ -306,13 +311,13 @@ def test_block_flow_stops_the_pool_flow_and_not_another_sandbox_flow_on_the_same
     assert server.bytes_from("mining.subscribe") == at_action
     assert grows(lambda: server.bytes_from("neighbour")), "the other sandbox's flow stopped too"
     alert = enforcing.wait_for(alert_for("miner.stratum", lambda e: e["sandbox"]["name"] == miner.path.name))
-    assert action["alert"]["time"] == alert["time"] and action["delay_s"] >= 0
+    assert action["alert"]["time"] == alert["time"] and action["delay_ms"] >= 0
 
 
 def test_deny_connect_refuses_the_next_connect_with_eperm_and_not_other_sandboxes(
         enforcing, make_cgroup, pool):
     server = pool
-    miner, other = make_cgroup("sandbox-"), make_cgroup("sandbox-")
+    miner, other = make_cgroup(PREFIX), make_cgroup(PREFIX)
     hello_to_pool(miner, server.port)
     action = enforcing.wait_for(action_for("miner.pool", miner.path.name, "deny-connect"))
     assert action["outcome"] == "done", action
@@ -328,7 +333,7 @@ def test_deny_connect_refuses_the_next_connect_with_eperm_and_not_other_sandboxe
 
 def test_quarantine_stops_open_flows_and_new_connects_but_allows_the_resolver(
         enforcing, make_cgroup, server, resolver, processes, tmp_path):
-    cg = make_cgroup("sandbox-")
+    cg = make_cgroup(PREFIX)
     stream(cg, server.port, "plain traffic\\n", processes)
     assert grows(lambda: server.bytes_from("plain traffic"))
     assert connect_from(cg, resolver.port, "udp") == "ok"
@@ -340,15 +345,19 @@ def test_quarantine_stops_open_flows_and_new_connects_but_allows_the_resolver(
     assert not grows(lambda: server.bytes_from("plain traffic")), "the open flow still sends"
     assert connect_from(cg, server.port) == "EPERM"
     assert connect_from(cg, resolver.port, "udp") == "ok"
-    assert connect_from(make_cgroup("sandbox-"), server.port) == "ok"
+    assert connect_from(make_cgroup(PREFIX), server.port) == "ok"
     enforcing.actions("lift", *action["ids"])
     assert connect_from(cg, server.port) == "ok"
 
 
-def chisel_in(cg, tmp_path: Path) -> None:
+def chisel_in(cg, tmp_path: Path, processes) -> None:
+    """A chisel reverse remote (a renamed sleep that exits at once), not waited for: the
+    freeze it sets off may catch it before it exits."""
     chisel = tmp_path / "chisel"
-    shutil.copy("/bin/sleep", chisel)
-    cg.run([str(chisel), "client", "127.0.0.1:9", "R:2222:127.0.0.1:22"], capture_output=True)
+    if not chisel.exists():
+        shutil.copy("/bin/sleep", chisel)
+    processes.append(cg.popen([str(chisel), "client", "127.0.0.1:9", "R:2222:127.0.0.1:22"],
+                              stderr=subprocess.DEVNULL))
 
 
 def counter_in(cg, tmp_path: Path, processes) -> Path:
@@ -368,9 +377,9 @@ def read_count(path: Path) -> int:
 
 
 def test_freeze_leaves_every_process_frozen_and_thaw_resumes_them(enforcing, make_cgroup, tmp_path, processes):
-    cg = make_cgroup("sandbox-")
+    cg = make_cgroup(PREFIX)
     counts = [counter_in(cg, tmp_path, processes), counter_in(cg.child("inner"), tmp_path, processes)]
-    chisel_in(cg, tmp_path)
+    chisel_in(cg, tmp_path, processes)
     action = enforcing.wait_for(action_for("tunnel.other", cg.path.name, "freeze"))
     assert action["outcome"] == "done", action
     assert "frozen 1" in (cg.path / "cgroup.events").read_text()
@@ -391,7 +400,7 @@ def test_kill_ends_the_offending_process_by_pidfd(enforcing, make_cgroup, tmp_pa
     ssh = tmp_path / "ssh"
     ssh.write_text("#!/bin/sh\nexec sleep 60\n")
     ssh.chmod(0o755)
-    cg = make_cgroup("sandbox-")
+    cg = make_cgroup(PREFIX)
     proc = cg.popen([str(ssh), "-N", "-R", "8022:127.0.0.1:22", "tunnel@example.invalid"])
     processes.append(proc)
     action = enforcing.wait_for(action_for("tunnel.ssh_remote_forward", cg.path.name, "kill"))
@@ -419,13 +428,13 @@ def test_the_agents_own_cgroup_and_host_are_never_acted_on(enforcing, agent_cgro
 def test_sigkill_of_the_agent_leaves_none_of_its_programs_and_the_blocked_destination_reachable(
         enforcing, make_cgroup, pool, cgroup_root, tmp_path, processes):
     server = pool
-    miner = make_cgroup("sandbox-")
+    miner = make_cgroup(PREFIX)
     hello_to_pool(miner, server.port)
     enforcing.wait_for(action_for("miner.pool", miner.path.name, "deny-connect"))
     assert connect_from(miner, server.port) == "EPERM"
-    frozen = make_cgroup("sandbox-frozen-")
+    frozen = make_cgroup(PREFIX + "frozen-")
     counter_in(frozen, tmp_path, processes)
-    chisel_in(frozen, tmp_path)
+    chisel_in(frozen, tmp_path, processes)
     enforcing.wait_for(action_for("tunnel.other", frozen.path.name, "freeze"))
     ours = our_program_ids(enforcing.proc.pid)
     assert ours & attached_anywhere(cgroup_root), "the agent's programs were not attached"

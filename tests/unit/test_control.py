@@ -8,7 +8,8 @@ import threading
 
 import pytest
 
-from ebpfguard.control import ControlError, ControlServer, NoAgent, request
+from ebpfguard.client import NoAgent, Refused, call
+from ebpfguard.control import ControlError, ControlServer
 from ebpfguard.outputs.eventsocket import SocketBusy
 
 
@@ -31,6 +32,10 @@ def server(tmp_path):
     srv.close()
 
 
+def request(path, op, args=None):
+    return call(op, args, path)
+
+
 def test_a_registered_operation_answers_with_its_result(server):
     server.handle("echo", lambda args: {"got": args})
     assert request(str(server.path), "echo", {"x": 1}) == {"got": {"x": 1}}
@@ -39,17 +44,25 @@ def test_a_registered_operation_answers_with_its_result(server):
 
 def test_unknown_operations_and_handler_refusals_are_errors_not_crashes(server):
     def refuse(_args):
-        raise ControlError("no such thing")
+        raise ControlError("no such thing", code="unknown_sandbox")
 
     server.handle("refuse", refuse)
     server.handle("broken", lambda _args: 1 / 0)
-    with pytest.raises(ControlError, match="unknown op 'nope'"):
+    with pytest.raises(Refused, match="unknown op 'nope'"):
         request(str(server.path), "nope")
-    with pytest.raises(ControlError, match="no such thing"):
+    with pytest.raises(Refused, match="no such thing"):
         request(str(server.path), "refuse")
-    with pytest.raises(ControlError, match="broken failed: ZeroDivisionError"):
+    with pytest.raises(Refused, match="broken failed: ZeroDivisionError"):
         request(str(server.path), "broken")
     assert request(str(server.path), "ping")
+
+
+def test_a_refusal_carries_its_code_for_clients(server):
+    def refuse(_args):
+        raise ControlError("never seen", code="unknown_sandbox")
+
+    server.handle("report", refuse)
+    assert server.answer(b'{"op": "report"}') == {"ok": False, "error": "never seen", "code": "unknown_sandbox"}
 
 
 def test_several_requests_on_one_connection_are_answered_in_order(server):
@@ -72,7 +85,7 @@ def test_the_socket_is_private_and_a_live_one_is_not_taken_over(server):
 
 
 def test_no_agent_is_a_clear_error(tmp_path):
-    with pytest.raises(NoAgent, match="no agent is running"):
+    with pytest.raises(NoAgent, match="no agent answers"):
         request(str(tmp_path / "absent.sock"), "ping")
 
 

@@ -97,3 +97,8 @@ def test_connect_record_from_a_syscall_and_from_outside_one():
     rec = decode(connect_record())
     assert (rec.daddr, rec.dport, rec.retval, rec.in_syscall) == (b"\x0a\x00\x00\x01", 443, -115, True)
     assert decode(connect_record(C["CONNECT_OUTSIDE_SYSCALL"])).in_syscall is False
+
+
+def test_every_record_kind_of_the_header_has_a_decoder():
+    kinds = {value for name, value in C.items() if name.startswith("EVENT_")}
+    assert kinds == set(events.DECODERS)

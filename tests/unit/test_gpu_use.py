@@ -39,3 +39,30 @@ def test_nvidia_smi_in_a_sandbox_is_a_low_hint():
     found = alerts({"kind": "exec", "argv": ["nvidia-smi", "-L"], "filename": "/usr/bin/nvidia-smi",
                     "sandbox": {"name": "sandbox-3"}})
     assert [a["severity"] for a in found] == ["low"]
+
+
+def nvml_poll(second: int, *, pid=4200, gpu=0, memory=2 << 30, busy=0.0):
+    """A `gpu` event as the agent writes one per NVML poll: the numbers change every time."""
+    return {"kind": "gpu", "time": f"2026-11-29T12:00:{second:02d}Z", "sandbox": {"name": "sandbox-7"},
+            "process": {"pid": pid}, "gpu": {"index": gpu}, "memory_bytes": memory + second,
+            "utilization_ratio": 0.99, "busy_seconds": busy}
+
+
+def test_one_alert_per_process_and_gpu_however_the_numbers_change_poll_to_poll():
+    engine = DetectionEngine(ENGINE_RULES)
+    fired = [a for second in range(0, 50, 5) for a in engine.process(nvml_poll(second))]
+    assert [a["severity"] for a in fired] == ["medium"]
+
+
+def test_a_rise_in_severity_alerts_again_and_a_fall_does_not():
+    engine = DetectionEngine(ENGINE_RULES)
+    polls = [nvml_poll(0), nvml_poll(5, busy=60.0), nvml_poll(10, busy=65.0), nvml_poll(15)]
+    fired = [a["severity"] for event in polls for a in engine.process(event)]
+    assert fired == ["medium", "high"]
+
+
+def test_other_gpus_and_other_processes_alert_on_their_own():
+    engine = DetectionEngine(ENGINE_RULES)
+    polls = [nvml_poll(0), nvml_poll(5, gpu=1), nvml_poll(10, pid=4300), nvml_poll(15)]
+    fired = [(a["process"]["pid"], a["evidence"]["gpu"]) for event in polls for a in engine.process(event)]
+    assert fired == [(4200, 0), (4200, 1), (4300, 0)]

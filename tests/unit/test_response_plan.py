@@ -97,6 +97,6 @@ def test_dry_run_writes_the_would_be_action_and_holds_nothing(tmp_path):
     assert [(e["action"], e["outcome"], e["mode"]) for e in written] == [
         ("block-flow", "dry-run", "dry-run"), ("freeze", "dry-run", "dry-run")]
     assert written[1]["target"] == {"sandbox": "sandbox-a", "cgroup": "/sandbox-a"}
-    assert written[0]["alert"]["rule"] == "miner.stratum" and written[0]["delay_s"] > 0
+    assert written[0]["alert"]["rule"] == "miner.stratum" and written[0]["delay_ms"] > 0
     assert (tmp_path / "sandbox-a" / "cgroup.freeze").exists() is False
     assert responder.listing()["in_force"] == []

@@ -1,0 +1,69 @@
+"""What every event carries (design.md): kind, time, node, sandbox and process.
+
+Each part of the enricher builds its own fields on top of this envelope.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from ebpfguard.clock import BootClock, rfc3339_ns
+from ebpfguard.enrich.fields import text
+from ebpfguard.enrich.proctable import ProcessTable
+from ebpfguard.enrich.sandbox_cache import SandboxCache
+from ebpfguard.kernel.events import Header
+
+
+class EventEnvelope:
+    """Builds the common part of an event from a record header and the process table."""
+
+    def __init__(self, node: str, procs: ProcessTable, sandboxes: SandboxCache, clock: BootClock) -> None:
+        self.node = node
+        self.procs = procs
+        self.sandboxes = sandboxes
+        self.clock = clock
+
+    def about_process(self, kind: str, hdr: Header) -> dict:
+        """An event about a process known from the table (anything but an exec)."""
+        known = self.procs.lookup(hdr.pid)
+        argv = {"argv": list(known.argv)} if known and known.argv is not None else None
+        return self.base(kind, hdr, text(hdr.comm), known.exe if known else None, argv, False)
+
+    def base(self, kind: str, hdr: Header, comm: str, exe: Optional[str],
+             argv: Optional[dict], argv_truncated: bool) -> dict:
+        """The envelope, with what could not be known listed in `partial`."""
+        partial = []
+        sandbox, known = self.sandboxes.sandbox_of(hdr.cgroup_id)
+        if not known:
+            partial.append("sandbox")
+        lineage = self.procs.lineage(hdr.pid)
+        if lineage.ppid is None:
+            partial.append("ppid")
+        if not lineage.complete:
+            partial.append("ancestry")
+        if exe is None:
+            partial.append("exe")
+        process = {
+            "pid": hdr.pid,
+            "ppid": lineage.ppid,
+            "uid": hdr.uid,
+            "comm": comm,
+            "exe": exe,
+            "argv": argv["argv"] if argv else [],
+            "argv_truncated": argv_truncated,
+            "ancestry": lineage.ancestry,
+        }
+        if argv is None:
+            partial.append("argv")
+        elif "argv_b64" in argv:
+            process["argv_b64"] = argv["argv_b64"]
+        event = {
+            "kind": kind,
+            "time": rfc3339_ns(self.clock.wall_ns(hdr.ktime_ns)),
+            "node": self.node,
+            "sandbox": sandbox,
+            "process": process,
+        }
+        if partial:
+            event["partial"] = partial
+        return event
