@@ -4,5 +4,5 @@ Importing this package registers every detector module.
 """
 
 from ebpfguard.detect import (  # noqa: F401
-    egress_internal, gpu_use, miner_exec, miner_pool, miner_stratum, tunnel_other, tunnel_ssh,
+    agent_flooded, egress_internal, gpu_use, miner_exec, miner_pool, miner_stratum, tunnel_other, tunnel_ssh,
 )
