@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, BinaryIO, Optional
 import click
 
 from ebpfguard import __version__
+from ebpfguard.client import DEFAULT_CONTROL_SOCKET
 from ebpfguard.config import ConfigError, load_config
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
@@ -131,11 +132,13 @@ def run(config_path: Optional[Path], rule_files: tuple[Path, ...], output: Optio
     logging.basicConfig(format="ebpfguard: %(levelname)s: %(message)s", level=logging.WARNING)
     try:
         agent = Agent(config, output, cgroup_root, detect=engine.process,
-                      socket_path=None if socket_path == "none" else socket_path)
+                      socket_path=None if socket_path == "none" else socket_path, late_alerts=engine.poll)
     except SocketBusy as exc:
         fail(f"{exc} (stop it, or give this agent another --socket)")
     except OSError as exc:
         fail(f"cannot open {exc.filename or output}: {exc.strerror}")
+    except ValueError as exc:  # an output's settings went bad since the config was read
+        fail(f"{config_path}: {exc}")
     server = None if metrics_address is None else _serve_metrics(agent, *metrics_address)
     try:
         agent.run()
@@ -154,7 +157,8 @@ def _serve_metrics(agent: "Agent", host: str, port: int) -> "MetricsServer":
     from ebpfguard.outputs.metrics import AgentCollector, MetricsAddressError, MetricsServer
 
     registry = CollectorRegistry()
-    registry.register(AgentCollector(agent.stats, agent.sandboxes, agent, tuple(PROBE_FAMILIES), __version__))
+    registry.register(AgentCollector(agent.stats, agent.sandboxes, agent, tuple(PROBE_FAMILIES), __version__,
+                                     outputs=agent.output_counts))
     try:
         server = MetricsServer(host, port, registry)
     except MetricsAddressError as exc:
@@ -231,6 +235,50 @@ def watch(socket_path: str, plain: bool, as_json: bool, standalone: bool, config
         WatchApp(connection=f"connected to {where}", conn=conn).run()
 
 
+# -- for sandbox runners: the verdict of one sandbox ---------------------------------------------
+
+
+@main.command()
+@click.argument("sandbox")
+@click.option("--from", "from_file", type=click.File("rb"), metavar="FILE|-",
+              help="Build the report from an events file (what `run --output` wrote) instead of asking the agent.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True,
+              help="text for a terminal, json (a contract: docs/runners.md), markdown for an incident ticket.")
+@click.option("--control-socket", "control_path", default=DEFAULT_CONTROL_SOCKET, show_default=True,
+              envvar="EBPFGUARD_CONTROL_SOCKET", metavar="PATH", help="The running agent's control socket.")
+@config_option
+def report(sandbox: str, from_file: Optional[BinaryIO], fmt: str, control_path: str,
+           config_path: Optional[Path]) -> None:
+    """The verdict and timeline of one sandbox: what it ran, reached and set off.
+
+    Exit 0 clean, 1 flagged, 2 unknown sandbox or no agent.
+    """
+    import json
+
+    from ebpfguard import client
+    from ebpfguard.outputs.report import RENDERERS, build_report
+
+    if from_file is not None:
+        from ebpfguard.outputs.history import HistoryBounds, history_from_events
+
+        bounds = HistoryBounds.from_config(config_or_fail(config_path)["history"])
+        history = history_from_events(from_file, bounds, sys.stderr)
+        record = history.get(sandbox)
+        if record is None:
+            fail(f"{from_file.name}: no event of sandbox {sandbox!r}")
+        result = build_report(record)
+    else:
+        try:
+            result = client.verdict(sandbox, control_path)
+        except (client.NoAgent, client.Refused) as exc:
+            fail(str(exc))
+    if fmt == "json":
+        click.echo(json.dumps(result, ensure_ascii=True))
+    else:
+        click.echo(RENDERERS[fmt](result), nl=False)
+    sys.exit(1 if result["verdict"] == "flagged" else 0)
+
+
 # -- detection: replay and rules ---------------------------------------------------------------
 
 
@@ -265,7 +313,7 @@ def replay(events: BinaryIO, config_path: Optional[Path], rule_files: tuple[Path
 
 @main.group()
 def rules() -> None:
-    """Detection rules: list them, check a rules file."""
+    """Detection rules: list them, check a rules file, run its examples (docs/rules.md)."""
 
 
 @rules.command("list")
@@ -283,20 +331,54 @@ def rules_list(rule_files: tuple[Path, ...]) -> None:
 @rules.command("lint")
 @click.argument("rule_file", metavar="FILE", type=click.Path(path_type=Path))
 def rules_lint(rule_file: Path) -> None:
-    """Check a rules file on top of the shipped rules.
+    """Check a rules file on top of the shipped rules: YAML, fields, operators, types.
 
-    Prints each problem as FILE:LINE: message. Exit 0 if clean, 1 if problems, 2 if unreadable.
+    Prints each problem as FILE:LINE: message (FILE:LINE:COLUMN inside a condition or an
+    output template). Exit 0 if clean, 1 if problems, 2 if unreadable.
     """
     from ebpfguard.detect.engine import RulesError, load_rules
 
-    try:
-        rule_file.read_bytes().decode("utf-8")
-    except (OSError, UnicodeDecodeError) as problem:
-        click.echo(f"{rule_file}: cannot read: {problem}", err=True)
-        sys.exit(2)
+    _readable_or_exit(rule_file)
     try:
         load_rules([rule_file])
     except RulesError as problems:
         click.echo(str(problems))
-        sys.exit(1)
+        sys.exit(EXIT_FINDINGS)
     click.echo(f"{rule_file}: ok")
+
+
+@rules.command("test")
+@click.argument("rule_file", metavar="FILE", type=click.Path(path_type=Path))
+@config_option
+def rules_test(rule_file: Path, config_path: Optional[Path]) -> None:
+    """Run the `examples` of the rules in FILE and print a pass/fail table.
+
+    Exit 0 if every example passes, 1 if one fails, 2 if the file does not load.
+    """
+    from ebpfguard.detect.config import DetectConfigError
+    from ebpfguard.detect.engine import RulesError, load_rules
+    from ebpfguard.detect.ruletest import format_results, run_examples
+
+    _readable_or_exit(rule_file)
+    config = config_or_fail(config_path)
+    try:
+        loaded = load_rules([rule_file])
+        results = run_examples(loaded, rule_file, config["detect"])
+    except RulesError as problems:
+        click.echo(str(problems), err=True)
+        sys.exit(EXIT_USAGE)
+    except DetectConfigError as problem:
+        fail(str(problem))
+    if not results:
+        click.echo(f"{rule_file}: no rule in it has examples")
+        return
+    click.echo(format_results(results))
+    sys.exit(EXIT_OK if all(result.passed for result in results) else EXIT_FINDINGS)
+
+
+def _readable_or_exit(rule_file: Path) -> None:
+    try:
+        rule_file.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as problem:
+        click.echo(f"{rule_file}: cannot read: {problem}", err=True)
+        sys.exit(EXIT_USAGE)

@@ -21,7 +21,7 @@ from ebpfguard.detect.registry import Detector, Event, Finding, RuleContext, det
 
 HINT_NAMES = (
     "binary", "generic_binary", "disguise", "pool_url", "pool_host", "pool_option", "donate",
-    "algo", "coin", "wallet", "wallet_shape", "gpu_option", "miner_option",
+    "algo", "coin", "wallet", "wallet_shape", "gpu_option", "miner_option", "node_mining",
     "argv_hidden", "argv_changed", "argv_padded",
 )
 # The exec event's `argv_anomalies` (ebpfguard/enrich/exec_join.py) that mean the command line
@@ -67,6 +67,17 @@ class Hint:
         return {"hint": self.hint, "weight": self.weight, "match": self.match[:MAX_MATCH_CHARS], "source": self.source}
 
 
+@dataclass(frozen=True)
+class Assessment:
+    """One command of an exec, scored: `needed` is the bar it must reach to alert."""
+
+    score: int
+    needed: int
+    binary: str
+    hints: list
+    command: Command
+
+
 @detector("miner.exec", kinds=("exec",))
 class MinerExec(Detector):
     """Scores every command an exec would run; alerts on the best one that reaches the bar."""
@@ -101,29 +112,25 @@ class MinerExec(Detector):
             "miner": frozenset(params["miner_options"]),
             "config": frozenset(params["config_options"]),
         }
+        self.port_options = frozenset(params["port_options"])
+        self.node_mining_options = frozenset(params["node_mining_options"])
+        self.node_daemon_mining_flags = frozenset(params["node_daemon_mining_flags"])
+        self.node_daemons = _lower_set(params["node_daemons"])
         self.inert_commands = _lower_set(params["inert_commands"])
         self.system_dirs = tuple(directory.rstrip("/") + "/" for directory in params["system_dirs"])
         self.min_padding_args = int(params["min_padding_args"])
         if self.min_score < 1 or self.inert_factor < 1:
             raise ValueError("min_score and inert_factor must be at least 1")
+        self._assessed: Optional[tuple[Event, tuple[Assessment, ...]]] = None
 
     def on_event(self, event: Event) -> Iterable[Finding]:
-        process = event.get("process") or {}
-        argv = process.get("argv") or event.get("argv") or ()
-        if not isinstance(argv, (list, tuple)) or not argv:
-            return
-        best: Optional[tuple[int, int, str, list[Hint], Command]] = None
-        for index, command in enumerate(commands_of([str(arg) for arg in argv])):
-            hints = self.command_hints(command)
-            if index == 0:
-                hints += self.exec_hints(event, command)
-            score = _score(hints)
-            needed = self.min_score * (self.inert_factor if self._is_inert(command, hints) else 1)
-            if score >= needed and (best is None or score > best[0]):
-                best = (score, needed, _binary(hints), hints, command)
+        best = None
+        for assessed in self.assess(event):
+            if assessed.score >= assessed.needed and (best is None or assessed.score > best.score):
+                best = assessed
         if best is None:
             return
-        score, needed, binary, hints, command = best
+        score, needed, binary, hints, command = best.score, best.needed, best.binary, best.hints, best.command
         named = binary or program_name(command.argv[0])
         reasons = ", ".join(dict.fromkeys(hint.hint for hint in hints))
         yield Finding(
@@ -136,6 +143,24 @@ class MinerExec(Detector):
                 "command": list(command.argv[:64]),
             },
         )
+
+    def assess(self, event: Event) -> tuple["Assessment", ...]:
+        """Every command the exec would run, scored; remembered for the last event, so the
+        rule and user conditions over `exec.miner.*` score an event once between them."""
+        if self._assessed is not None and self._assessed[0] is event:
+            return self._assessed[1]
+        process = event.get("process") or {}
+        argv = process.get("argv") or event.get("argv") or ()
+        assessed: list[Assessment] = []
+        if isinstance(argv, (list, tuple)) and argv:
+            for index, command in enumerate(commands_of([str(arg) for arg in argv])):
+                hints = self.command_hints(command)
+                if index == 0:
+                    hints += self.exec_hints(event, command)
+                needed = self.min_score * (self.inert_factor if self._is_inert(command, hints) else 1)
+                assessed.append(Assessment(_score(hints), needed, _binary(hints), hints, command))
+        self._assessed = (event, tuple(assessed))
+        return self._assessed[1]
 
     # -- hints from a command's argv -----------------------------------------------------------
 
@@ -150,7 +175,30 @@ class MinerExec(Detector):
             hints.append(Hint("generic_binary", self.weights["generic_binary"], name, source))
         for option, value, token in _options(argv[1:]):
             hints.extend(self._argument_hints(option, value, token, source))
+        hints.extend(self._split_pool_hints(argv[1:], source))
+        hints.extend(self._node_mining_hints(name, argv[1:], source))
         return hints
+
+    def _split_pool_hints(self, arguments: Sequence[str], source: str) -> Iterator[Hint]:
+        """A pool given as a host option and a port option apart (GMiner's `--server HOST
+        --port N`): read as the HOST:N the joined form would be."""
+        hosts = [value for option, value, _ in _options(arguments)
+                 if option in self.options["pool"] and value and "." in value and ":" not in value]
+        ports = [value for option, value, _ in _options(arguments)
+                 if option in self.port_options and value and value.isdigit()]
+        if hosts and ports:
+            joined = f"{hosts[0]}:{ports[0]}"
+            yield Hint("pool_option", self.weights["pool_option"], joined, source)
+            host = self._known_pool(joined)
+            if host:
+                yield Hint("pool_host", self.weights["pool_host"], host, source)
+
+    def _node_mining_hints(self, name: str, arguments: Sequence[str], source: str) -> Iterator[Hint]:
+        """A node daemon's built-in miner switched on (`monerod --start-mining`, `geth --mine`)."""
+        for option, value, token in _options(arguments):
+            if option in self.node_mining_options or (option in self.node_daemon_mining_flags and name in self.node_daemons):
+                yield Hint("node_mining", self.weights["node_mining"], token if value is None else f"{option} {value}", source)
+                return
 
     def _argument_hints(self, option: Optional[str], value: Optional[str], token: str, source: str) -> Iterator[Hint]:
         weights, options = self.weights, self.options
@@ -204,6 +252,11 @@ class MinerExec(Detector):
         names = {program_name(str(value)) for value in (command.argv[0], event.get("filename"), process.get("exe")) if value}
         if isinstance(process.get("comm"), str):
             names.add(process["comm"])
+        # A kernel thread's name in brackets may hold a slash (`[kworker/0:1]`, also at the end
+        # of a path in argv[0]): the bracketed tail whole, not its last path component.
+        arg0 = command.argv[0]
+        if arg0.endswith("]") and "[" in arg0:
+            names.add(arg0[arg0.rindex("["):])
         disguised = sorted(name for name in names if self.disguises.match(name))
         if disguised:
             hints.append(Hint("disguise", self.weights["disguise"], disguised[0], "argv"))
@@ -242,10 +295,12 @@ class MinerExec(Detector):
         argv = command.argv
         paths = [value for option, value, _ in _options(argv[1:]) if option in self.options["config"] and value]
         filename = event.get("filename") or argv[0]
-        # XMRig run bare loads config.json from its own directory: the renamed-miner favourite.
+        # XMRig run bare loads config.json from its own directory, then from the working
+        # directory: the renamed-miner favourite.
         if len(argv) == 1 and isinstance(filename, str) and not filename.startswith(self.system_dirs):
             paths.append(posixpath.join(posixpath.dirname(filename), "config.json"))
-        return paths[:2]
+            paths.append("config.json")
+        return list(dict.fromkeys(paths))[:3]
 
     def config_hints(self, text: str, source: str) -> list[Hint]:
         """Hints from a miner config (XMRig config.json, xmr-stak pools.txt, ...)."""

@@ -11,10 +11,23 @@ from __future__ import annotations
 import re
 import struct
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Callable, Optional, Union
 
-BPF_DIR = Path(__file__).resolve().parent.parent.parent / "bpf"
+
+def probe_dir() -> Path:
+    """The probe sources: bpf/ of the repository, installed as the package ebpfguard.bpf
+    (pyproject.toml maps it there), so wheels and editable installs alike carry it. A real
+    directory, as bcc compiles the probes with -I."""
+    try:
+        return Path(str(resources.files("ebpfguard.bpf")))
+    except ModuleNotFoundError as exc:  # an editable install made before the mapping existed
+        raise ImportError("the probe sources (ebpfguard.bpf) are not installed: reinstall "
+                          "ebpfguard (scripts/setup.sh, or pip install .)") from exc
+
+
+BPF_DIR = probe_dir()
 HEADER_FILE = BPF_DIR / "events.h"
 
 
