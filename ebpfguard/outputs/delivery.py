@@ -26,6 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Protocol
 
+# Time an output is given to send what it holds when the agent stops (Forwarders waits a
+# little longer for all of them together).
+SHUTDOWN_S = 2.5
+
 # Why an output dropped a payload (the `reason` label of ebpfguard_output_dropped_total).
 DROP_REASONS = ("queue_full", "spool_full", "rejected", "shutdown")
 
@@ -168,6 +172,7 @@ class DiskSpool:
         self._tail_fd: Optional[int] = None
         self.bytes = 0
         self._count = 0
+        self.lost = 0  # payloads a damaged or vanished segment took with it
         for path in sorted(self.directory.glob(f"*{self.SUFFIX}")):
             stem = path.name[: -len(self.SUFFIX)]
             if stem.isdigit():
@@ -191,8 +196,13 @@ class DiskSpool:
 
     @classmethod
     def _read(cls, path: Path) -> list[bytes]:
-        """A segment's payloads; a record cut short by a crash ends it."""
-        data, records, at = path.read_bytes(), [], 0
+        """A segment's payloads; a record cut short by a crash ends it; an unreadable segment
+        has none."""
+        try:
+            data = path.read_bytes()
+        except OSError:
+            return []
+        records, at = [], 0
         while at + cls._LENGTH.size <= len(data):
             (size,) = cls._LENGTH.unpack_from(data, at)
             if at + cls._LENGTH.size + size > len(data):
@@ -254,7 +264,20 @@ class DiskSpool:
             self._tail_fd = None
 
     def _load_head(self) -> None:
-        self._head = deque(self._read(self._path(self._segments[0][0]))) if self._segments else deque()
+        """Read the oldest segment; what it should hold and does not (a file removed or
+        damaged behind our back) is counted in `lost`."""
+        self._head = deque()
+        while self._segments and not self._head:
+            sequence, records, size = self._segments[0]
+            self._head = deque(self._read(self._path(sequence)))
+            missing = records - len(self._head)
+            self.lost += missing
+            self._count -= missing
+            if not self._head:
+                self._segments.popleft()
+                self.bytes -= size
+                if not self._segments:
+                    self._close_tail()
 
     def head(self) -> bytes:
         return self._head[0]
@@ -358,7 +381,8 @@ class Delivery:
         self.counters.queued = self._queue.qsize()
         return item
 
-    def _handle(self, item: dict) -> None:
+    def _handle(self, item: dict, keep: bool = False) -> None:
+        """Format an item and send its payloads (or, with `keep`, only put them in the backlog)."""
         try:
             payloads = self.formatter.payloads(item, self.clock())
         except Exception as exc:  # noqa: BLE001 - one odd alert must not stop the output
@@ -366,7 +390,10 @@ class Delivery:
             self.warn(f"cannot format an alert: {type(exc).__name__}: {exc}")
             return
         for payload in payloads:
-            self._submit(payload)
+            if keep:
+                self._keep(payload)
+            else:
+                self._submit(payload)
 
     def _submit(self, payload: bytes, refresh: bool = False) -> None:
         """Send now if nothing waits before it; else keep it, in order, in the backlog.
@@ -415,22 +442,37 @@ class Delivery:
         """Send the backlog in order while the receiver takes it."""
         if not len(self.backlog) or self.clock() < self._retry_at:
             return
+        # An attempt may wait out the timeout: the queue goes to the backlog first, so the
+        # main loop has the whole queue to fill meanwhile.
+        self._drain_queue()
         while len(self.backlog) and not self._stopping.is_set():
-            try:
-                payload = self.backlog.head()
-            except OSError as exc:  # a spool file gone or unreadable: skip it, counted
-                self.backlog.pop()
-                self.counters.add(dropped="spool_full")
-                self.warn(f"cannot read a spooled payload: {exc}")
-                continue
-            if not self._try(payload):
+            if not self._try(self.backlog.head()):
                 break
             self.backlog.pop()
-            self.counters.backlog = len(self.backlog)
+            self._note_backlog()
             if not len(self.backlog):
                 self._drained()
             if not self._queue.empty():
                 return  # new items first go behind the backlog, in order; then carry on
+
+    def _drain_queue(self) -> None:
+        """Every queued item into the backlog, in order, without sending."""
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                self._handle(item, keep=True)
+        self.counters.queued = 0
+
+    def _note_backlog(self) -> None:
+        lost = getattr(self.backlog, "lost", 0)
+        if lost:
+            self.backlog.lost = 0
+            self.counters.add(dropped="spool_full", n_dropped=lost)
+            self.warn(f"{lost} spooled payload(s) could not be read back")
+        self.counters.backlog = len(self.backlog)
 
     def _drained(self) -> None:
         """The receiver took the whole backlog: re-send current state at once (periodic
@@ -439,19 +481,17 @@ class Delivery:
             self._submit(payload, refresh=True)
 
     def _finish(self) -> None:
-        """At shutdown: the queue goes behind the backlog; a disk spool keeps what is left."""
-        leftovers: list[dict] = []
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
+        """At shutdown: the queue goes behind the backlog, which is then sent while the
+        receiver takes it and time remains; a disk spool keeps what is left for the next
+        start (already there should the agent exit mid-send), a memory one counts it."""
+        deadline = self.clock() + SHUTDOWN_S
+        self._drain_queue()
+        while len(self.backlog) and self.clock() < deadline and self._failures == 0:
+            if not self._try(self.backlog.head()):
                 break
-            if item is not None:
-                leftovers.append(item)
-        self.counters.queued = 0
-        for item in leftovers:
-            self._handle(item)
+            self.backlog.pop()
         if not isinstance(self.backlog, DiskSpool) and len(self.backlog):
             self.counters.add(dropped="shutdown", n_dropped=len(self.backlog))
-        self.counters.backlog = len(self.backlog) if isinstance(self.backlog, DiskSpool) else 0
-
+            self.counters.backlog = 0
+        else:
+            self._note_backlog()

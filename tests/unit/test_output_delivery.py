@@ -94,6 +94,30 @@ def test_a_spool_left_by_a_stopped_agent_is_delivered_first_by_the_next(receiver
     assert seqs(receiver) == [0, 1, 2, 3]
 
 
+def test_alerts_queued_behind_a_receiver_that_never_answers_are_spooled_at_stop_and_sent_by_the_next_agent(
+        receiver, tmp_path):
+    import socket
+
+    with socket.socket() as silent:  # accepts connections and never answers: each attempt times out
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        stuck = Delivery("webhook", WebhookFormat("info"), HttpPoster(f"http://127.0.0.1:{silent.getsockname()[1]}/", 1.0),
+                         queue_size=100, backlog=DiskSpool(tmp_path / "spool", 1 << 20), retry=FAST,
+                         counters=OutputCounters("webhook"), warn=[].append).start()
+        for n in range(10):
+            stuck.offer(alert(n))
+        stuck.stop()
+        stuck.join(10)
+    assert len(DiskSpool(tmp_path / "spool", 1 << 20)) == 10
+    assert sum(stuck.counters.snapshot().dropped.values()) == 0
+    receiver.up()
+    after = webhook(receiver, DiskSpool(tmp_path / "spool", 1 << 20)).start()
+    wait_until(lambda: len(receiver.bodies()) == 10, 20, "the 10 spooled alerts delivered")
+    after.stop()
+    after.join(5)
+    assert seqs(receiver) == list(range(10))
+
+
 def test_offer_never_blocks_and_counts_what_a_full_queue_drops(receiver):
     out = webhook(receiver, MemorySpool(10), queue_size=5)  # worker not started: nothing drains the queue
     started = time.monotonic()
