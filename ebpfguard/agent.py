@@ -171,7 +171,9 @@ class Agent:
         if nvml is None:
             print(f"ebpfguard: GPU usage from NVML is off: {why}", file=self.log, flush=True)
             return None
-        return GpuWatcher(nvml, config["sandbox"], config["gpu"]["poll_interval_s"])
+        enricher = self.pipeline.enricher
+        return GpuWatcher(nvml, lambda sample: enricher.gpu_event(sample, cgroup_path_of_pid(sample["pid"])),
+                          config["gpu"]["poll_interval_s"])
 
     def stop(self, *_args) -> None:
         self._stop = True
@@ -237,14 +239,13 @@ class Agent:
     def poll_gpus(self) -> None:
         """NVML samples, when due, as `gpu` events through the same pipeline."""
         try:
-            samples = self.gpus.poll_if_due()
+            events = self.gpus.poll_if_due()
         except Exception as exc:  # noqa: BLE001 - the driver can fail; the agent goes on
             self.stats.drop("gpu", "nvml_error")
             self.warnings.warn("gpu", f"NVML poll failed: {exc}")
             return
-        enricher = self.pipeline.enricher
-        for sample in samples:
-            self.pipeline.emit(enricher.gpu_event(sample, cgroup_path_of_pid(sample["pid"])), None)
+        for event in events:
+            self.pipeline.emit(event, None)
 
     def check_losses(self) -> None:
         """Fold the kernel's loss counters into stats, warning when they grew."""
