@@ -105,12 +105,15 @@ def test_every_metric_of_the_contract_is_exposed_with_its_labels():
     h.emit("exec", "sandbox-a", 10)
     h.pipeline.write_action({"kind": "action", "action": "block-flow", "rule": "miner.stratum",
                              "sandbox": {"name": "sandbox-a"}, "outcome": "done"})
+    h.stats.count_sandbox_flood("sandbox-a", {"connect": 5}, {"net": 2})
     families = {f.name: f for f in text_string_to_metric_families(h.text())}
     # The parser strips _total from counter family names.
     expected = {
         "ebpfguard_events": ("counter", {"kind", "sandbox"}),
         "ebpfguard_alerts": ("counter", {"rule", "severity", "sandbox"}),
         "ebpfguard_events_lost": ("counter", {"probe"}),
+        "ebpfguard_events_held_back": ("counter", {"kind", "sandbox"}),
+        "ebpfguard_events_lost_by_sandbox": ("counter", {"probe", "sandbox"}),
         "ebpfguard_events_dropped": ("counter", {"stage", "reason"}),
         "ebpfguard_pipeline_latency_seconds": ("histogram", set()),
         "ebpfguard_sandboxes": ("gauge", set()),
