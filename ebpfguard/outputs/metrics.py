@@ -46,6 +46,17 @@ LATENCY = MetricSpec("ebpfguard_pipeline_latency_seconds", "histogram",
 SANDBOXES = MetricSpec("ebpfguard_sandboxes", "gauge", "Sandboxes with a live process.")
 PROBE_UP = MetricSpec("ebpfguard_probe_up", "gauge",
                       "1 while the probe family is loaded and attached, else 0.", ("probe",))
+PROBE_ATTACHED = MetricSpec("ebpfguard_probe_attached", "gauge",
+                            "1 while every program of the probe family is still attached where the "
+                            "agent attached it (checked every second), else 0.", ("probe",))
+LAST_EVENT = MetricSpec("ebpfguard_last_event_timestamp_seconds", "gauge",
+                        "Unix time the agent last wrote an event (absent before the first): a "
+                        "stalled or blinded agent stops moving it.")
+LINEAGE_PROCESSES = MetricSpec("ebpfguard_lineage_processes", "gauge",
+                               "Processes the kernel's lineage map holds a sandbox for (docs/lineage.md).")
+LINEAGE_EVICTIONS = MetricSpec("ebpfguard_lineage_evictions_total", "counter",
+                               "Lineage entries the kernel's LRU pushed out to make room (those "
+                               "processes fall back to the cgroup they are in).")
 BUILD_INFO = MetricSpec("ebpfguard_build_info", "gauge", "Always 1; the agent's version is a label.", ("version",))
 
 GPU_MEMORY = MetricSpec("ebpfguard_gpu_memory_bytes", "gauge",
@@ -55,7 +66,8 @@ GPU_UTILIZATION = MetricSpec("ebpfguard_gpu_utilization_ratio", "gauge",
                              "Share of a GPU's SM time used by a sandbox's processes (NVML, 0 to 1).",
                              ("sandbox", "gpu"))
 
-METRICS = (EVENTS, ALERTS, LOST, DROPPED, LATENCY, SANDBOXES, PROBE_UP, BUILD_INFO, GPU_MEMORY, GPU_UTILIZATION)
+METRICS = (EVENTS, ALERTS, LOST, DROPPED, LATENCY, SANDBOXES, PROBE_UP, PROBE_ATTACHED, LAST_EVENT,
+           LINEAGE_PROCESSES, LINEAGE_EVICTIONS, BUILD_INFO, GPU_MEMORY, GPU_UTILIZATION)
 
 
 class ProbeView(Protocol):
@@ -66,6 +78,12 @@ class ProbeView(Protocol):
     def kernel_lost(self) -> Mapping[str, int]: ...
 
     def gpu_usage(self) -> Sequence[SandboxGpuUsage]: ...
+
+    def probe_attached(self) -> Mapping[str, bool]: ...
+
+    def last_event_time(self) -> Optional[float]: ...
+
+    def lineage_counts(self) -> Optional[tuple[int, int, int]]: ...
 
 
 def new_family(spec: MetricSpec) -> Metric:
@@ -114,9 +132,27 @@ class AgentCollector:
         up = self.probes.probe_up()
         for family in self.families:
             probe_up.add_metric([family], 1 if up.get(family) else 0)
+        attached_family = new_family(PROBE_ATTACHED)
+        attached = self.probes.probe_attached()
+        for family in self.families:
+            attached_family.add_metric([family], 1 if attached.get(family) else 0)
         build = new_family(BUILD_INFO)
         build.add_metric([self.version], 1)
-        return [events, alerts, lost, dropped, latency, sandboxes, probe_up, build, *self._gpu_families()]
+        return [events, alerts, lost, dropped, latency, sandboxes, probe_up, attached_family,
+                *self._liveness_families(), build, *self._gpu_families()]
+
+    def _liveness_families(self) -> list[Metric]:
+        last_event = new_family(LAST_EVENT)
+        when = self.probes.last_event_time()
+        if when is not None:
+            last_event.add_metric([], when)
+        processes, evictions = new_family(LINEAGE_PROCESSES), new_family(LINEAGE_EVICTIONS)
+        counts = self.probes.lineage_counts()
+        if counts is not None:
+            inserts, deletes, live = counts
+            processes.add_metric([], live)
+            evictions.add_metric([], max(0, inserts - deletes - live))
+        return [last_event, processes, evictions]
 
     def _gpu_families(self) -> list[Metric]:
         memory: dict = defaultdict(int)
