@@ -27,9 +27,11 @@ from ebpfguard.enrich.pods import PodDirectory
 from ebpfguard.enrich.proctable import ProcessTable
 from ebpfguard.enrich.sandbox import CgroupIndex
 from ebpfguard.enrich.sandbox_tracker import SandboxTracker
+from ebpfguard.outputs.delivery import OutputSnapshot
 from ebpfguard.outputs.eventsocket import EventSocket
-from ebpfguard.outputs.sdnotify import Notifier
+from ebpfguard.outputs.forward import Forwarders
 from ebpfguard.outputs.history import HistoryBounds, SandboxHistory
+from ebpfguard.outputs.sdnotify import Notifier
 from ebpfguard.outputs.sinks import FanOut, JsonLinesSink, Sink
 from ebpfguard.outputs.stats import PipelineStats, RateLimitedWarnings
 from ebpfguard.enrich.wire.dns import DnsParseError
@@ -105,6 +107,10 @@ class Pipeline:
             self.stats.drop("detect", "error")
             self.warnings.warn("detect", f"detection failed on a {event['kind']} event: {type(exc).__name__}: {exc}")
             return
+        self.write_alerts(alerts)
+
+    def write_alerts(self, alerts: list) -> None:
+        """Count and write alerts (those of an event, or those that came later)."""
         for alert in alerts:
             self.stats.count_alert(alert["rule"], alert["severity"], self.sandboxes.label(alert["sandbox"]["name"]))
             self.sink.write(alert)
@@ -115,8 +121,11 @@ class Agent:
 
     def __init__(self, config: Mapping, output: Optional[str], cgroup_root: str,
                  detect: Optional[Detect] = None, log: TextIO = sys.stderr,
-                 socket_path: Optional[str] = None) -> None:
+                 socket_path: Optional[str] = None, late_alerts: Optional[Callable[[], list]] = None) -> None:
+        """`late_alerts` returns alerts whose detection finished after their event (the
+        executable scanner's); the main loop collects them between drains."""
         self.config = config
+        self.late_alerts = late_alerts
         self.log = log
         self.cgroup_root = cgroup_root
         self.stats = PipelineStats()
@@ -144,6 +153,10 @@ class Agent:
             viewers = EventSocket.open(socket_path, self.stats, config["viewer"]["buffer_bytes"],
                                        config["viewer"]["max_viewers"])
             self.sink = FanOut(self.sink, viewers)
+        # Alertmanager, Falco, syslog, webhooks: after the JSON Lines, each on its own thread.
+        self.outputs = Forwarders.from_config(config.get("outputs"), config["logging"]["warn_interval_s"], log)
+        if self.outputs:
+            self.sink = FanOut(self.sink, self.outputs)
         self.sandboxes = SandboxTracker(
             max_labels=config["metrics"]["max_sandbox_labels"],
             retention_s=config["metrics"]["sandbox_label_retention_s"],
@@ -167,7 +180,9 @@ class Agent:
         if nvml is None:
             print(f"ebpfguard: GPU usage from NVML is off: {why}", file=self.log, flush=True)
             return None
-        return GpuWatcher(nvml, config["sandbox"], config["gpu"]["poll_interval_s"])
+        enricher = self.pipeline.enricher
+        return GpuWatcher(nvml, lambda sample: enricher.gpu_event(sample, cgroup_path_of_pid(sample["pid"])),
+                          config["gpu"]["poll_interval_s"])
 
     def stop(self, *_args) -> None:
         self._stop = True
@@ -192,6 +207,7 @@ class Agent:
                 # An empty drain stretches the next wait (up to idle_ms): an idle host should
                 # not cost a hundred wakeups a second. Any record brings the short wait back.
                 wait_ms = busy_ms if probes.drain(wait_ms) else min(idle_ms, wait_ms * 2)
+                self.collect_late_alerts()
                 now = time.monotonic()
                 self.sink.flush_if_due(now)
                 if now >= next_housekeeping:
@@ -248,6 +264,18 @@ class Agent:
                 return self.probes.lineage_counts()
         return None
 
+    def collect_late_alerts(self) -> None:
+        """Write the alerts detectors finished off the hot path since the last call."""
+        if self.late_alerts is None:
+            return
+        try:
+            alerts = self.late_alerts()
+        except Exception as exc:  # noqa: BLE001 - as for any detection error
+            self.stats.drop("detect", "error")
+            self.warnings.warn("detect", f"collecting late alerts failed: {type(exc).__name__}: {exc}")
+            return
+        self.pipeline.write_alerts(alerts)
+
     def summary(self) -> dict:
         """What went through, and what was lost (kernel) or dropped (userspace), by cause."""
         snap = self.stats.snapshot()
@@ -261,14 +289,13 @@ class Agent:
     def poll_gpus(self) -> None:
         """NVML samples, when due, as `gpu` events through the same pipeline."""
         try:
-            samples = self.gpus.poll_if_due()
+            events = self.gpus.poll_if_due()
         except Exception as exc:  # noqa: BLE001 - the driver can fail; the agent goes on
             self.stats.drop("gpu", "nvml_error")
             self.warnings.warn("gpu", f"NVML poll failed: {exc}")
             return
-        enricher = self.pipeline.enricher
-        for sample in samples:
-            self.pipeline.emit(enricher.gpu_event(sample, cgroup_path_of_pid(sample["pid"])), None)
+        for event in events:
+            self.pipeline.emit(event, None)
 
     def check_losses(self) -> None:
         """Fold the kernel's loss counters into stats, warning when they grew."""
@@ -282,6 +309,10 @@ class Agent:
         """End the series of sandboxes gone long enough, freeing their label values."""
         for label in self.sandboxes.expire():
             self.stats.forget_sandbox(label)
+
+    def output_counts(self) -> list[OutputSnapshot]:
+        """Each configured output's sent, failed and dropped counts and queue depth."""
+        return self.outputs.counters()
 
     def gpu_usage(self) -> list:
         """The latest per-sandbox GPU usage from NVML (empty without it)."""

@@ -132,11 +132,13 @@ def run(config_path: Optional[Path], rule_files: tuple[Path, ...], output: Optio
     logging.basicConfig(format="ebpfguard: %(levelname)s: %(message)s", level=logging.WARNING)
     try:
         agent = Agent(config, output, cgroup_root, detect=engine.process,
-                      socket_path=None if socket_path == "none" else socket_path)
+                      socket_path=None if socket_path == "none" else socket_path, late_alerts=engine.poll)
     except SocketBusy as exc:
         fail(f"{exc} (stop it, or give this agent another --socket)")
     except OSError as exc:
         fail(f"cannot open {exc.filename or output}: {exc.strerror}")
+    except ValueError as exc:  # an output's settings went bad since the config was read
+        fail(f"{config_path}: {exc}")
     server = None if metrics_address is None else _serve_metrics(agent, *metrics_address)
     try:
         agent.run()
@@ -155,7 +157,8 @@ def _serve_metrics(agent: "Agent", host: str, port: int) -> "MetricsServer":
     from ebpfguard.outputs.metrics import AgentCollector, MetricsAddressError, MetricsServer
 
     registry = CollectorRegistry()
-    registry.register(AgentCollector(agent.stats, agent.sandboxes, agent, tuple(PROBE_FAMILIES), __version__))
+    registry.register(AgentCollector(agent.stats, agent.sandboxes, agent, tuple(PROBE_FAMILIES), __version__,
+                                     outputs=agent.output_counts))
     try:
         server = MetricsServer(host, port, registry)
     except MetricsAddressError as exc:
@@ -310,7 +313,7 @@ def replay(events: BinaryIO, config_path: Optional[Path], rule_files: tuple[Path
 
 @main.group()
 def rules() -> None:
-    """Detection rules: list them, check a rules file."""
+    """Detection rules: list them, check a rules file, run its examples (docs/rules.md)."""
 
 
 @rules.command("list")
@@ -328,20 +331,54 @@ def rules_list(rule_files: tuple[Path, ...]) -> None:
 @rules.command("lint")
 @click.argument("rule_file", metavar="FILE", type=click.Path(path_type=Path))
 def rules_lint(rule_file: Path) -> None:
-    """Check a rules file on top of the shipped rules.
+    """Check a rules file on top of the shipped rules: YAML, fields, operators, types.
 
-    Prints each problem as FILE:LINE: message. Exit 0 if clean, 1 if problems, 2 if unreadable.
+    Prints each problem as FILE:LINE: message (FILE:LINE:COLUMN inside a condition or an
+    output template). Exit 0 if clean, 1 if problems, 2 if unreadable.
     """
     from ebpfguard.detect.engine import RulesError, load_rules
 
-    try:
-        rule_file.read_bytes().decode("utf-8")
-    except (OSError, UnicodeDecodeError) as problem:
-        click.echo(f"{rule_file}: cannot read: {problem}", err=True)
-        sys.exit(2)
+    _readable_or_exit(rule_file)
     try:
         load_rules([rule_file])
     except RulesError as problems:
         click.echo(str(problems))
-        sys.exit(1)
+        sys.exit(EXIT_FINDINGS)
     click.echo(f"{rule_file}: ok")
+
+
+@rules.command("test")
+@click.argument("rule_file", metavar="FILE", type=click.Path(path_type=Path))
+@config_option
+def rules_test(rule_file: Path, config_path: Optional[Path]) -> None:
+    """Run the `examples` of the rules in FILE and print a pass/fail table.
+
+    Exit 0 if every example passes, 1 if one fails, 2 if the file does not load.
+    """
+    from ebpfguard.detect.config import DetectConfigError
+    from ebpfguard.detect.engine import RulesError, load_rules
+    from ebpfguard.detect.ruletest import format_results, run_examples
+
+    _readable_or_exit(rule_file)
+    config = config_or_fail(config_path)
+    try:
+        loaded = load_rules([rule_file])
+        results = run_examples(loaded, rule_file, config["detect"])
+    except RulesError as problems:
+        click.echo(str(problems), err=True)
+        sys.exit(EXIT_USAGE)
+    except DetectConfigError as problem:
+        fail(str(problem))
+    if not results:
+        click.echo(f"{rule_file}: no rule in it has examples")
+        return
+    click.echo(format_results(results))
+    sys.exit(EXIT_OK if all(result.passed for result in results) else EXIT_FINDINGS)
+
+
+def _readable_or_exit(rule_file: Path) -> None:
+    try:
+        rule_file.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as problem:
+        click.echo(f"{rule_file}: cannot read: {problem}", err=True)
+        sys.exit(EXIT_USAGE)

@@ -41,10 +41,27 @@ def load_config(path: Optional[Path] = None) -> Config:
         raise ConfigError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
     if node is None:
         return config
-    return _overlay(config, node, str(path), "")
+    lines: dict[str, int] = {}
+    merged = _overlay(config, node, str(path), "", lines)
+    _check_sections(merged, str(path), lines)
+    return merged
 
 
-def _overlay(base: Mapping[str, Any], node: yaml.Node, path: str, prefix: str) -> dict:
+def _check_sections(config: Config, path: str, lines: Mapping[str, int]) -> None:
+    """Checks that need more than a type: each names the dotted key it found wrong."""
+    from ebpfguard.outputs.settings import OutputConfigError, check_outputs
+
+    try:
+        check_outputs(config.get("outputs"))
+    except OutputConfigError as exc:
+        key = exc.key
+        while key not in lines and "." in key:  # a default the user left: point at its section
+            key = key.rsplit(".", 1)[0]
+        where = f"{path}:{lines[key]}" if key in lines else path
+        raise ConfigError(f"{where}: '{exc.key}': {exc.message}") from None
+
+
+def _overlay(base: Mapping[str, Any], node: yaml.Node, path: str, prefix: str, lines: dict) -> dict:
     if not isinstance(node, yaml.MappingNode):
         raise ConfigError(f"{path}:{node.start_mark.line + 1}: {prefix or 'the file'} must be a mapping")
     merged = copy.deepcopy(dict(base))
@@ -52,12 +69,13 @@ def _overlay(base: Mapping[str, Any], node: yaml.Node, path: str, prefix: str) -
         key = key_node.value
         dotted = f"{prefix}{key}"
         line = key_node.start_mark.line + 1
+        lines[dotted] = line
         if key not in base:
             known = ", ".join(sorted(base)) or "none"
             raise ConfigError(f"{path}:{line}: unknown key '{dotted}' (known here: {known})")
         default = base[key]
         if isinstance(default, dict):
-            merged[key] = _overlay(default, value_node, path, dotted + ".")
+            merged[key] = _overlay(default, value_node, path, dotted + ".", lines)
             continue
         value = yaml.safe_load(yaml.serialize(value_node))
         if not _same_type(default, value):

@@ -37,10 +37,12 @@ apt_has() {
 
 agent_pkgs=(python3 python3-venv python3-pip python3-bpfcc)
 # prometheus: promtool (rules checks, rule unit tests, check metrics) and a real server for the
-# metrics tests; curl: fetching the endpoint as an operator would.
+# metrics tests; curl: fetching the endpoint as an operator would; prometheus-alertmanager
+# (with amtool) and rsyslog: real receivers for the alert outputs, started by the tests on
+# loopback with temp configs (never the host's syslog); openssl: test certificates for TLS.
 test_pkgs=(gcc libc6-dev bpftool openssh-server openssh-client iproute2 procps tmux
            util-linux systemd logrotate vagrant liburing-dev  # setpriv, systemd-analyze, logrotate -d, vagrant validate, io_uring
-           prometheus curl)
+           prometheus curl prometheus-alertmanager rsyslog openssl)
 apt_install "${agent_pkgs[@]}"
 [ $want_test -eq 1 ] && apt_install "${test_pkgs[@]}"
 

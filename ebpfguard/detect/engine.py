@@ -1,6 +1,8 @@
 """The detection engine: events in, complete `alert` events out.
 
-One instance of each enabled rule's detector, dispatched by event kind; findings become alerts
+One instance of each enabled rule's detector, dispatched by event kind, and each enabled
+condition rule, indexed by the event kinds its condition can match (compiled once, when the
+rules load; a condition that names no kind runs for every event). Findings become alerts
 with the rule's severity and tags, minus those an allowlist (the rule's `allow`, the config's
 `detect.allow`) covers, and minus repeats (same rule, sandbox, pid and evidence within the
 de-duplication window, by the events' own times; a finding may name what makes it the same
@@ -18,7 +20,9 @@ from typing import Any, Mapping, Optional
 
 from ebpfguard.clock import event_time_ns, rfc3339_ns
 from ebpfguard.detect.config import DetectConfig, parse_detect_config
+from ebpfguard.detect.fields import EventView, FieldEnv
 from ebpfguard.detect.registry import DETECTORS, Detector, Event, Finding, ReadProcessFile, RuleContext
+from ebpfguard.detect.ruleindex import RuleIndex
 from ebpfguard.detect.rulefile import SEVERITIES, Rule, RuleSet, RulesError, load_rules
 
 __all__ = ["DetectionEngine", "RuleSet", "RulesError", "load_rules", "event_time_ns"]
@@ -38,13 +42,24 @@ class DetectionEngine:
     ) -> None:
         self.config: DetectConfig = parse_detect_config(config)
         self._by_kind: dict[str, list[tuple[Rule, Detector]]] = {}
+        instances: dict[str, Detector] = {}
+        conditions: list[Rule] = []
+        self._pollers: list[tuple[Rule, Detector]] = []
         for rule in rules.rules:
             if not rule.enabled:
                 continue
+            if rule.condition is not None:
+                conditions.append(rule)
+                continue
             cls = DETECTORS[rule.id]
             instance = cls(RuleContext(rule_id=rule.id, params=rule.params, lists=rules.lists, read_file=read_file))
+            instances[rule.id] = instance
+            if cls.poll is not Detector.poll:
+                self._pollers.append((rule, instance))
             for kind in cls.kinds:
                 self._by_kind.setdefault(kind, []).append((rule, instance))
+        self._conditions = RuleIndex(conditions)
+        self._fields = FieldEnv(instances, lambda rule_id: _standalone_detector(rules, rule_id, read_file))
         self._dedup = _Deduplicator(self.config.dedup_window_ns, self.config.dedup_max_keys)
 
     def process(self, event: Event) -> list[dict]:
@@ -59,12 +74,51 @@ class DetectionEngine:
             for finding in findings:
                 if self._allowed(rule, event):
                     break
-                severity = finding.severity or rule.severity
-                if self._dedup.is_repeat(_dedup_key(rule, event, finding), event_time_ns(event.get("time")),
-                                         SEVERITY_RANK.get(severity, len(SEVERITY_RANK))):
-                    continue
-                alerts.append(_alert(rule, finding, event, severity))
+                alerts.extend(self._unless_repeat(rule, finding, event))
+        if not self._conditions.empty:
+            alerts.extend(self._condition_alerts(event))
         return alerts
+
+    def _condition_alerts(self, event: Event) -> list[dict]:
+        alerts = []
+        view = EventView(event, self._fields)
+        # Rules filed under the event's kind may skip their `kind` comparisons.
+        indexed = self._conditions.kind_known(event.get("kind"))
+        for rule in self._conditions.for_event(event):
+            compiled = rule.condition.compiled
+            try:
+                if not (compiled.indexed_test if indexed and compiled.kinds else compiled.matches)(view):
+                    continue
+                finding = rule.condition.finding(view, rule.description)
+            except Exception:  # a field's detector code failing must not stop the other rules
+                log.exception("condition rule %s failed on an event", rule.id)
+                continue
+            if not self._allowed(rule, event):
+                alerts.extend(self._unless_repeat(rule, finding, event))
+        return alerts
+
+    def poll(self) -> list[dict]:
+        """Alerts whose findings came after their event (`Detector.poll`); call it often."""
+        alerts = []
+        for rule, instance in self._pollers:
+            try:
+                late = list(instance.poll())
+            except Exception:  # as in process(): one detector's bug must not stop the others
+                log.exception("detector %s failed while polling", rule.id)
+                continue
+            for event, finding in late:
+                if not self._allowed(rule, event):
+                    alerts.extend(self._unless_repeat(rule, finding, event))
+        return alerts
+
+    def _unless_repeat(self, rule: Rule, finding: Finding, event: Event) -> list[dict]:
+        """The finding's alert, or nothing when the same one alerted within the window at this
+        severity or a higher one."""
+        severity = finding.severity or rule.severity
+        if self._dedup.is_repeat(_dedup_key(rule, event, finding), event_time_ns(event.get("time")),
+                                 SEVERITY_RANK.get(severity, len(SEVERITY_RANK))):
+            return []
+        return [_alert(rule, finding, event, severity)]
 
     def _allowed(self, rule: Rule, event: Event) -> bool:
         if any(condition.matches(event) for condition in rule.allow):
@@ -72,7 +126,16 @@ class DetectionEngine:
         return any(entry.rules.match(rule.id) and entry.condition.matches(event) for entry in self.config.allow)
 
 
-def _alert(rule: Rule, finding: Finding, event: Event, severity: str) -> dict:
+def _standalone_detector(rules: RuleSet, rule_id: str, read_file: Optional[ReadProcessFile]) -> Optional[Detector]:
+    """A detector for fields whose rule the engine does not run (disabled): its code, its params."""
+    rule = rules.get(rule_id)
+    if rule is None or rule_id not in DETECTORS:
+        return None
+    return DETECTORS[rule_id](RuleContext(rule_id=rule_id, params=rule.params, lists=rules.lists, read_file=read_file))
+
+
+def _alert(rule: Rule, finding: Finding, event: Event, severity: Optional[str] = None) -> dict:
+    """The alert event; `severity` defaults to the finding's, else the rule's."""
     return {
         "kind": "alert",
         "time": event.get("time") or _now_rfc3339(),
@@ -80,7 +143,7 @@ def _alert(rule: Rule, finding: Finding, event: Event, severity: str) -> dict:
         "sandbox": event.get("sandbox"),
         "process": event.get("process"),
         "rule": rule.id,
-        "severity": severity,
+        "severity": severity or finding.severity or rule.severity,
         "summary": finding.summary,
         "tags": list(rule.tags),
         "evidence": dict(finding.evidence),

@@ -63,6 +63,17 @@ class Hint:
         return {"hint": self.hint, "weight": self.weight, "match": self.match[:MAX_MATCH_CHARS], "source": self.source}
 
 
+@dataclass(frozen=True)
+class Assessment:
+    """One command of an exec, scored: `needed` is the bar it must reach to alert."""
+
+    score: int
+    needed: int
+    binary: str
+    hints: list
+    command: Command
+
+
 @detector("miner.exec", kinds=("exec",))
 class MinerExec(Detector):
     """Scores every command an exec would run; alerts on the best one that reaches the bar."""
@@ -101,24 +112,16 @@ class MinerExec(Detector):
         self.system_dirs = tuple(directory.rstrip("/") + "/" for directory in params["system_dirs"])
         if self.min_score < 1 or self.inert_factor < 1:
             raise ValueError("min_score and inert_factor must be at least 1")
+        self._assessed: Optional[tuple[Event, tuple[Assessment, ...]]] = None
 
     def on_event(self, event: Event) -> Iterable[Finding]:
-        process = event.get("process") or {}
-        argv = process.get("argv") or event.get("argv") or ()
-        if not isinstance(argv, (list, tuple)) or not argv:
-            return
-        best: Optional[tuple[int, int, str, list[Hint], Command]] = None
-        for index, command in enumerate(commands_of([str(arg) for arg in argv])):
-            hints = self.command_hints(command)
-            if index == 0:
-                hints += self.exec_hints(event, command)
-            score = _score(hints)
-            needed = self.min_score * (self.inert_factor if self._is_inert(command, hints) else 1)
-            if score >= needed and (best is None or score > best[0]):
-                best = (score, needed, _binary(hints), hints, command)
+        best = None
+        for assessed in self.assess(event):
+            if assessed.score >= assessed.needed and (best is None or assessed.score > best.score):
+                best = assessed
         if best is None:
             return
-        score, needed, binary, hints, command = best
+        score, needed, binary, hints, command = best.score, best.needed, best.binary, best.hints, best.command
         named = binary or program_name(command.argv[0])
         reasons = ", ".join(dict.fromkeys(hint.hint for hint in hints))
         yield Finding(
@@ -131,6 +134,24 @@ class MinerExec(Detector):
                 "command": list(command.argv[:64]),
             },
         )
+
+    def assess(self, event: Event) -> tuple["Assessment", ...]:
+        """Every command the exec would run, scored; remembered for the last event, so the
+        rule and user conditions over `exec.miner.*` score an event once between them."""
+        if self._assessed is not None and self._assessed[0] is event:
+            return self._assessed[1]
+        process = event.get("process") or {}
+        argv = process.get("argv") or event.get("argv") or ()
+        assessed: list[Assessment] = []
+        if isinstance(argv, (list, tuple)) and argv:
+            for index, command in enumerate(commands_of([str(arg) for arg in argv])):
+                hints = self.command_hints(command)
+                if index == 0:
+                    hints += self.exec_hints(event, command)
+                needed = self.min_score * (self.inert_factor if self._is_inert(command, hints) else 1)
+                assessed.append(Assessment(_score(hints), needed, _binary(hints), hints, command))
+        self._assessed = (event, tuple(assessed))
+        return self._assessed[1]
 
     # -- hints from a command's argv -----------------------------------------------------------
 

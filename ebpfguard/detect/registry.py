@@ -53,6 +53,11 @@ class Detector:
     def on_event(self, event: Event) -> Iterable[Finding]:
         raise NotImplementedError
 
+    def poll(self) -> Iterable[tuple[Event, Finding]]:
+        """Findings that came later than their event (work done off the hot path), each with
+        the event it is about; the engine calls this between events. Most detectors have none."""
+        return ()
+
 
 DETECTORS: dict[str, type[Detector]] = {}
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Optional, Protocol, Sequence
+from typing import Callable, Iterable, Mapping, Optional, Protocol, Sequence
 
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import (
@@ -19,6 +19,7 @@ from prometheus_client.core import (
 
 from ebpfguard.enrich.gpu import SandboxGpuUsage
 from ebpfguard.enrich.sandbox_tracker import SandboxTracker
+from ebpfguard.outputs.delivery import DROP_REASONS, OutputSnapshot
 from ebpfguard.outputs.stats import KNOWN_DROPS, LATENCY_BUCKETS_S, PipelineStats
 
 DEFAULT_ADDRESS = "127.0.0.1:9477"
@@ -66,8 +67,20 @@ GPU_UTILIZATION = MetricSpec("ebpfguard_gpu_utilization_ratio", "gauge",
                              "Share of a GPU's SM time used by a sandbox's processes (NVML, 0 to 1).",
                              ("sandbox", "gpu"))
 
+OUTPUT_SENT = MetricSpec("ebpfguard_output_sent_total", "counter",
+                         "Payloads an output (alertmanager, falco, syslog, webhook) delivered.", ("output",))
+OUTPUT_FAILED = MetricSpec("ebpfguard_output_failed_total", "counter",
+                           "Delivery attempts that failed (each retry counts); the payload is retried "
+                           "from the backlog unless the receiver refused it for good.", ("output",))
+OUTPUT_DROPPED = MetricSpec("ebpfguard_output_dropped_total", "counter",
+                            "Payloads an output gave up on, by reason: queue_full, spool_full (oldest "
+                            "dropped), rejected (the receiver refused it), shutdown.", ("output", "reason"))
+OUTPUT_QUEUE_DEPTH = MetricSpec("ebpfguard_output_queue_depth", "gauge",
+                                "Payloads waiting for an output: its queue plus its backlog (spool).", ("output",))
+
 METRICS = (EVENTS, ALERTS, LOST, DROPPED, LATENCY, SANDBOXES, PROBE_UP, PROBE_ATTACHED, LAST_EVENT,
-           LINEAGE_PROCESSES, LINEAGE_EVICTIONS, BUILD_INFO, GPU_MEMORY, GPU_UTILIZATION)
+           LINEAGE_PROCESSES, LINEAGE_EVICTIONS, BUILD_INFO, GPU_MEMORY, GPU_UTILIZATION,
+           OUTPUT_SENT, OUTPUT_FAILED, OUTPUT_DROPPED, OUTPUT_QUEUE_DEPTH)
 
 
 class ProbeView(Protocol):
@@ -99,8 +112,11 @@ class AgentCollector:
     """Reads the agent's state at scrape time (a prometheus-client custom collector)."""
 
     def __init__(self, stats: PipelineStats, sandboxes: SandboxTracker, probes: ProbeView,
-                 families: Sequence[str], version: str) -> None:
+                 families: Sequence[str], version: str,
+                 outputs: Callable[[], Sequence[OutputSnapshot]] = tuple) -> None:
+        """`outputs` returns the configured outputs' counters (none by default)."""
         self.stats = stats
+        self.outputs = outputs
         self.sandboxes = sandboxes
         self.probes = probes
         self.families = tuple(families)
@@ -139,7 +155,7 @@ class AgentCollector:
         build = new_family(BUILD_INFO)
         build.add_metric([self.version], 1)
         return [events, alerts, lost, dropped, latency, sandboxes, probe_up, attached_family,
-                *self._liveness_families(), build, *self._gpu_families()]
+                *self._liveness_families(), build, *self._gpu_families(), *self._output_families()]
 
     def _liveness_families(self) -> list[Metric]:
         last_event = new_family(LAST_EVENT)
@@ -153,6 +169,17 @@ class AgentCollector:
             processes.add_metric([], live)
             evictions.add_metric([], max(0, inserts - deletes - live))
         return [last_event, processes, evictions]
+
+    def _output_families(self) -> list[Metric]:
+        sent, failed, dropped, depth = (new_family(spec) for spec in
+                                        (OUTPUT_SENT, OUTPUT_FAILED, OUTPUT_DROPPED, OUTPUT_QUEUE_DEPTH))
+        for snap in self.outputs():  # every reason of every output that is on, at zero from the start
+            sent.add_metric([snap.output], snap.sent)
+            failed.add_metric([snap.output], snap.failed)
+            for reason in DROP_REASONS:
+                dropped.add_metric([snap.output, reason], snap.dropped.get(reason, 0))
+            depth.add_metric([snap.output], snap.queue_depth)
+        return [sent, failed, dropped, depth]
 
     def _gpu_families(self) -> list[Metric]:
         memory: dict = defaultdict(int)

@@ -1,6 +1,6 @@
 """Installs as a user would: `make install` builds the wheel and puts it in a fresh venv
-outside the checkout; that install's `doctor`, `run` and `replay` work from a directory that
-is not the checkout; every file the unit would execute is root's alone; `make uninstall`
+outside the checkout; that install's `doctor`, `run`, `watch` and `replay` work from a
+directory that is not the checkout; every file the unit would execute is root's alone; `make uninstall`
 removes all of it. And `make run` writes only events on stdout (`make run | jq` works).
 
 The install goes to a PREFIX of its own under /opt (root's, like /opt/ebpfguard, and not a
@@ -66,14 +66,39 @@ def test_the_installed_doctor_says_the_agent_can_run(installed, elsewhere):
     assert "the agent can run here" in done.stdout
 
 
-def test_the_installed_agent_runs_from_outside_the_checkout_and_sees_an_exec(installed, elsewhere, make_cgroup):
-    agent = RunningAgent(elsewhere, command=(str(installed.ebpfguard),), cwd=elsewhere)
+def execs_until(sandbox, token: str, seen: threading.Event, alive) -> threading.Thread:
+    """A thread that runs `/bin/true token` in the sandbox until `seen` is set (or `alive()`
+    turns false): a reader may not be listening yet, and a quiet host gives it nothing else."""
+    def run() -> None:
+        while not seen.wait(0.2) and alive():
+            sandbox.run(["/bin/true", token], check=True)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_the_installed_agent_and_viewer_run_from_outside_the_checkout(installed, elsewhere, make_cgroup):
+    sock = elsewhere / "events.sock"
+    agent = RunningAgent(elsewhere, ("--socket", str(sock)), command=(str(installed.ebpfguard),), cwd=elsewhere)
+    viewer = subprocess.Popen([str(installed.ebpfguard), "watch", "--json", "--socket", str(sock)],
+                              cwd=elsewhere, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    sandbox, token, seen = make_cgroup("sandbox-"), marker(), threading.Event()
+    driver = execs_until(sandbox, token, seen, lambda: viewer.poll() is None)
     try:
-        token = marker()
-        make_cgroup("sandbox-").run(["/bin/true", token], check=True)
-        event = agent.wait_for(has_arg(token))
+        event = agent.wait_for(has_arg(token), timeout=30)
         assert event["sandbox"]["runtime"] == "pattern" and event["retval"] == 0
+        for line in viewer.stdout:  # the viewer shows it too
+            if token in line:
+                assert json.loads(line)["process"]["argv"] == ["/bin/true", token]
+                break
+        else:
+            raise AssertionError(f"the viewer ended: {viewer.stderr.read()[-2000:]}")
     finally:
+        seen.set()
+        driver.join()
+        viewer.kill()
+        viewer.wait()
         assert agent.stop() == 0, agent.stderr[-4000:]
     assert "ready" in agent.stderr.splitlines()
 
@@ -144,14 +169,7 @@ def test_make_run_writes_only_json_events_on_stdout(make_cgroup):
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             start_new_session=True)
     sandbox, token, seen = make_cgroup("sandbox-"), marker(), threading.Event()
-
-    def exec_until_seen() -> None:
-        # The agent takes seconds to start, and a quiet host may give it nothing to print.
-        while not seen.wait(0.2) and make.poll() is None:
-            sandbox.run(["/bin/true", token], check=True)
-
-    driver = threading.Thread(target=exec_until_seen, daemon=True)
-    driver.start()
+    driver = execs_until(sandbox, token, seen, lambda: make.poll() is None)
     lines = []
     try:
         for line in make.stdout:

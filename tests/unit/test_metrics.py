@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ebpfguard.agent import Pipeline
+from ebpfguard.outputs.delivery import OutputCounters
 from ebpfguard.outputs.metrics import (
     METRICS, AgentCollector, MetricsAddressError, MetricsServer, parse_address,
 )
@@ -85,7 +86,9 @@ class Harness:
             now_ktime_ns=lambda: self.ktime_now,
         )
         self.registry = CollectorRegistry()
-        self.registry.register(AgentCollector(self.stats, self.sandboxes, probes or Probes(), FAMILIES, "9.9.9"))
+        self.webhook = OutputCounters("webhook")
+        self.registry.register(AgentCollector(self.stats, self.sandboxes, probes or Probes(), FAMILIES, "9.9.9",
+                                              outputs=lambda: [self.webhook.snapshot()]))
 
     @staticmethod
     def detect(event: dict) -> list[dict]:
@@ -130,6 +133,10 @@ def test_every_metric_of_the_contract_is_exposed_with_its_labels():
         "ebpfguard_build_info": ("gauge", {"version"}),
         "ebpfguard_gpu_memory_bytes": ("gauge", {"sandbox", "gpu"}),
         "ebpfguard_gpu_utilization_ratio": ("gauge", {"sandbox", "gpu"}),
+        "ebpfguard_output_sent": ("counter", {"output"}),
+        "ebpfguard_output_failed": ("counter", {"output"}),
+        "ebpfguard_output_dropped": ("counter", {"output", "reason"}),
+        "ebpfguard_output_queue_depth": ("gauge", {"output"}),
     }
     assert {spec.name.removesuffix("_total") for spec in METRICS} == set(expected)
     for name, (kind, labels) in expected.items():
@@ -161,6 +168,19 @@ def test_known_loss_drop_and_probe_series_exist_at_zero_before_anything_happens(
     assert (("reason", "write_error"), ("stage", "output")) in dropped and set(dropped.values()) == {0.0}
     assert h.samples("ebpfguard_probe_up") == {(("probe", f),): 1.0 for f in FAMILIES}
     assert h.samples("ebpfguard_build_info") == {(("version", "9.9.9"),): 1.0}
+
+
+def test_output_series_exist_at_zero_for_a_configured_output_and_follow_its_counters():
+    h = Harness()
+    assert h.samples("ebpfguard_output_dropped_total") == {
+        (("output", "webhook"), ("reason", reason)): 0.0 for reason in ("queue_full", "spool_full", "rejected", "shutdown")}
+    h.webhook.add(sent=3, failed=2)
+    h.webhook.add(dropped="spool_full", n_dropped=4)
+    h.webhook.backlog = 5
+    assert h.samples("ebpfguard_output_sent_total") == {(("output", "webhook"),): 3.0}
+    assert h.samples("ebpfguard_output_failed_total") == {(("output", "webhook"),): 2.0}
+    assert h.samples("ebpfguard_output_dropped_total")[(("output", "webhook"), ("reason", "spool_full"))] == 4.0
+    assert h.samples("ebpfguard_output_queue_depth") == {(("output", "webhook"),): 5.0}
 
 
 def test_lost_events_are_read_from_the_kernel_counters_at_scrape_time():

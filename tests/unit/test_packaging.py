@@ -20,10 +20,13 @@ PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 
 
 def shipped_files() -> set[str]:
-    """Package-relative paths every install must have, as the wheel names them."""
+    """Paths every install must have, as the wheel names them: the probes, and every file of
+    the package that is not Python (rules, YARA signatures, the default config...)."""
     probes = {f"ebpfguard/bpf/{p.name}" for p in (REPO / "bpf").iterdir() if p.suffix in (".c", ".h")}
-    rules = {f"ebpfguard/rules/{p.name}" for p in (REPO / "ebpfguard" / "rules").glob("*.yaml")}
-    return probes | rules | {"ebpfguard/default_config.yaml", "ebpfguard/bpf/__init__.py"}
+    data = {str(p.relative_to(REPO)) for p in (REPO / "ebpfguard").rglob("*")
+            if p.is_file() and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts}
+    assert "ebpfguard/default_config.yaml" in data and "ebpfguard/rules/miner.yaml" in data
+    return probes | data | {"ebpfguard/bpf/__init__.py"}
 
 
 @pytest.fixture(scope="module")
