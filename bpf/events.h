@@ -160,7 +160,8 @@ struct flow_event {
 	__u8 payload[FLOW_PAYLOAD_MAX];  /* only `captured` bytes of it are sent */
 };
 
-/* Device paths the open probe reports (filtered in the kernel): GPUs and accelerators. */
+/* Paths the open probe reports (filtered in the kernel): GPUs and accelerators, MSR devices,
+ * and writes to the MSR module's and the huge page pools' settings. */
 #define OPEN_PATH_LEN 64
 
 struct open_event {

@@ -67,7 +67,7 @@ class Compiled:
     kinds: Optional[frozenset]
     fields: tuple[str, ...]
     residual: Optional[Predicate] = None
-    key: Optional[tuple[str, frozenset]] = None
+    key: Optional["Key"] = None
 
     @property
     def indexed_test(self) -> Predicate:
@@ -79,6 +79,29 @@ class Compiled:
             return lambda view: test(view) and not any(exception(view) for exception in exceptions)
         return Compiled(apply(self.matches), self.kinds, self.fields,
                         apply(self.residual) if self.residual else None, self.key)
+
+
+@dataclass(frozen=True)
+class Key:
+    """What the engine indexes a rule by: the event's `field` must equal (`eq`), start with
+    (`prefix`) or end with (`suffix`) one of `values` for the condition to hold."""
+
+    mode: str
+    field: str
+    values: frozenset
+    few_values: bool  # the field takes a handful of values (direction): a poor key
+
+
+def _key_rank(key: Key) -> tuple:
+    """Prefer equality, on fields with many values, then the longest shortest literal."""
+    shortest = min((len(str(value)) for value in key.values), default=0)
+    return (not key.few_values, key.mode == "eq", shortest)
+
+
+def _glob_literal_prefix(glob: str) -> str:
+    """The text a glob's matches all start with: what comes before its first wildcard."""
+    cut = min((index for index in (glob.find(c) for c in "*?[") if index >= 0), default=len(glob))
+    return glob[:cut]
 
 
 class Errors(Exception):
@@ -122,6 +145,11 @@ class Compiler:
             raise Errors(checker.errors)
         fields = tuple(dict.fromkeys(checker.fields))
         kinds = _kinds(tree)
+        if kinds is not None:
+            # Only events of these kinds carry what the condition needs; the engine runs the
+            # rule for them alone, and this keeps the stand-alone test the same.
+            whole = predicate
+            predicate = lambda view: isinstance(kind := view.event.get("kind"), str) and kind in kinds and whole(view)  # noqa: E731
         residual = None
         if kinds is not None and isinstance(tree, And):
             # The engine runs the rule only for events of `kinds`; every `kind` comparison in
@@ -131,29 +159,48 @@ class Compiler:
                 residual = checker.build(And(rest)) if rest else _always
         return Compiled(predicate, kinds, fields, residual, self._key(tree))
 
-    def _key(self, tree: Node) -> Optional[tuple[str, frozenset]]:
-        """A comparison the whole condition needs: `field = value` or `field in (...)` on a
-        plain str, ip or int field, so the engine can look rules up by the event's value
-        (addresses in their canonical text: `canonical_address`)."""
-        items = tree.items if isinstance(tree, And) else (tree,)
-        # Fields with a few possible values (direction, runtime) pick out little: last.
-        for item in sorted(items, key=lambda node: bool(getattr(FIELDS_BY_NAME.get(getattr(node, "field", "")), "values", ()))):
-            if not isinstance(item, Compare) or item.op not in ("=", "in") or item.field == "kind":
-                continue
-            field = FIELDS_BY_NAME[item.field]
-            if field.derived or field.element_type not in ("str", "int", "ip"):
-                continue
-            value = item.value
-            if isinstance(value, ListRef):
-                items = self.lists[value.name]
-            elif isinstance(value, ListLiteral):
-                items = tuple(literal.value for literal in value.items)
-            else:
-                items = (value.value,)
+    def _key(self, tree: Node) -> Optional[Key]:
+        """A comparison the whole condition needs, by which the engine can look the rule up
+        from the event's value: `field = v` / `field in (...)` (mode `eq`; addresses in their
+        canonical text), or a literal prefix or suffix the value must have (`startswith`,
+        `endswith`, `pmatch`, a glob's text before its first wildcard). None when there is
+        none: the rule is then evaluated for every event of its kinds."""
+        found = [key for item in (tree.items if isinstance(tree, And) else (tree,))
+                 if (key := self._key_of(item)) is not None]
+        return max(found, key=_key_rank, default=None)
+
+    def _key_of(self, item: Node) -> Optional[Key]:
+        if not isinstance(item, Compare) or item.field == "kind":
+            return None
+        field = FIELDS_BY_NAME.get(item.field)
+        if field is None or field.derived or field.element_type not in ("str", "int", "ip"):
+            return None
+        value = item.value
+        if isinstance(value, ListRef):
+            values: tuple = tuple(self.lists.get(value.name, ()))
+        elif isinstance(value, ListLiteral):
+            values = tuple(literal.value for literal in value.items)
+        else:
+            values = (value.value,)
+        if item.op in ("=", "in"):
             if field.element_type == "ip":
-                items = tuple(canonical_address(item) for item in items)
-            return field.name, frozenset(items)
-        return None
+                values = tuple(canonical_address(one) for one in values)
+            return Key("eq", field.name, frozenset(values), bool(field.values))
+        if field.element_type == "int" or not all(isinstance(one, str) for one in values):
+            return None
+        if item.op == "startswith":
+            prefixes = values
+        elif item.op == "pmatch":
+            prefixes = tuple(one.rstrip("/") or "/" for one in values)
+        elif item.op == "glob":
+            prefixes = tuple(_glob_literal_prefix(one) for one in values)
+            if all(prefix == one for prefix, one in zip(prefixes, values)):
+                return Key("eq", field.name, frozenset(values), bool(field.values))
+        elif item.op == "endswith":
+            return Key("suffix", field.name, frozenset(values), False) if all(values) else None
+        else:
+            return None
+        return Key("prefix", field.name, frozenset(prefixes), False) if all(prefixes) else None
 
     def macro_tree(self, name: str) -> Node:
         if name not in self._macro_trees:

@@ -80,11 +80,14 @@ class DetectionEngine:
         return alerts
 
     def _condition_alerts(self, event: Event) -> list[dict]:
+        candidates = self._conditions.for_event(event)
+        if not candidates:
+            return []
         alerts = []
         view = EventView(event, self._fields)
         # Rules filed under the event's kind may skip their `kind` comparisons.
         indexed = self._conditions.kind_known(event.get("kind"))
-        for rule in self._conditions.for_event(event):
+        for rule in candidates:
             compiled = rule.condition.compiled
             try:
                 if not (compiled.indexed_test if indexed and compiled.kinds else compiled.matches)(view):

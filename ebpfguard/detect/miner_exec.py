@@ -21,7 +21,7 @@ from ebpfguard.detect.registry import Detector, Event, Finding, RuleContext, det
 
 HINT_NAMES = (
     "binary", "generic_binary", "disguise", "pool_url", "pool_host", "pool_option", "donate",
-    "algo", "coin", "wallet", "wallet_shape", "gpu_option", "miner_option",
+    "algo", "coin", "wallet", "wallet_shape", "gpu_option", "miner_option", "node_mining",
 )
 MAX_MATCH_CHARS = 160
 MAX_CONFIG_BYTES = 256 * 1024
@@ -108,6 +108,10 @@ class MinerExec(Detector):
             "miner": frozenset(params["miner_options"]),
             "config": frozenset(params["config_options"]),
         }
+        self.port_options = frozenset(params["port_options"])
+        self.node_mining_options = frozenset(params["node_mining_options"])
+        self.node_daemon_mining_flags = frozenset(params["node_daemon_mining_flags"])
+        self.node_daemons = _lower_set(params["node_daemons"])
         self.inert_commands = _lower_set(params["inert_commands"])
         self.system_dirs = tuple(directory.rstrip("/") + "/" for directory in params["system_dirs"])
         if self.min_score < 1 or self.inert_factor < 1:
@@ -166,7 +170,30 @@ class MinerExec(Detector):
             hints.append(Hint("generic_binary", self.weights["generic_binary"], name, source))
         for option, value, token in _options(argv[1:]):
             hints.extend(self._argument_hints(option, value, token, source))
+        hints.extend(self._split_pool_hints(argv[1:], source))
+        hints.extend(self._node_mining_hints(name, argv[1:], source))
         return hints
+
+    def _split_pool_hints(self, arguments: Sequence[str], source: str) -> Iterator[Hint]:
+        """A pool given as a host option and a port option apart (GMiner's `--server HOST
+        --port N`): read as the HOST:N the joined form would be."""
+        hosts = [value for option, value, _ in _options(arguments)
+                 if option in self.options["pool"] and value and "." in value and ":" not in value]
+        ports = [value for option, value, _ in _options(arguments)
+                 if option in self.port_options and value and value.isdigit()]
+        if hosts and ports:
+            joined = f"{hosts[0]}:{ports[0]}"
+            yield Hint("pool_option", self.weights["pool_option"], joined, source)
+            host = self._known_pool(joined)
+            if host:
+                yield Hint("pool_host", self.weights["pool_host"], host, source)
+
+    def _node_mining_hints(self, name: str, arguments: Sequence[str], source: str) -> Iterator[Hint]:
+        """A node daemon's built-in miner switched on (`monerod --start-mining`, `geth --mine`)."""
+        for option, value, token in _options(arguments):
+            if option in self.node_mining_options or (option in self.node_daemon_mining_flags and name in self.node_daemons):
+                yield Hint("node_mining", self.weights["node_mining"], token if value is None else f"{option} {value}", source)
+                return
 
     def _argument_hints(self, option: Optional[str], value: Optional[str], token: str, source: str) -> Iterator[Hint]:
         weights, options = self.weights, self.options
@@ -220,6 +247,11 @@ class MinerExec(Detector):
         names = {program_name(str(value)) for value in (command.argv[0], event.get("filename"), process.get("exe")) if value}
         if isinstance(process.get("comm"), str):
             names.add(process["comm"])
+        # A kernel thread's name in brackets may hold a slash (`[kworker/0:1]`, also at the end
+        # of a path in argv[0]): the bracketed tail whole, not its last path component.
+        arg0 = command.argv[0]
+        if arg0.endswith("]") and "[" in arg0:
+            names.add(arg0[arg0.rindex("["):])
         disguised = sorted(name for name in names if self.disguises.match(name))
         if disguised:
             hints.append(Hint("disguise", self.weights["disguise"], disguised[0], "argv"))
@@ -235,10 +267,12 @@ class MinerExec(Detector):
         argv = command.argv
         paths = [value for option, value, _ in _options(argv[1:]) if option in self.options["config"] and value]
         filename = event.get("filename") or argv[0]
-        # XMRig run bare loads config.json from its own directory: the renamed-miner favourite.
+        # XMRig run bare loads config.json from its own directory, then from the working
+        # directory: the renamed-miner favourite.
         if len(argv) == 1 and isinstance(filename, str) and not filename.startswith(self.system_dirs):
             paths.append(posixpath.join(posixpath.dirname(filename), "config.json"))
-        return paths[:2]
+            paths.append("config.json")
+        return list(dict.fromkeys(paths))[:3]
 
     def config_hints(self, text: str, source: str) -> list[Hint]:
         """Hints from a miner config (XMRig config.json, xmr-stak pools.txt, ...)."""

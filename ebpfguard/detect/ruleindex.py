@@ -10,7 +10,7 @@ narrows: every candidate still runs its full (residual) condition.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from ebpfguard.detect.compiler import canonical_address
 from ebpfguard.detect.fields import FIELDS_BY_NAME, GETTERS
@@ -22,41 +22,60 @@ class KindGroup:
 
     def __init__(self, rules: Sequence[tuple[int, Any]]) -> None:
         self.always: list[tuple[int, Any]] = []
-        keyed: dict[str, dict[Any, list[tuple[int, Any]]]] = {}
+        tables: dict[tuple[str, str], dict[Any, list[tuple[int, Any]]]] = {}
         for order, rule in rules:
             key = rule.condition.compiled.key
             if key is None:
                 self.always.append((order, rule))
                 continue
-            field, values = key
-            table = keyed.setdefault(field, {})
-            for value in values:
+            table = tables.setdefault((key.mode, key.field), {})
+            for value in key.values:
                 table.setdefault(value, []).append((order, rule))
-        self.keyed = tuple((GETTERS[field], FIELDS_BY_NAME[field].type.startswith("list["),
-                            canonical_address if FIELDS_BY_NAME[field].element_type == "ip" else None, table)
-                           for field, table in keyed.items())
+        self.keyed = tuple(_Lookup(mode, field, table) for (mode, field), table in tables.items())
         self.rules = tuple(rule for _, rule in self.always)
 
-    def candidates(self, event: Event) -> Iterable[Any]:
+    def candidates(self, event: Event) -> Sequence[Any]:
         """The rules that may match this event, in load order."""
         if not self.keyed:
             return self.rules
-        found: Optional[list[tuple[int, Any]]] = None
-        for getter, is_list, normalize, table in self.keyed:
-            value = getter(event, None)
-            for item in (value if isinstance(value, list) else ()) if is_list else (value,):
-                if normalize is not None:
-                    item = normalize(item)
-                try:
-                    hits = table.get(item)
-                except TypeError:  # an unhashable value (hostile input) equals no literal
-                    continue
-                if hits:
-                    found = (found or []) + hits
-        if found is None:
+        found: list[tuple[int, Any]] = []
+        for lookup in self.keyed:
+            lookup.collect(event, found)
+        if not found:
             return self.rules
         unique = dict(self.always + found)  # by load order: one entry per rule
         return [unique[order] for order in sorted(unique)]
+
+
+class _Lookup:
+    """Rules filed by one field's value: whole (eq), or a prefix or suffix of it. A prefix
+    table is probed once per distinct prefix length, so its cost does not grow with rules."""
+
+    def __init__(self, mode: str, field: str, table: dict[Any, list[tuple[int, Any]]]) -> None:
+        self.mode = mode
+        self.getter = GETTERS[field]
+        self.is_list = FIELDS_BY_NAME[field].type.startswith("list[")
+        self.normalize = canonical_address if FIELDS_BY_NAME[field].element_type == "ip" and mode == "eq" else None
+        self.table = table
+        self.lengths = sorted({len(value) for value in table}) if mode != "eq" else []
+
+    def collect(self, event: Event, found: list[tuple[int, Any]]) -> None:
+        value = self.getter(event, None)
+        items = (value if isinstance(value, list) else ()) if self.is_list else (value,)
+        for item in items:
+            if self.mode == "eq":
+                if self.normalize is not None:
+                    item = self.normalize(item)
+                try:
+                    found.extend(self.table.get(item, ()))
+                except TypeError:  # an unhashable value (hostile input) equals no literal
+                    continue
+            elif isinstance(item, str):
+                for length in self.lengths:
+                    if length > len(item):
+                        break
+                    part = item[:length] if self.mode == "prefix" else item[len(item) - length:]
+                    found.extend(self.table.get(part, ()))
 
 
 class RuleIndex:
@@ -73,7 +92,7 @@ class RuleIndex:
         self._other = KindGroup(any_kind)
         self.empty = not rules
 
-    def for_event(self, event: Event) -> Iterable[Any]:
+    def for_event(self, event: Event) -> Sequence[Any]:
         """Candidate rules for the event, in load order."""
         kind = event.get("kind")
         group = self._groups.get(kind, self._other) if isinstance(kind, str) else self._other

@@ -87,3 +87,62 @@ def test_compiled_conditions_evaluate_hostile_events_without_raising(condition, 
     except Errors:
         return  # e.g. a field no event of the condition's kinds carries
     assert compiled.matches(EventView(event, FieldEnv({}, lambda rule_id: None))) in (True, False)
+
+
+WORDS = ["sandbox-a", "sandbox-ab", "sandbox-b/x", "/usr/bin/curl", "/usr/bin", "curl", "ab", "", "10.0.0.1",
+         "::ffff:10.0.0.1", "x.example", "a.x.example"]
+NUMBERS = [0, 25, 443, -1]
+
+
+@st.composite
+def indexable_conditions(draw):
+    """Conditions of the shapes the engine's index files rules by, plus others."""
+    parts = []
+    if draw(st.booleans()):
+        parts.append(f'kind = "{draw(st.sampled_from(["exec", "connect", "flow"]))}"')
+    for _ in range(draw(st.integers(1, 3))):
+        field = draw(st.sampled_from(["sandbox.name", "process.comm", "process.exe", "process.argv", "filename",
+                                      "daddr", "dport", "process.ancestry.comm"]))
+        if field == "dport":
+            parts.append(draw(st.sampled_from(["dport = 25", "dport in (25, 443)", "dport != 443", "dport > 24"])))
+            continue
+        op = draw(st.sampled_from(["=", "startswith", "endswith", "glob", "pmatch", "in"] if field != "daddr" else ["=", "in"]))
+        value = draw(st.sampled_from(WORDS if field != "daddr" else ["10.0.0.1", "::ffff:10.0.0.1"]))
+        value = f"{value[:4]}*" if op == "glob" and draw(st.booleans()) else value
+        parts.append(f'{field} {op} ("{value}", "zz")' if op == "in" else f'{field} {op} "{value}"')
+        if draw(st.booleans()):
+            parts[-1] = f"not {parts[-1]}"
+    return " and ".join(parts)
+
+
+@st.composite
+def word_events(draw):
+    word = st.sampled_from(WORDS)
+    return {"kind": draw(st.sampled_from(["exec", "connect", "flow", "dns"])), "dport": draw(st.sampled_from(NUMBERS)),
+            "daddr": draw(word), "filename": draw(word), "sandbox": {"name": draw(word)},
+            "process": {"comm": draw(word), "exe": draw(word), "argv": draw(st.lists(word, max_size=3)),
+                        "ancestry": [{"comm": draw(word)}]}}
+
+
+@settings(deadline=2000, max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(indexable_conditions(), min_size=1, max_size=8), st.lists(word_events(), min_size=1, max_size=6))
+def test_the_rule_index_never_hides_a_rule_that_matches(conditions, events):
+    from ebpfguard.detect.engine import DetectionEngine
+    from ebpfguard.detect.rulefile import RuleSet, Rule
+    from ebpfguard.detect.userrules import ConditionRule
+
+    compiler = Compiler({}, {})
+    rules = []
+    for index, condition in enumerate(conditions):
+        try:
+            compiled = compiler.compile(condition)
+        except Errors:
+            continue
+        rules.append(Rule(id=f"u.{index}", description="x", severity="low", tags=(), enabled=True, evidence=(),
+                          params={}, allow=(), origin="x:1",
+                          condition=ConditionRule(compiled, None, ())))
+    engine = DetectionEngine(RuleSet(rules=tuple(rules)))
+    env = FieldEnv({}, lambda rule_id: None)
+    for event in events:
+        expected = [rule.id for rule in rules if rule.condition.compiled.matches(EventView(event, env))]
+        assert [alert["rule"] for alert in engine.process(event)] == expected

@@ -35,10 +35,32 @@ def test_miner_like_gpu_profile_is_high_and_big_training_memory_is_medium():
     assert alerts(training)[0]["severity"] == "medium"
 
 
-def test_nvidia_smi_in_a_sandbox_is_a_low_hint():
-    found = alerts({"kind": "exec", "argv": ["nvidia-smi", "-L"], "filename": "/usr/bin/nvidia-smi",
+def test_a_nvidia_smi_query_and_its_device_opens_are_telemetry_not_alerts():
+    query = ["nvidia-smi", "--query-gpu=power.draw,power.limit", "--format=csv"]
+    assert alerts({"kind": "exec", "argv": query, "filename": "/usr/bin/nvidia-smi", "sandbox": {"name": "sandbox-3"}}) == []
+    opened = {"kind": "open", "filename": "/dev/nvidiactl", "retval": 3, "sandbox": {"name": "sandbox-3"},
+              "process": {"pid": 7, "exe": "/usr/bin/nvidia-smi", "argv": query}}
+    assert alerts(opened) == []
+
+
+def test_nvidia_smi_changing_power_or_clocks_is_medium():
+    for change in (["-pl", "120"], ["--lock-gpu-clocks=1200,1200"], ["-i", "0", "-pm", "1"]):
+        found = alerts({"kind": "exec", "argv": ["nvidia-smi", *change], "filename": "/usr/bin/nvidia-smi",
+                        "sandbox": {"name": "sandbox-3"}})
+        assert [a["severity"] for a in found] == ["medium"], change
+
+
+def test_a_nvidia_smi_outside_the_system_directories_is_judged_as_any_program():
+    found = alerts({"kind": "exec", "argv": ["nvidia-smi", "-L"], "filename": "/tmp/nvidia-smi",
                     "sandbox": {"name": "sandbox-3"}})
     assert [a["severity"] for a in found] == ["low"]
+    opened = {"kind": "open", "filename": "/dev/nvidia0", "retval": 3, "sandbox": {"name": "sandbox-3"},
+              "process": {"pid": 8, "exe": "/tmp/nvidia-smi", "argv": ["nvidia-smi", "-L"]}}
+    assert [a["severity"] for a in alerts(opened)] == ["medium"]
+
+
+def test_other_device_nodes_from_the_open_probe_are_not_gpu_use():
+    assert alerts({"kind": "open", "filename": "/dev/cpu/0/msr", "retval": 3, "sandbox": {"name": "sandbox-3"}}) == []
 
 
 def nvml_poll(second: int, *, pid=4200, gpu=0, memory=2 << 30, busy=0.0):
