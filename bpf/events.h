@@ -18,6 +18,17 @@
 #define ARGV_BUF_LEN 16384
 #define FILENAME_LEN 256
 
+/* Past those bounds, or when entry could not read argv at all, argv is read again at
+ * execve's exit from the new image's initial stack, where the kernel itself just wrote it
+ * (so its pages are present) and before any of the new program's code has run (so the
+ * program cannot rewrite it first). Sent as ARGV_STACK_CHUNK-byte pieces, up to
+ * ARGV_STACK_MAX bytes in all: the kernel takes up to 128 KiB per argument and about
+ * 2 MiB in all (a quarter of the stack rlimit); past ARGV_STACK_MAX the tail is cut and
+ * flagged (EXEC_STACK_TRUNCATED), itself a signal. */
+#define ARGV_STACK_CHUNK 8192
+#define ARGV_STACK_CHUNKS 32
+#define ARGV_STACK_MAX (ARGV_STACK_CHUNK * ARGV_STACK_CHUNKS)
+
 enum event_kind {
 	EVENT_EXEC = 1,        /* at execve's exit: the result */
 	EVENT_EXEC_ARGS = 6,   /* at execve's entry: what was asked for */
@@ -27,6 +38,7 @@ enum event_kind {
 	EVENT_EXIT = 3,
 	EVENT_SOCKET = 4,
 	EVENT_CONNECT = 5,
+	EVENT_EXEC_ARGV = 9,   /* at execve's exit: a piece of argv from the new image's stack */
 	EVENT_ESCAPE = 20,     /* a sandboxed process reaching for a way out (guard_event) */
 	EVENT_TAMPER = 21,     /* a sandboxed process acting on the agent or outside (guard_event) */
 };
@@ -56,6 +68,19 @@ enum probe_family {
  * image's /proc/<pid>/cmdline instead. */
 #define EXEC_ARGV_UNREADABLE 0x8
 #define EXEC_FILENAME_UNREADABLE 0x10
+
+/* exec_event.flags */
+#define EXEC_STACK_ARGV 0x1         /* argv follows from the stack: exec_argv_events came first */
+#define EXEC_STACK_TRUNCATED 0x2    /* more than ARGV_STACK_MAX bytes: the rest is not sent */
+#define EXEC_STACK_UNREADABLE 0x4   /* the stack could not be read: argv is what entry saw */
+
+/* Counts per cgroup that userspace reads from maps (not records): what a per-sandbox rate
+ * limit held back (kind: the EVENT_* not sent) and what a full ring lost (kind: PROBE_*). */
+struct cgroup_count_key {
+	__u64 cgroup_id;
+	__u32 kind;
+	__u32 _pad;
+};
 
 /* exit_event.flags */
 #define EXIT_HAS_CODE 0x1           /* the process called exit_group/exit; absent when killed */
@@ -89,7 +114,18 @@ struct exec_args_event {
 struct exec_event {
 	struct event_header hdr;
 	__s32 retval;     /* 0, or -errno for a failed exec */
-	__u32 _pad;
+	__u32 flags;      /* EXEC_STACK_* */
+	__u32 stack_argc; /* argc on the new image's stack (with EXEC_STACK_ARGV) */
+	__u32 stack_size; /* bytes of argv strings sent in exec_argv_events */
+};
+
+/* One piece of the new image's argv strings (NUL-separated, as on its stack), sent at
+ * execve's exit before the exec_event it belongs to, in order of offset. */
+struct exec_argv_event {
+	struct event_header hdr;
+	__u32 offset;     /* of this piece in the argv strings */
+	__u32 size;       /* bytes used in data */
+	char data[ARGV_STACK_CHUNK];  /* only size bytes of it are sent */
 };
 
 struct fork_event {

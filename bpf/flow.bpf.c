@@ -129,6 +129,8 @@ static __always_inline void send_segment(struct __sk_buff *skb, u64 cookie, u8 d
 		e->hdr.cgroup_id = bpf_skb_cgroup_id(skb);
 		e->flags = FLOW_OWNER_UNKNOWN;
 	}
+	if (!bulk_admit(e->hdr.cgroup_id, EVENT_FLOW))
+		return;
 	e->hdr.kind = EVENT_FLOW;
 	e->hdr.ktime_ns = bpf_ktime_get_boot_ns();
 	e->sock_cookie = cookie;

@@ -42,6 +42,10 @@ TRACEPOINT_PROBE(syscalls, sys_exit_socket)
 
 	if (!a)
 		return 0;
+	if (!bulk_admit(bpf_get_current_cgroup_id(), EVENT_SOCKET)) {
+		socket_calls.delete(&tid);
+		return 0;
+	}
 	fill_header(&e.hdr, EVENT_SOCKET);
 	e.family = a->family;
 	e.type = a->type;
@@ -71,6 +75,8 @@ static __always_inline void remember_connect(struct bpf_sock_addr *ctx, u16 fami
 		__builtin_memcpy(e.daddr + 12, &a3, 4);
 	}
 	if (!in_connect.lookup(&tid)) {
+		if (!bulk_admit(bpf_get_current_cgroup_id(), EVENT_CONNECT))
+			return;
 		fill_header(&e.hdr, EVENT_CONNECT);
 		e.flags = CONNECT_OUTSIDE_SYSCALL;
 		submit(&e, sizeof(e), PROBE_NET);
@@ -110,6 +116,10 @@ TRACEPOINT_PROBE(syscalls, sys_exit_connect)
 	in_connect.delete(&tid);
 	if (!e)
 		return 0;
+	if (!bulk_admit(bpf_get_current_cgroup_id(), EVENT_CONNECT)) {
+		connect_calls.delete(&tid);
+		return 0;
+	}
 	fill_header(&e->hdr, EVENT_CONNECT);
 	e->retval = args->ret;
 	submit(e, sizeof(*e), PROBE_NET);

@@ -17,8 +17,8 @@ from typing import Callable, Mapping, Optional, TextIO
 from ebpfguard.clock import BootClock
 from ebpfguard.enrich.enricher import Enricher
 from ebpfguard.kernel.events import (
-    ConnectRecord, DecodeError, ExecArgsRecord, ExecRecord, ExitRecord, FlowRecord, ForkRecord,
-    GuardRecord, OpenRecord, SocketRecord, decode,
+    ConnectRecord, DecodeError, ExecArgsRecord, ExecArgvRecord, ExecRecord, ExitRecord, FlowRecord,
+    ForkRecord, GuardRecord, OpenRecord, SocketRecord, decode,
 )
 from ebpfguard.enrich.gpu import GpuWatcher, cgroup_path_of_pid, load_nvml
 from ebpfguard.enrich.lineage import sandboxed_cgroups
@@ -27,6 +27,7 @@ from ebpfguard.enrich.pods import PodDirectory
 from ebpfguard.enrich.proctable import ProcessTable
 from ebpfguard.enrich.sandbox import CgroupIndex
 from ebpfguard.enrich.sandbox_tracker import SandboxTracker
+from ebpfguard.enrich.summary import CountDeltas, summary_event
 from ebpfguard.outputs.delivery import OutputSnapshot
 from ebpfguard.outputs.eventsocket import EventSocket
 from ebpfguard.outputs.forward import Forwarders
@@ -38,8 +39,12 @@ from ebpfguard.enrich.wire.dns import DnsParseError
 
 Detect = Callable[[dict], list]
 
+# Records handled per drain before the loop comes up for its housekeeping (loss counters,
+# summaries, flushing, SIGTERM): under a backlog that is every few tens of milliseconds.
+MAX_RECORDS_PER_DRAIN = 2048
+
 # Records that only update the enricher's state (the process table, an exec's arguments)...
-STATE_ONLY = {ForkRecord: "on_fork", ExecArgsRecord: "on_exec_args"}
+STATE_ONLY = {ForkRecord: "on_fork", ExecArgsRecord: "on_exec_args", ExecArgvRecord: "on_exec_argv"}
 # ...and those that become events: the enricher's method for each.
 TO_EVENT = {
     ExecRecord: "exec_event",
@@ -172,6 +177,9 @@ class Agent:
         # Each family's attachments, as last checked: starts all-false until the probes load.
         self._attached: dict[str, bool] = {family: False for family in PROBE_FAMILIES}
         self._stop = False
+        self._held_back = CountDeltas()
+        self._lost_by_cgroup = CountDeltas()
+        self._floods_read_at = time.monotonic()
 
     def _gpu_watcher(self, config: Mapping) -> Optional[GpuWatcher]:
         if not config["gpu"]["nvml"]:
@@ -205,21 +213,28 @@ class Agent:
         try:
             while not self._stop:
                 # An empty drain stretches the next wait (up to idle_ms): an idle host should
-                # not cost a hundred wakeups a second. Any record brings the short wait back.
-                wait_ms = busy_ms if probes.drain(wait_ms) else min(idle_ms, wait_ms * 2)
+                # not cost a hundred wakeups a second. Any record brings the short wait back;
+                # a drain cut at its bound (a backlog) goes on without waiting.
+                drained = probes.drain(wait_ms, MAX_RECORDS_PER_DRAIN)
+                if drained >= MAX_RECORDS_PER_DRAIN:
+                    wait_ms = 0
+                else:
+                    wait_ms = busy_ms if drained else min(idle_ms, max(wait_ms, busy_ms) * 2)
                 self.collect_late_alerts()
                 now = time.monotonic()
                 self.sink.flush_if_due(now)
                 if now >= next_housekeeping:
                     self.check_losses()
+                    self.report_floods()
                     self.expire_sandbox_labels()
                     self.history.expire()
                     next_housekeeping = now + 1.0
                 if self.gpus is not None:
                     self.poll_gpus()
         finally:
-            probes.drain(0)
+            probes.drain(0, 8 * MAX_RECORDS_PER_DRAIN)  # what is there now; a flood has no end
             self.check_losses()
+            self.report_floods()
             with self._probes_lock:
                 probes.close()
                 self.probes = None
@@ -304,6 +319,23 @@ class Agent:
             if grew > 0:
                 self.warnings.warn(f"lost-{family}", f"{family} probe lost {grew} events "
                                    f"(ring buffer full; {total} in all)")
+
+    def report_floods(self) -> None:
+        """A `summary` event for each sandbox (cgroup) whose records the kernel held back (rate
+        limit) or lost (ring full) since the last call, and the per-sandbox loss counters."""
+        with self._probes_lock:
+            if self.probes is None:
+                return
+            held_back, lost = self.probes.held_back(), self.probes.lost_by_cgroup()
+        now = time.monotonic()
+        window_s, self._floods_read_at = now - self._floods_read_at, now
+        held_grew, lost_grew = self._held_back.grew(held_back), self._lost_by_cgroup.grew(lost)
+        envelope = self.pipeline.enricher.envelope
+        for cgroup_id in sorted(held_grew.keys() | lost_grew.keys()):
+            held, gone = held_grew.get(cgroup_id, {}), lost_grew.get(cgroup_id, {})
+            event = summary_event(envelope, cgroup_id, held, gone, window_s)
+            self.stats.count_sandbox_flood(self.sandboxes.label(event["sandbox"]["name"]), held, gone)
+            self.pipeline.emit(event, None)
 
     def expire_sandbox_labels(self) -> None:
         """End the series of sandboxes gone long enough, freeing their label values."""

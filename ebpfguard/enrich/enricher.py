@@ -49,6 +49,7 @@ class Enricher:
         self.network = NetworkEvents(self.envelope, cookie)
         self.devices = DeviceEvents(self.envelope, cgroups)
         self.on_exec_args = self.execs.on_exec_args
+        self.on_exec_argv = self.execs.on_exec_argv
         self.exec_event = self.execs.exec_event
         self.socket_event = self.network.socket_event
         self.connect_event = self.network.connect_event

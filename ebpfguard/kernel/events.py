@@ -100,7 +100,20 @@ EXEC_ARGS_EVENT = Layout(
         ("args", f"{C['ARGV_BUF_LEN']}s"),
     ),
 )
-EXEC_EVENT = Layout("exec_event", _nested("hdr", EVENT_HEADER) + (("retval", "i"), ("_pad", "I")))
+EXEC_EVENT = Layout(
+    "exec_event",
+    _nested("hdr", EVENT_HEADER)
+    + (("retval", "i"), ("flags", "I"), ("stack_argc", "I"), ("stack_size", "I")),
+)
+EXEC_ARGV_EVENT = Layout(
+    "exec_argv_event",
+    _nested("hdr", EVENT_HEADER)
+    + (("offset", "I"), ("size", "I"), ("data", f"{C['ARGV_STACK_CHUNK']}s")),
+)
+# Not a record: the key of the kernel's per-cgroup counter maps (held_back, lost_by_cgroup).
+CGROUP_COUNT_KEY = Layout("cgroup_count_key", (("cgroup_id", "Q"), ("kind", "I"), ("_pad", "I")))
+# bpf/events.h computes it; the header reader takes only literal numbers.
+ARGV_STACK_MAX = C["ARGV_STACK_CHUNK"] * C["ARGV_STACK_CHUNKS"]
 FORK_EVENT = Layout(
     "fork_event",
     _nested("hdr", EVENT_HEADER) + (("child_pid", "I"), ("_pad", "I"), ("clone_flags", "Q")),
@@ -171,7 +184,7 @@ GUARD_EVENT = Layout(
     ),
 )
 
-LAYOUTS = (GUARD_EVENT, EVENT_HEADER, EXEC_ARGS_EVENT, EXEC_EVENT, FORK_EVENT, EXIT_EVENT, SOCKET_EVENT, CONNECT_EVENT,
+LAYOUTS = (GUARD_EVENT, EVENT_HEADER, EXEC_ARGS_EVENT, EXEC_EVENT, EXEC_ARGV_EVENT, CGROUP_COUNT_KEY, FORK_EVENT, EXIT_EVENT, SOCKET_EVENT, CONNECT_EVENT,
            FLOW_EVENT, OPEN_EVENT)
 
 
@@ -206,10 +219,27 @@ class ExecArgsRecord:
 
 @dataclass(frozen=True)
 class ExecRecord:
-    """An exec's result, sent at syscall exit (in the new program, when it succeeded)."""
+    """An exec's result, sent at syscall exit (in the new program, when it succeeded).
+
+    With `stack_argv`, the new image's argv was read from its stack and sent just before, in
+    ExecArgvRecords holding `stack_size` bytes of `stack_argc` NUL-terminated strings."""
 
     hdr: Header
     retval: int
+    stack_argv: bool = False
+    stack_argc: int = 0
+    stack_size: int = 0
+    stack_truncated: bool = False
+    stack_unreadable: bool = False
+
+
+@dataclass(frozen=True)
+class ExecArgvRecord:
+    """A piece of the new image's argv strings, read from its stack at execve's exit."""
+
+    hdr: Header
+    offset: int
+    data: bytes
 
 
 @dataclass(frozen=True)
@@ -297,7 +327,7 @@ class GuardRecord:
     detail: bytes
 
 
-Record = Union[GuardRecord, OpenRecord, FlowRecord, ExecArgsRecord, ExecRecord, ForkRecord, ExitRecord, SocketRecord, ConnectRecord]
+Record = Union[GuardRecord, OpenRecord, FlowRecord, ExecArgsRecord, ExecRecord, ExecArgvRecord, ForkRecord, ExitRecord, SocketRecord, ConnectRecord]
 
 
 class DecodeError(ValueError):
@@ -308,6 +338,8 @@ _HEADER = struct.Struct(EVENT_HEADER.fmt)
 # exec_args_event arrives cut to its used length: unpack its fixed part, then the args.
 _EXEC_ARGS_FIXED = struct.Struct(EXEC_ARGS_EVENT.fmt[: -len(f"{C['ARGV_BUF_LEN']}s")])
 _EXEC = struct.Struct(EXEC_EVENT.fmt)
+# exec_argv_event arrives cut to its used length too.
+_EXEC_ARGV_FIXED = struct.Struct(EXEC_ARGV_EVENT.fmt[: -len(f"{C['ARGV_STACK_CHUNK']}s")])
 _FORK = struct.Struct(FORK_EVENT.fmt)
 _EXIT = struct.Struct(EXIT_EVENT.fmt)
 _SOCKET = struct.Struct(SOCKET_EVENT.fmt)
@@ -349,8 +381,21 @@ def _exec_args(data: memoryview) -> ExecArgsRecord:
 
 
 def _exec(data: memoryview) -> ExecRecord:
-    *head, retval, _pad = _unpack(_EXEC, data, "exec")
-    return ExecRecord(_header(head), retval)
+    *head, retval, flags, stack_argc, stack_size = _unpack(_EXEC, data, "exec")
+    return ExecRecord(
+        _header(head), retval,
+        stack_argv=bool(flags & C["EXEC_STACK_ARGV"]), stack_argc=stack_argc, stack_size=stack_size,
+        stack_truncated=bool(flags & C["EXEC_STACK_TRUNCATED"]),
+        stack_unreadable=bool(flags & C["EXEC_STACK_UNREADABLE"]),
+    )
+
+
+def _exec_argv(data: memoryview) -> ExecArgvRecord:
+    *head, offset, size = _unpack(_EXEC_ARGV_FIXED, data, "exec argv")
+    end = _EXEC_ARGV_FIXED.size + size
+    if size > C["ARGV_STACK_CHUNK"] or len(data) < end or offset + size > ARGV_STACK_MAX:
+        raise DecodeError(f"exec argv record of {len(data)} bytes claims {size} bytes at {offset}")
+    return ExecArgvRecord(_header(head), offset, bytes(data[_EXEC_ARGV_FIXED.size : end]))
 
 
 def _fork(data: memoryview) -> ForkRecord:
@@ -404,6 +449,7 @@ def _guard(data: memoryview) -> GuardRecord:
 DECODERS: dict[int, Callable[[memoryview], Record]] = {
     C["EVENT_EXEC_ARGS"]: _exec_args,
     C["EVENT_EXEC"]: _exec,
+    C["EVENT_EXEC_ARGV"]: _exec_argv,
     C["EVENT_FORK"]: _fork,
     C["EVENT_EXIT"]: _exit,
     C["EVENT_SOCKET"]: _socket,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import queue
+import struct
 import random
 import threading
 import time
@@ -24,6 +25,10 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Protocol
+
+# Time an output is given to send what it holds when the agent stops (Forwarders waits a
+# little longer for all of them together).
+SHUTDOWN_S = 2.5
 
 # Why an output dropped a payload (the `reason` label of ebpfguard_output_dropped_total).
 DROP_REASONS = ("queue_full", "spool_full", "rejected", "shutdown")
@@ -147,58 +152,152 @@ class MemorySpool:
 
 
 class DiskSpool:
-    """The backlog on disk: one file per payload, named by sequence so order survives a restart,
-    at most `max_bytes` in all; the oldest go first when it is full. Only the names and sizes
-    are held in memory."""
+    """The backlog on disk, at most `max_bytes`: payloads appended to segment files (a 4-byte
+    length, then the bytes), oldest segment dropped whole when full. Appending is one write()
+    on an open file, so a receiver that is down costs the agent little. What was delivered
+    of the oldest segment is noted in `head`, so a restarted agent resumes where this one
+    stopped (a crash may deliver a few payloads twice; never out of order)."""
 
-    SUFFIX = ".msg"
+    SUFFIX = ".seg"
+    _LENGTH = struct.Struct(">I")
 
-    def __init__(self, directory: Path, max_bytes: int) -> None:
+    def __init__(self, directory: Path, max_bytes: int, segment_bytes: int = 1 << 20) -> None:
         self.directory = Path(directory)
         self.max_bytes = max_bytes
+        # At most an eighth of the spool per segment: dropping one keeps most of the rest.
+        self.segment_bytes = max(1, min(segment_bytes, max_bytes // 8))
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._files: deque[tuple[int, int]] = deque()  # (sequence, size), oldest first
+        self._segments: deque[list] = deque()  # [sequence, records, bytes], oldest first
+        self._head: deque[bytes] = deque()     # the oldest segment's undelivered payloads
+        self._tail_fd: Optional[int] = None
         self.bytes = 0
+        self._count = 0
+        self.lost = 0  # payloads a damaged or vanished segment took with it
         for path in sorted(self.directory.glob(f"*{self.SUFFIX}")):
             stem = path.name[: -len(self.SUFFIX)]
             if stem.isdigit():
-                size = path.stat().st_size
-                self._files.append((int(stem), size))
+                records = self._read(path)
+                size = sum(len(r) + self._LENGTH.size for r in records)
+                self._segments.append([int(stem), len(records), size])
                 self.bytes += size
-            # a half-written file of a crash (".tmp") is not a payload: left for the next write
-        self._next = self._files[-1][0] + 1 if self._files else 0
+                self._count += len(records)
+        self._next = self._segments[-1][0] + 1 if self._segments else 0
+        if self._segments:
+            done = self._delivered_of_head()
+            head = self._read(self._path(self._segments[0][0]))
+            self._head.extend(head[done:])
+            self._count -= min(done, len(head))
 
     def __len__(self) -> int:
-        return len(self._files)
+        return self._count
 
     def _path(self, sequence: int) -> Path:
         return self.directory / f"{sequence:020d}{self.SUFFIX}"
 
+    @classmethod
+    def _read(cls, path: Path) -> list[bytes]:
+        """A segment's payloads; a record cut short by a crash ends it; an unreadable segment
+        has none."""
+        try:
+            data = path.read_bytes()
+        except OSError:
+            return []
+        records, at = [], 0
+        while at + cls._LENGTH.size <= len(data):
+            (size,) = cls._LENGTH.unpack_from(data, at)
+            if at + cls._LENGTH.size + size > len(data):
+                break
+            records.append(data[at + cls._LENGTH.size: at + cls._LENGTH.size + size])
+            at += cls._LENGTH.size + size
+        return records
+
+    def _delivered_of_head(self) -> int:
+        try:
+            sequence, done = (self.directory / "head").read_text().split()
+            return int(done) if int(sequence) == self._segments[0][0] else 0
+        except (OSError, ValueError):
+            return 0
+
     def append(self, payload: bytes) -> int:
         """Keep a payload on disk; returns how many were dropped to make room (the payload
         itself counts as one if it alone is larger than the spool)."""
-        if len(payload) > self.max_bytes:
+        record = self._LENGTH.pack(len(payload)) + payload
+        if len(record) > self.max_bytes:
             return 1
         dropped = 0
-        while self._files and self.bytes + len(payload) > self.max_bytes:
-            self.pop()
-            dropped += 1
-        tmp = self.directory / "next.tmp"
-        with open(tmp, "wb") as f:
-            f.write(payload)
-        os.replace(tmp, self._path(self._next))  # whole or absent, even across a crash
-        self._files.append((self._next, len(payload)))
-        self.bytes += len(payload)
-        self._next += 1
+        while self._segments and self.bytes + len(record) > self.max_bytes:
+            dropped += self._drop_oldest()
+        if self._tail_fd is None or self._segments[-1][2] >= self.segment_bytes:
+            self._start_segment()
+        os.write(self._tail_fd, record)
+        tail = self._segments[-1]
+        tail[1] += 1
+        tail[2] += len(record)
+        self.bytes += len(record)
+        self._count += 1
+        if len(self._segments) == 1:
+            self._head.append(payload)
         return dropped
 
-    def head(self) -> bytes:
-        return self._path(self._files[0][0]).read_bytes()
+    def _start_segment(self) -> None:
+        if self._tail_fd is not None:
+            os.close(self._tail_fd)
+        self._tail_fd = os.open(self._path(self._next), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._segments.append([self._next, 0, 0])
+        self._next += 1
 
-    def pop(self) -> None:
-        sequence, size = self._files.popleft()
+    def _drop_oldest(self) -> int:
+        """Remove the oldest segment; returns how many undelivered payloads went with it."""
+        sequence, records, size = self._segments.popleft()
+        lost = len(self._head)
         self._path(sequence).unlink(missing_ok=True)
         self.bytes -= size
+        self._count -= lost
+        if not self._segments:
+            self._close_tail()
+        self._load_head()
+        return lost
+
+    def _close_tail(self) -> None:
+        if self._tail_fd is not None:
+            os.close(self._tail_fd)
+            self._tail_fd = None
+
+    def _load_head(self) -> None:
+        """Read the oldest segment; what it should hold and does not (a file removed or
+        damaged behind our back) is counted in `lost`."""
+        self._head = deque()
+        while self._segments and not self._head:
+            sequence, records, size = self._segments[0]
+            self._head = deque(self._read(self._path(sequence)))
+            missing = records - len(self._head)
+            self.lost += missing
+            self._count -= missing
+            if not self._head:
+                self._segments.popleft()
+                self.bytes -= size
+                if not self._segments:
+                    self._close_tail()
+
+    def head(self) -> bytes:
+        return self._head[0]
+
+    def pop(self) -> None:
+        self._head.popleft()
+        self._count -= 1
+        sequence, records, _ = self._segments[0]
+        if self._head:
+            (self.directory / "head").write_text(f"{sequence} {records - len(self._head)}\n")
+            return
+        # The oldest segment is delivered: remove it (the tail too, when it is the oldest,
+        # so the next payload starts a fresh one).
+        if len(self._segments) == 1:
+            self._close_tail()
+        _, _, size = self._segments.popleft()
+        self._path(sequence).unlink(missing_ok=True)
+        self.bytes -= size
+        (self.directory / "head").unlink(missing_ok=True)
+        self._load_head()
 
 
 class Delivery:
@@ -282,7 +381,8 @@ class Delivery:
         self.counters.queued = self._queue.qsize()
         return item
 
-    def _handle(self, item: dict) -> None:
+    def _handle(self, item: dict, keep: bool = False) -> None:
+        """Format an item and send its payloads (or, with `keep`, only put them in the backlog)."""
         try:
             payloads = self.formatter.payloads(item, self.clock())
         except Exception as exc:  # noqa: BLE001 - one odd alert must not stop the output
@@ -290,7 +390,10 @@ class Delivery:
             self.warn(f"cannot format an alert: {type(exc).__name__}: {exc}")
             return
         for payload in payloads:
-            self._submit(payload)
+            if keep:
+                self._keep(payload)
+            else:
+                self._submit(payload)
 
     def _submit(self, payload: bytes, refresh: bool = False) -> None:
         """Send now if nothing waits before it; else keep it, in order, in the backlog.
@@ -339,22 +442,37 @@ class Delivery:
         """Send the backlog in order while the receiver takes it."""
         if not len(self.backlog) or self.clock() < self._retry_at:
             return
+        # An attempt may wait out the timeout: the queue goes to the backlog first, so the
+        # main loop has the whole queue to fill meanwhile.
+        self._drain_queue()
         while len(self.backlog) and not self._stopping.is_set():
-            try:
-                payload = self.backlog.head()
-            except OSError as exc:  # a spool file gone or unreadable: skip it, counted
-                self.backlog.pop()
-                self.counters.add(dropped="spool_full")
-                self.warn(f"cannot read a spooled payload: {exc}")
-                continue
-            if not self._try(payload):
+            if not self._try(self.backlog.head()):
                 break
             self.backlog.pop()
-            self.counters.backlog = len(self.backlog)
+            self._note_backlog()
             if not len(self.backlog):
                 self._drained()
             if not self._queue.empty():
                 return  # new items first go behind the backlog, in order; then carry on
+
+    def _drain_queue(self) -> None:
+        """Every queued item into the backlog, in order, without sending."""
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                self._handle(item, keep=True)
+        self.counters.queued = 0
+
+    def _note_backlog(self) -> None:
+        lost = getattr(self.backlog, "lost", 0)
+        if lost:
+            self.backlog.lost = 0
+            self.counters.add(dropped="spool_full", n_dropped=lost)
+            self.warn(f"{lost} spooled payload(s) could not be read back")
+        self.counters.backlog = len(self.backlog)
 
     def _drained(self) -> None:
         """The receiver took the whole backlog: re-send current state at once (periodic
@@ -363,19 +481,17 @@ class Delivery:
             self._submit(payload, refresh=True)
 
     def _finish(self) -> None:
-        """At shutdown: the queue goes behind the backlog; a disk spool keeps what is left."""
-        leftovers: list[dict] = []
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
+        """At shutdown: the queue goes behind the backlog, which is then sent while the
+        receiver takes it and time remains; a disk spool keeps what is left for the next
+        start (already there should the agent exit mid-send), a memory one counts it."""
+        deadline = self.clock() + SHUTDOWN_S
+        self._drain_queue()
+        while len(self.backlog) and self.clock() < deadline and self._failures == 0:
+            if not self._try(self.backlog.head()):
                 break
-            if item is not None:
-                leftovers.append(item)
-        self.counters.queued = 0
-        for item in leftovers:
-            self._handle(item)
+            self.backlog.pop()
         if not isinstance(self.backlog, DiskSpool) and len(self.backlog):
             self.counters.add(dropped="shutdown", n_dropped=len(self.backlog))
-        self.counters.backlog = len(self.backlog) if isinstance(self.backlog, DiskSpool) else 0
-
+            self.counters.backlog = 0
+        else:
+            self._note_backlog()

@@ -40,6 +40,12 @@ ALERTS = MetricSpec("ebpfguard_alerts_total", "counter",
 LOST = MetricSpec("ebpfguard_events_lost_total", "counter",
                   "Records the kernel could not deliver (ring buffer full), by probe family; "
                   "read from the kernel's counters at scrape time.", ("probe",))
+HELD_BACK = MetricSpec("ebpfguard_events_held_back_total", "counter",
+                       "Records the kernel's per-sandbox rate limit counted instead of sending "
+                       "(reported in `summary` events), by kind and sandbox.", ("kind", "sandbox"))
+LOST_BY_SANDBOX = MetricSpec("ebpfguard_events_lost_by_sandbox_total", "counter",
+                             "Records lost to a full ring buffer, by probe family and the sandbox "
+                             "whose record it was.", ("probe", "sandbox"))
 DROPPED = MetricSpec("ebpfguard_events_dropped_total", "counter",
                      "Events dropped in userspace, by pipeline stage and reason.", ("stage", "reason"))
 LATENCY = MetricSpec("ebpfguard_pipeline_latency_seconds", "histogram",
@@ -78,9 +84,9 @@ OUTPUT_DROPPED = MetricSpec("ebpfguard_output_dropped_total", "counter",
 OUTPUT_QUEUE_DEPTH = MetricSpec("ebpfguard_output_queue_depth", "gauge",
                                 "Payloads waiting for an output: its queue plus its backlog (spool).", ("output",))
 
-METRICS = (EVENTS, ALERTS, LOST, DROPPED, LATENCY, SANDBOXES, PROBE_UP, PROBE_ATTACHED, LAST_EVENT,
-           LINEAGE_PROCESSES, LINEAGE_EVICTIONS, BUILD_INFO, GPU_MEMORY, GPU_UTILIZATION,
-           OUTPUT_SENT, OUTPUT_FAILED, OUTPUT_DROPPED, OUTPUT_QUEUE_DEPTH)
+METRICS = (EVENTS, ALERTS, LOST, HELD_BACK, LOST_BY_SANDBOX, DROPPED, LATENCY, SANDBOXES, PROBE_UP,
+           PROBE_ATTACHED, LAST_EVENT, LINEAGE_PROCESSES, LINEAGE_EVICTIONS, BUILD_INFO, GPU_MEMORY,
+           GPU_UTILIZATION, OUTPUT_SENT, OUTPUT_FAILED, OUTPUT_DROPPED, OUTPUT_QUEUE_DEPTH)
 
 
 class ProbeView(Protocol):
@@ -137,6 +143,12 @@ class AgentCollector:
         kernel_lost = self.probes.kernel_lost()
         for family in self.families:  # every family, at zero until it loses something
             lost.add_metric([family], kernel_lost.get(family, 0))
+        held_back = new_family(HELD_BACK)
+        for (kind, sandbox), n in sorted(snap.held_back.items()):
+            held_back.add_metric([kind, sandbox], n)
+        lost_by_sandbox = new_family(LOST_BY_SANDBOX)
+        for (probe, sandbox), n in sorted(snap.lost_by_sandbox.items()):
+            lost_by_sandbox.add_metric([probe, sandbox], n)
         dropped = new_family(DROPPED)
         for key in sorted(set(KNOWN_DROPS) | set(snap.dropped)):
             dropped.add_metric(list(key), snap.dropped.get(key, 0))
@@ -154,8 +166,8 @@ class AgentCollector:
             attached_family.add_metric([family], 1 if attached.get(family) else 0)
         build = new_family(BUILD_INFO)
         build.add_metric([self.version], 1)
-        return [events, alerts, lost, dropped, latency, sandboxes, probe_up, attached_family,
-                *self._liveness_families(), build, *self._gpu_families(), *self._output_families()]
+        return [events, alerts, lost, held_back, lost_by_sandbox, dropped, latency, sandboxes, probe_up,
+                attached_family, *self._liveness_families(), build, *self._gpu_families(), *self._output_families()]
 
     def _liveness_families(self) -> list[Metric]:
         last_event = new_family(LAST_EVENT)

@@ -41,6 +41,8 @@ class StatsSnapshot:
     latency_sum_s: float
     events_written: int  # all events, including those of sandbox labels since forgotten
     alerts_written: int
+    held_back: dict        # (kind, sandbox label) -> n: the kernel's per-sandbox rate limit
+    lost_by_sandbox: dict  # (probe family, sandbox label) -> n: ring full, by whose record
 
 
 class PipelineStats:
@@ -56,6 +58,8 @@ class PipelineStats:
         self._latency_sum_s = 0.0
         self._events_written = 0
         self._alerts_written = 0
+        self._held_back: Counter = Counter()
+        self._lost_by_sandbox: Counter = Counter()
 
     def count_event(self, kind: str, sandbox: str, latency_s: Optional[float] = None) -> None:
         """One event; `latency_s` is its time from the kernel's timestamp to its line being
@@ -84,10 +88,19 @@ class PipelineStats:
                 self._lost[family] = total
             return grew
 
+    def count_sandbox_flood(self, sandbox: str, held_back: dict, lost: dict) -> None:
+        """What the kernel held back ({kind: n}) and lost ({probe: n}) of one sandbox's records."""
+        with self._lock:
+            for kind, n in held_back.items():
+                self._held_back[(kind, sandbox)] += n
+            for probe, n in lost.items():
+                self._lost_by_sandbox[(probe, sandbox)] += n
+
     def forget_sandbox(self, sandbox: str) -> None:
         """Remove a sandbox label's counters: its series end (the label value is reused)."""
         with self._lock:
-            for counter, position in ((self._events, 1), (self._alerts, 2)):
+            for counter, position in ((self._events, 1), (self._alerts, 2), (self._held_back, 1),
+                                      (self._lost_by_sandbox, 1)):
                 for key in [k for k in counter if k[position] == sandbox]:
                     del counter[key]
 
@@ -102,6 +115,8 @@ class PipelineStats:
                 latency_sum_s=self._latency_sum_s,
                 events_written=self._events_written,
                 alerts_written=self._alerts_written,
+                held_back=dict(self._held_back),
+                lost_by_sandbox=dict(self._lost_by_sandbox),
             )
 
 

@@ -93,13 +93,13 @@ class HttpReceiver:
 
 class Alertmanager:
     """Debian's prometheus-alertmanager on loopback with a temp config and storage; its
-    notifications (firing and resolved) go to `webhook_url` when given."""
+    notifications (firing and resolved) go to `webhook_url`, unless `config` is given."""
 
-    def __init__(self, workdir: Path, webhook_url: str) -> None:
+    def __init__(self, workdir: Path, webhook_url: str, config: Optional[dict] = None) -> None:
         binary = need("prometheus-alertmanager")
         self.port = free_port()
         self.config = workdir / "alertmanager.yml"
-        self.config.write_text(json.dumps({  # JSON is YAML
+        self.config.write_text(json.dumps(config or {  # JSON is YAML
             "route": {"receiver": "hook", "group_by": ["alertname", "sandbox"],
                       "group_wait": "1s", "group_interval": "1s", "repeat_interval": "1h"},
             "receivers": [{"name": "hook", "webhook_configs": [{"url": webhook_url, "send_resolved": True}]}],

@@ -6,7 +6,8 @@ import pytest
 
 from ebpfguard.kernel import events
 from ebpfguard.kernel.events import (
-    C, DecodeError, ExecArgsRecord, ExecRecord, ExitRecord, FlowRecord, ForkRecord, GuardRecord, decode,
+    C, DecodeError, ExecArgsRecord, ExecArgvRecord, ExecRecord, ExitRecord, FlowRecord, ForkRecord, GuardRecord,
+    decode,
 )
 
 
@@ -35,8 +36,32 @@ def test_exec_args_flags_and_exec_result():
     flags = C["EXEC_ARGV_TRUNCATED"] | C["EXEC_VIA_EXECVEAT"]
     rec = decode(exec_args_record((b"a",), flags=flags))
     assert rec.argv_truncated and rec.via_execveat
-    result = decode(header(C["EVENT_EXEC"]) + struct.pack("<iI", -2, 0))
-    assert isinstance(result, ExecRecord) and result.retval == -2
+    result = decode(header(C["EVENT_EXEC"]) + struct.pack("<iIII", -2, 0, 0, 0))
+    assert isinstance(result, ExecRecord) and result.retval == -2 and not result.stack_argv
+
+
+def test_exec_result_says_argv_follows_from_the_stack():
+    flags = C["EXEC_STACK_ARGV"] | C["EXEC_STACK_TRUNCATED"]
+    result = decode(header(C["EVENT_EXEC"]) + struct.pack("<iIII", 0, flags, 74, 9000))
+    assert result.stack_argv and result.stack_truncated and not result.stack_unreadable
+    assert (result.stack_argc, result.stack_size) == (74, 9000)
+
+
+def exec_argv_record(offset, data):
+    return header(C["EVENT_EXEC_ARGV"]) + struct.pack("<II", offset, len(data)) + data
+
+
+def test_exec_argv_piece_decodes_its_bytes_and_offset():
+    rec = decode(exec_argv_record(8192, b"-o\0stratum+tcp://x:3333\0"))
+    assert isinstance(rec, ExecArgvRecord)
+    assert rec.offset == 8192 and rec.data == b"-o\0stratum+tcp://x:3333\0"
+
+
+@pytest.mark.parametrize("offset, size", [(0, C["ARGV_STACK_CHUNK"] + 1), (events.ARGV_STACK_MAX, 1)])
+def test_exec_argv_piece_past_its_bounds_is_rejected(offset, size):
+    raw = header(C["EVENT_EXEC_ARGV"]) + struct.pack("<II", offset, size) + b"a" * size
+    with pytest.raises(DecodeError):
+        decode(raw)
 
 
 def test_exec_args_record_claiming_more_bytes_than_it_has_is_rejected():
@@ -107,7 +132,7 @@ def test_every_record_kind_of_the_header_has_a_decoder():
 
 
 def test_every_header_carries_the_lineage_cgroup_beside_the_current_one():
-    rec = decode(header(C["EVENT_EXEC"], lineage=555) + struct.pack("<iI", 0, 0))
+    rec = decode(header(C["EVENT_EXEC"], lineage=555) + struct.pack("<iIII", 0, 0, 0, 0))
     assert rec.hdr.cgroup_id == 777 and rec.hdr.lineage_cgroup_id == 555
 
 

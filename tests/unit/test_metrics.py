@@ -116,12 +116,15 @@ class Harness:
 def test_every_metric_of_the_contract_is_exposed_with_its_labels():
     h = Harness(probes=Probes(gpus=[SandboxGpuUsage("sandbox-a", 0, 1 << 30, 0.5, (10,))], lineage=(5, 2, 3)))
     h.emit("exec", "sandbox-a", 10)
+    h.stats.count_sandbox_flood("sandbox-a", {"connect": 5}, {"net": 2})
     families = {f.name: f for f in text_string_to_metric_families(h.text())}
     # The parser strips _total from counter family names.
     expected = {
         "ebpfguard_events": ("counter", {"kind", "sandbox"}),
         "ebpfguard_alerts": ("counter", {"rule", "severity", "sandbox"}),
         "ebpfguard_events_lost": ("counter", {"probe"}),
+        "ebpfguard_events_held_back": ("counter", {"kind", "sandbox"}),
+        "ebpfguard_events_lost_by_sandbox": ("counter", {"probe", "sandbox"}),
         "ebpfguard_events_dropped": ("counter", {"stage", "reason"}),
         "ebpfguard_pipeline_latency_seconds": ("histogram", set()),
         "ebpfguard_sandboxes": ("gauge", set()),

@@ -47,7 +47,7 @@ def test_alerts_offered_while_the_receiver_is_down_are_spooled_and_delivered_in_
     out = webhook(receiver, DiskSpool(tmp_path / "spool", 1 << 20)).start()
     for n in range(20):
         out.offer(alert(n))
-    wait_until(lambda: out.counters.snapshot().queue_depth == 20 and len(list((tmp_path / "spool").glob("*.msg"))) == 20,
+    wait_until(lambda: out.counters.snapshot().queue_depth == 20 and len(DiskSpool(tmp_path / "spool", 1 << 20)) == 20,
                10, "20 alerts spooled")
     assert out.counters.snapshot().failed >= 1
     receiver.up()
@@ -59,12 +59,12 @@ def test_alerts_offered_while_the_receiver_is_down_are_spooled_and_delivered_in_
     assert seqs(receiver) == list(range(25))
     snap = out.counters.snapshot()
     assert (snap.sent, snap.queue_depth, sum(snap.dropped.values())) == (25, 0, 0)
-    assert list((tmp_path / "spool").glob("*.msg")) == []
+    assert list((tmp_path / "spool").glob("*.seg")) == []
 
 
 def test_a_full_spool_drops_the_oldest_counts_them_and_delivers_the_rest_in_order(receiver, tmp_path):
-    size = len(WebhookFormat("info").payloads(alert(10), 0)[0])
-    out = webhook(receiver, DiskSpool(tmp_path / "spool", size * 5)).start()
+    size = len(WebhookFormat("info").payloads(alert(10), 0)[0]) + 4  # a length, then the payload
+    out = webhook(receiver, DiskSpool(tmp_path / "spool", size * 5, segment_bytes=1)).start()  # one per segment
     for n in range(10, 22):  # 12 payloads of the same size into a spool that holds 5
         out.offer(alert(n))
     wait_until(lambda: out.counters.snapshot().dropped["spool_full"] == 7, 10, "7 oldest dropped")
@@ -79,7 +79,7 @@ def test_a_spool_left_by_a_stopped_agent_is_delivered_first_by_the_next(receiver
     first = webhook(receiver, DiskSpool(tmp_path / "spool", 1 << 20)).start()
     for n in range(3):
         first.offer(alert(n))
-    wait_until(lambda: len(list((tmp_path / "spool").glob("*.msg"))) == 3, 10, "3 spooled")
+    wait_until(lambda: len(DiskSpool(tmp_path / "spool", 1 << 20)) == 3, 10, "3 spooled")
     first.stop()
     first.join(5)
     assert first.counters.snapshot().dropped["shutdown"] == 0
@@ -92,6 +92,30 @@ def test_a_spool_left_by_a_stopped_agent_is_delivered_first_by_the_next(receiver
     second.stop()
     second.join(5)
     assert seqs(receiver) == [0, 1, 2, 3]
+
+
+def test_alerts_queued_behind_a_receiver_that_never_answers_are_spooled_at_stop_and_sent_by_the_next_agent(
+        receiver, tmp_path):
+    import socket
+
+    with socket.socket() as silent:  # accepts connections and never answers: each attempt times out
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        stuck = Delivery("webhook", WebhookFormat("info"), HttpPoster(f"http://127.0.0.1:{silent.getsockname()[1]}/", 1.0),
+                         queue_size=100, backlog=DiskSpool(tmp_path / "spool", 1 << 20), retry=FAST,
+                         counters=OutputCounters("webhook"), warn=[].append).start()
+        for n in range(10):
+            stuck.offer(alert(n))
+        stuck.stop()
+        stuck.join(10)
+    assert len(DiskSpool(tmp_path / "spool", 1 << 20)) == 10
+    assert sum(stuck.counters.snapshot().dropped.values()) == 0
+    receiver.up()
+    after = webhook(receiver, DiskSpool(tmp_path / "spool", 1 << 20)).start()
+    wait_until(lambda: len(receiver.bodies()) == 10, 20, "the 10 spooled alerts delivered")
+    after.stop()
+    after.join(5)
+    assert seqs(receiver) == list(range(10))
 
 
 def test_offer_never_blocks_and_counts_what_a_full_queue_drops(receiver):
@@ -159,15 +183,31 @@ def test_backoff_grows_exponentially_to_its_cap_with_jitter_between_half_and_all
     assert retry.delay(failures, rand=lambda: 1.0) == ceiling
 
 
-def test_disk_spool_bounds_its_bytes_and_keeps_order_across_reopen(tmp_path):
-    spool = DiskSpool(tmp_path / "s", 30)
-    assert [spool.append(b"x" * 10 + bytes([n])) for n in range(4)] == [0, 0, 1, 1]
-    assert spool.append(b"y" * 31) == 1  # larger than the whole spool: refused, counted
-    reopened = DiskSpool(tmp_path / "s", 30)
-    assert len(reopened) == 2 and reopened.bytes == 22
-    assert reopened.head()[-1] == 2
-    reopened.pop()
-    assert reopened.head()[-1] == 3
+def test_disk_spool_drops_its_oldest_segment_when_full_and_keeps_order_across_reopen(tmp_path):
+    spool = DiskSpool(tmp_path / "s", 240, segment_bytes=30)  # records of 4 + 11 bytes: 2 per segment, 16 in all
+    dropped = [spool.append(b"x" * 10 + bytes([n])) for n in range(18)]
+    assert dropped == [0] * 16 + [2, 0] and len(spool) == 16  # the 17th dropped segment 0 (payloads 0 and 1)
+    assert spool.append(b"y" * 237) == 1  # larger than the whole spool: refused, counted
+    assert spool.head()[-1] == 2
+    spool.pop()  # 2 delivered: a restart resumes at 3
+    reopened = DiskSpool(tmp_path / "s", 240, segment_bytes=30)
+    assert len(reopened) == 15
+    order = []
+    while len(reopened):
+        order.append(reopened.head()[-1])
+        reopened.pop()
+    assert order == list(range(3, 18))
+    assert list((tmp_path / "s").glob("*.seg")) == [] and reopened.bytes == 0
+
+
+def test_a_record_cut_short_by_a_crash_ends_its_segment(tmp_path):
+    spool = DiskSpool(tmp_path / "s", 1 << 20)
+    for n in range(3):
+        spool.append(bytes([n]) * 5)
+    (segment,) = (tmp_path / "s").glob("*.seg")
+    segment.write_bytes(segment.read_bytes()[:-2])
+    reopened = DiskSpool(tmp_path / "s", 1 << 20)
+    assert len(reopened) == 2 and reopened.head() == bytes([0]) * 5
 
 
 # -- headers and secrets -------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ebpfguard.detect.engine import DetectionEngine, _alert, load_rules
+from ebpfguard.detect.engine import DetectionEngine, _alert as _engine_alert, load_rules
 from ebpfguard.detect.registry import DETECTORS, Finding
 from ebpfguard.detect.replay import replay
 from ebpfguard.outputs.alertmanager import AlertmanagerFormat, api_url, labels_of
@@ -20,6 +20,11 @@ from ebpfguard.outputs.syslog import format_message, sd_escape, timestamp
 from ebpfguard.outputs.webhook import WebhookFormat
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpus"
+
+
+def _alert(rule, finding: Finding, event: dict) -> dict:
+    """An alert exactly as the engine builds it from a finding."""
+    return _engine_alert(rule, finding, event, finding.severity or rule.severity)
 SHIPPED = [rule for rule in load_rules().rules]
 
 # -- Falcosidekick's view of a payload -----------------------------------------------------------

@@ -59,3 +59,8 @@ def test_store_counts_per_sandbox_keeps_the_newest_and_totals_what_the_agent_ski
     newest = store.newest(Filter(), 10)
     assert [seq for seq, _ in newest] == [5, 4, 3]
     assert store.get(4)["process"]["argv"] == ["c"] and store.get(1) is None
+
+
+def test_summary_line_says_what_the_kernel_held_back_and_lost():
+    event = {"kind": "summary", "held_back": {"connect": 900}, "lost": {"net": 3}, "window_s": 1.0}
+    assert summary(event) == "held back connect 900, lost net 3 in 1.0s"
