@@ -15,22 +15,32 @@ import time
 from typing import Callable, Mapping, Optional, TextIO
 
 from ebpfguard.clock import BootClock
+from ebpfguard.control import ControlServer
 from ebpfguard.detect.worker import DetectWorker
 from ebpfguard.enrich.enricher import Enricher
 from ebpfguard.kernel.events import (
-    ConnectRecord, DecodeError, ExecArgsRecord, ExecRecord, ExitRecord, FlowRecord, ForkRecord,
-    OpenRecord, SocketRecord, decode,
+    ConnectRecord, DecodeError, ExecArgsRecord, ExecArgvRecord, ExecRecord, ExitRecord, FlowRecord,
+    ForkRecord, GuardRecord, OpenRecord, SocketRecord, decode,
 )
 from ebpfguard.enrich.gpu import GpuWatcher, cgroup_path_of_pid, load_nvml
+from ebpfguard.enrich.lineage import sandboxed_cgroups
 from ebpfguard.kernel.load import PROBE_FAMILIES, ProbeSet
 from ebpfguard.enrich.pods import PodDirectory
 from ebpfguard.enrich.proctable import ProcessTable
 from ebpfguard.enrich.sandbox import CgroupIndex
 from ebpfguard.enrich.sandbox_tracker import SandboxTracker
+from ebpfguard.enrich.summary import CountDeltas, summary_event
+from ebpfguard.outputs.delivery import OutputSnapshot
 from ebpfguard.outputs.eventsocket import EventSocket
+from ebpfguard.outputs.forward import Forwarders
+from ebpfguard.outputs.history import HistoryBounds, SandboxHistory
+from ebpfguard.outputs.sdnotify import Notifier
 from ebpfguard.outputs.sinks import FanOut, JsonLinesSink, Sink
 from ebpfguard.outputs.stats import PipelineStats, RateLimitedWarnings
 from ebpfguard.enrich.wire.dns import DnsParseError
+from ebpfguard.respond.config import ResponseConfig
+from ebpfguard.respond.maps import ResponseMaps
+from ebpfguard.respond.responder import Responder
 
 Detect = Callable[[dict], list]
 # Time a stopping agent still drains the ring buffer, and gives the detection worker to
@@ -40,8 +50,12 @@ SHUTDOWN_DETECT_S = 0.3
 # What on_record answers the ring buffer to end a drain early.
 STOP_DRAIN = -1
 
+# Records handled per drain before the loop comes up for its housekeeping (loss counters,
+# summaries, flushing, SIGTERM): under a backlog that is every few tens of milliseconds.
+MAX_RECORDS_PER_DRAIN = 2048
+
 # Records that only update the enricher's state (the process table, an exec's arguments)...
-STATE_ONLY = {ForkRecord: "on_fork", ExecArgsRecord: "on_exec_args"}
+STATE_ONLY = {ForkRecord: "on_fork", ExecArgsRecord: "on_exec_args", ExecArgvRecord: "on_exec_argv"}
 # ...and those that become events: the enricher's method for each.
 TO_EVENT = {
     ExecRecord: "exec_event",
@@ -50,14 +64,15 @@ TO_EVENT = {
     ConnectRecord: "connect_event",
     FlowRecord: "flow_event",
     OpenRecord: "open_event",
+    GuardRecord: "guard_event",
 }
 
 
 class Pipeline:
     """Everything after the ring buffer; fed one raw record at a time.
 
-    Detection may run on a worker thread (`submit`, set by the agent): the sink, the sandbox
-    labels and the alert counts are then shared with it, behind `lock`.
+    Detection runs inline by default; the agent sets `submit` to a DetectWorker's queue, and
+    writes the alerts it finds from the main loop (`Agent.collect_late_alerts`).
     """
 
     def __init__(self, enricher: Enricher, sink: Sink, stats: PipelineStats,
@@ -70,15 +85,21 @@ class Pipeline:
         self.warnings = warnings
         self.detect = detect
         self.now_ktime_ns = now_ktime_ns
+        self.last_event_time: Optional[float] = None  # wall clock, when an event was last written
         self.event_budget_s = event_budget_s
-        self.lock = threading.Lock()
         # Set when the agent is stopping: records handed over after it end the drain (a flood
         # must not keep a stopping agent draining).
         self.drain_deadline: Optional[float] = None
-        # Where events go for detection: inline by default, a DetectWorker's queue in the agent.
         self.submit: Callable[[dict], None] = self.detect_and_write
         self._updates_state = {kind: getattr(enricher, name) for kind, name in STATE_ONLY.items()}
         self._to_event = {kind: getattr(enricher, name) for kind, name in TO_EVENT.items()}
+        self.responder: Optional[Responder] = None  # set when responses are on
+
+    def write_action(self, event: dict) -> None:
+        """An `action` event from the responder: written and counted."""
+        self.sink.write(event)
+        sandbox = self.sandboxes.label(str((event.get("sandbox") or {}).get("name")))
+        self.stats.count_action(event["action"], str(event.get("rule")), sandbox, event["outcome"])
 
     def on_record(self, raw: bytes) -> Optional[int]:
         """Handle one record; STOP_DRAIN once the agent is stopping and its drain time is up."""
@@ -108,39 +129,51 @@ class Pipeline:
         finally:
             if time.monotonic() - started > self.event_budget_s:
                 self.stats.overrun("pipeline")
+        return None
 
     def emit(self, event: dict, ktime_ns: Optional[int]) -> None:
         """Write an event and pass it on to detection. `ktime_ns` is the kernel timestamp of
         its record, for the latency histogram; None for events not from the kernel (NVML)."""
-        with self.lock:
-            label = self.sandboxes.observe(event["kind"], event["sandbox"]["name"], event["process"]["pid"])
-            written = self.sink.write(event)
+        label = self.sandboxes.observe(event["kind"], event["sandbox"]["name"], event["process"]["pid"])
+        written = self.sink.write(event)
+        if written:
+            self.last_event_time = time.time()
         latency_s = (self.now_ktime_ns() - ktime_ns) / 1e9 if written and ktime_ns is not None else None
         self.stats.count_event(event["kind"], label, latency_s)
+        if self.responder is not None:
+            self.responder.observe(event)
         if self.detect is not None:
             self.submit(event)
 
     def detect_and_write(self, event: dict) -> None:
-        """Run detection on one event and write the alerts it raises."""
+        """Detection inline: run it on one event and write the alerts it raises."""
+        self.write_alerts(self.run_detect(event))
+
+    def run_detect(self, event: dict) -> list:
+        """The alerts one event raises (none when detection fails: counted and warned)."""
         assert self.detect is not None
         try:
-            alerts = self.detect(event)
+            return self.detect(event)
         except Exception as exc:  # noqa: BLE001
             self.stats.drop("detect", "error")
             self.warnings.warn("detect", f"detection failed on a {event['kind']} event: {type(exc).__name__}: {exc}")
-            return
-        with self.lock:
-            for alert in alerts:
-                self.stats.count_alert(alert["rule"], alert["severity"], self.sandboxes.label(alert["sandbox"]["name"]))
-                self.sink.write(alert)
+            return []
 
-    def flush_if_due(self, now: float) -> None:
-        with self.lock:
-            self.sink.flush_if_due(now)
+    def write_alerts(self, alerts: list) -> None:
+        """Count and write alerts (those of an event, or those that came later)."""
+        for alert in alerts:
+            self.stats.count_alert(alert["rule"], alert["severity"], self.sandboxes.label(alert["sandbox"]["name"]))
+            self.sink.write(alert)
+            if self.responder is not None:
+                self.act_on(alert)
 
-    def close_sink(self) -> None:
-        with self.lock:
-            self.sink.close()
+    def act_on(self, alert: dict) -> None:
+        """The configured actions for an alert, after it is written."""
+        try:
+            self.responder.on_alert(alert)
+        except Exception as exc:  # noqa: BLE001 - a failed action must not stop the agent
+            self.stats.drop("respond", "error")
+            self.warnings.warn("respond", f"acting on a {alert['rule']} alert failed: {type(exc).__name__}: {exc}")
 
 
 class Agent:
@@ -148,8 +181,14 @@ class Agent:
 
     def __init__(self, config: Mapping, output: Optional[str], cgroup_root: str,
                  detect: Optional[Detect] = None, log: TextIO = sys.stderr,
-                 socket_path: Optional[str] = None, stats: Optional[PipelineStats] = None) -> None:
+                 socket_path: Optional[str] = None, late_alerts: Optional[Callable[[], list]] = None,
+                 response: Optional[ResponseConfig] = None, control_path: Optional[str] = None,
+                 stats: Optional[PipelineStats] = None) -> None:
+        """`late_alerts` returns alerts whose detection finished after their event (the
+        executable scanner's); the main loop collects them between drains."""
         self.config = config
+        self.late_alerts = late_alerts
+        self.response = response
         self.log = log
         self.cgroup_root = cgroup_root
         self.stats = stats if stats is not None else PipelineStats()
@@ -171,10 +210,17 @@ class Agent:
             pods=pods,
         )
         self.sink: Sink = JsonLinesSink.open(output, self.stats, config["output"])
+        # Each sandbox's recent history, for `report` and the runner client.
+        self.history = SandboxHistory(HistoryBounds.from_config(config["history"]))
+        self.sink = FanOut(self.sink, self.history)
         if socket_path is not None:
             viewers = EventSocket.open(socket_path, self.stats, config["viewer"]["buffer_bytes"],
                                        config["viewer"]["max_viewers"])
             self.sink = FanOut(self.sink, viewers)
+        # Alertmanager, Falco, syslog, webhooks: after the JSON Lines, each on its own thread.
+        self.outputs = Forwarders.from_config(config.get("outputs"), config["logging"]["warn_interval_s"], log)
+        if self.outputs:
+            self.sink = FanOut(self.sink, self.outputs)
         self.sandboxes = SandboxTracker(
             max_labels=config["metrics"]["max_sandbox_labels"],
             retention_s=config["metrics"]["sandbox_label_retention_s"],
@@ -182,19 +228,28 @@ class Agent:
         )
         self.pipeline = Pipeline(enricher, self.sink, self.stats, self.sandboxes, self.warnings, detect,
                                  event_budget_s=limits["event_budget_ms"] / 1000)
+        # Detection beside the main loop: what a sandbox can make slow never holds up the drain.
         self.worker: Optional[DetectWorker] = None
         if detect is not None:
-            self.worker = DetectWorker(self.pipeline.detect_and_write, limits["detect_queue"],
+            self.worker = DetectWorker(self.pipeline.run_detect, limits["detect_queue"],
                                        limits["event_budget_ms"] / 1000,
                                        on_overrun=lambda: self.stats.overrun("detect"),
-                                       on_full=lambda: self.stats.drop("detect", "queue_full"))
+                                       on_full=lambda: self.stats.drop("detect", "queue_full"),
+                                       poll=self.poll_late_alerts if late_alerts is not None else None)
             self.pipeline.submit = self.worker.submit
         self.probes: Optional[ProbeSet] = None
         # The metrics endpoint reads the kernel's counters from its own thread: this keeps it
         # from reading map fds while the main loop closes them.
         self._probes_lock = threading.Lock()
         self.gpus = self._gpu_watcher(config)
+        self.control = ControlServer.open(control_path) if control_path is not None else None
+        self.notifier = Notifier()
+        # Each family's attachments, as last checked: starts all-false until the probes load.
+        self._attached: dict[str, bool] = {family: False for family in PROBE_FAMILIES}
         self._stop = False
+        self._held_back = CountDeltas()
+        self._lost_by_cgroup = CountDeltas()
+        self._floods_read_at = time.monotonic()
 
     def _gpu_watcher(self, config: Mapping) -> Optional[GpuWatcher]:
         if not config["gpu"]["nvml"]:
@@ -203,7 +258,9 @@ class Agent:
         if nvml is None:
             print(f"ebpfguard: GPU usage from NVML is off: {why}", file=self.log, flush=True)
             return None
-        return GpuWatcher(nvml, config["sandbox"], config["gpu"]["poll_interval_s"])
+        enricher = self.pipeline.enricher
+        return GpuWatcher(nvml, lambda sample: enricher.gpu_event(sample, cgroup_path_of_pid(sample["pid"])),
+                          config["gpu"]["poll_interval_s"])
 
     def stop(self, *_args) -> None:
         self._stop = True
@@ -216,7 +273,11 @@ class Agent:
         probes = ProbeSet.load(self.config, self.cgroup_root, self.pipeline.on_record)
         with self._probes_lock:
             self.probes = probes
+        self.seed_lineage(probes)
+        self._attached = probes.attached()
+        responder = self._responder(probes)
         print("ready", file=self.log, flush=True)
+        self.notifier.send("READY=1")
         busy_ms = int(self.config["probes"]["drain_interval_ms"])
         idle_ms = max(busy_ms, int(self.config["probes"]["idle_drain_interval_ms"]))
         wait_ms = busy_ms
@@ -224,19 +285,32 @@ class Agent:
         try:
             while not self._stop:
                 # An empty drain stretches the next wait (up to idle_ms): an idle host should
-                # not cost a hundred wakeups a second. Any record brings the short wait back.
-                wait_ms = busy_ms if probes.drain(wait_ms) else min(idle_ms, wait_ms * 2)
+                # not cost a hundred wakeups a second. Any record brings the short wait back;
+                # a drain cut at its bound (a backlog) goes on without waiting.
+                drained = probes.drain(wait_ms, MAX_RECORDS_PER_DRAIN)
+                if drained >= MAX_RECORDS_PER_DRAIN:
+                    wait_ms = 0
+                else:
+                    wait_ms = busy_ms if drained else min(idle_ms, max(wait_ms, busy_ms) * 2)
+                self.collect_late_alerts()
                 now = time.monotonic()
-                self.pipeline.flush_if_due(now)
+                if responder is not None:
+                    responder.poll()
+                self.sink.flush_if_due(now)
+                if self.control is not None:
+                    self.control.serve()
                 if now >= next_housekeeping:
                     self.check_losses()
+                    self.report_floods()
                     self.expire_sandbox_labels()
+                    self.history.expire()
                     next_housekeeping = now + 1.0
                 if self.gpus is not None:
                     self.poll_gpus()
         finally:
-            probes.drain(0)
+            probes.drain(0, 8 * MAX_RECORDS_PER_DRAIN)  # what is there now; a flood has no end
             self.check_losses()
+            self.report_floods()
             with self._probes_lock:
                 probes.close()
                 self.probes = None
@@ -245,8 +319,84 @@ class Agent:
                 undone = self.worker.stop(SHUTDOWN_DETECT_S)
                 if undone:
                     self.stats.drop("detect", "shutdown", undone)
-            self.pipeline.close_sink()
+                self.collect_late_alerts()
+            if responder is not None:
+                responder.close()
+            if self.control is not None:
+                self.control.close()
+            self.sink.close()
+            self.notifier.send("STOPPING=1")
+            self.notifier.close()
             print(f"ebpfguard: stopped: {json.dumps(self.summary())}", file=self.log, flush=True)
+
+    def _responder(self, probes: ProbeSet) -> Optional[Responder]:
+        """The responder (always, for `actions` and thaw; it acts only when configured), and
+        its control-socket operations."""
+        if self.response is None:
+            return None
+        maps = ResponseMaps(probes.bpf) if self.response.mode == "enforce" else None
+        responder = Responder(self.response, self.config["sandbox"], self.cgroup_root, maps,
+                              self.pipeline.write_action, socket.gethostname())
+        if self.response.active:
+            self.pipeline.responder = responder
+        if self.control is not None:
+            self.control.handle("actions.list", lambda _args: responder.listing())
+            self.control.handle("actions.lift", lambda args: _lift(responder, args))
+        return responder
+
+    def seed_lineage(self, probes: ProbeSet) -> None:
+        """Tell the kernel the sandboxes and sandboxed processes already there (the lineage
+        map starts empty), and from now on every cgroup the enricher finds in a sandbox."""
+        room = int(self.config["sandbox"]["lineage_max_processes"])
+        for cgroup_id, _path, pids in sandboxed_cgroups(self.cgroup_root, self.config["sandbox"]):
+            probes.mark_sandbox_cgroup(cgroup_id)
+            for pid in pids[:max(room, 0)]:
+                probes.seed_lineage(pid, cgroup_id)
+            room -= len(pids)
+        self.pipeline.enricher.sandboxes.on_sandbox = probes.mark_sandbox_cgroup
+
+    def check_attached(self, probes: ProbeSet) -> None:
+        """Every program still attached where it was? A family that lost one is a `tamper`
+        event (agent.tamper alerts on it) and ebpfguard_probe_attached{probe} = 0."""
+        before, now = self._attached, probes.attached()
+        self._attached = now
+        for family, attached in now.items():
+            if before.get(family) and not attached:
+                self.warnings.warn(f"detached-{family}", f"{family} probe is no longer attached")
+                self.pipeline.emit(self.pipeline.enricher.probe_detached_event(family), None)
+
+    def probe_attached(self) -> dict[str, bool]:
+        """Each probe family: all its programs attached at the last check (every second)."""
+        return dict(self._attached)
+
+    def last_event_time(self) -> Optional[float]:
+        """Wall-clock time the last event was written (None before the first)."""
+        return self.pipeline.last_event_time
+
+    def lineage_counts(self) -> Optional[tuple[int, int, int]]:
+        """The lineage map's (inserts, deletes, live entries), read now; None without probes."""
+        with self._probes_lock:
+            if self.probes is not None:
+                return self.probes.lineage_counts()
+        return None
+
+    def collect_late_alerts(self) -> None:
+        """Write the alerts found off the hot path since the last call: the detection
+        worker's (which also polls for late ones), or else the late ones themselves."""
+        if self.worker is not None:
+            self.pipeline.write_alerts(self.worker.take_alerts())
+        elif self.late_alerts is not None:
+            self.pipeline.write_alerts(self.poll_late_alerts())
+
+    def poll_late_alerts(self) -> list:
+        """Alerts whose detection finished after their event (the executable scanner's)."""
+        assert self.late_alerts is not None
+        try:
+            return self.late_alerts()
+        except Exception as exc:  # noqa: BLE001 - as for any detection error
+            self.stats.drop("detect", "error")
+            self.warnings.warn("detect", f"collecting late alerts failed: {type(exc).__name__}: {exc}")
+            return []
 
     def summary(self) -> dict:
         """What went through, and what was lost (kernel) or dropped (userspace), by cause."""
@@ -262,14 +412,13 @@ class Agent:
     def poll_gpus(self) -> None:
         """NVML samples, when due, as `gpu` events through the same pipeline."""
         try:
-            samples = self.gpus.poll_if_due()
+            events = self.gpus.poll_if_due()
         except Exception as exc:  # noqa: BLE001 - the driver can fail; the agent goes on
             self.stats.drop("gpu", "nvml_error")
             self.warnings.warn("gpu", f"NVML poll failed: {exc}")
             return
-        enricher = self.pipeline.enricher
-        for sample in samples:
-            self.pipeline.emit(enricher.gpu_event(sample, cgroup_path_of_pid(sample["pid"])), None)
+        for event in events:
+            self.pipeline.emit(event, None)
 
     def check_losses(self) -> None:
         """Fold the kernel's loss counters into stats, warning when they grew."""
@@ -279,12 +428,31 @@ class Agent:
                 self.warnings.warn(f"lost-{family}", f"{family} probe lost {grew} events "
                                    f"(ring buffer full; {total} in all)")
 
+    def report_floods(self) -> None:
+        """A `summary` event for each sandbox (cgroup) whose records the kernel held back (rate
+        limit) or lost (ring full) since the last call, and the per-sandbox loss counters."""
+        with self._probes_lock:
+            if self.probes is None:
+                return
+            held_back, lost = self.probes.held_back(), self.probes.lost_by_cgroup()
+        now = time.monotonic()
+        window_s, self._floods_read_at = now - self._floods_read_at, now
+        held_grew, lost_grew = self._held_back.grew(held_back), self._lost_by_cgroup.grew(lost)
+        envelope = self.pipeline.enricher.envelope
+        for cgroup_id in sorted(held_grew.keys() | lost_grew.keys()):
+            held, gone = held_grew.get(cgroup_id, {}), lost_grew.get(cgroup_id, {})
+            event = summary_event(envelope, cgroup_id, held, gone, window_s)
+            self.stats.count_sandbox_flood(self.sandboxes.label(event["sandbox"]["name"]), held, gone)
+            self.pipeline.emit(event, None)
+
     def expire_sandbox_labels(self) -> None:
         """End the series of sandboxes gone long enough, freeing their label values."""
-        with self.pipeline.lock:
-            expired = self.sandboxes.expire()
-        for label in expired:
+        for label in self.sandboxes.expire():
             self.stats.forget_sandbox(label)
+
+    def output_counts(self) -> list[OutputSnapshot]:
+        """Each configured output's sent, failed and dropped counts and queue depth."""
+        return self.outputs.counters()
 
     def gpu_usage(self) -> list:
         """The latest per-sandbox GPU usage from NVML (empty without it)."""
@@ -302,3 +470,15 @@ class Agent:
         with self._probes_lock:
             loaded = set(self.probes.families) if self.probes is not None else set()
         return {family: family in loaded for family in PROBE_FAMILIES}
+
+
+def _lift(responder: Responder, args: dict) -> dict:
+    from ebpfguard.control import ControlError
+
+    entry = args.get("id")
+    if not isinstance(entry, str):
+        raise ControlError('actions.lift needs {"id": ID} (ids from actions.list)')
+    try:
+        return responder.lift(entry)
+    except KeyError:
+        raise ControlError(f"nothing in force has id {entry!r}") from None

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, BinaryIO, Optional
 import click
 
 from ebpfguard import __version__
+from ebpfguard.client import DEFAULT_CONTROL_SOCKET
 from ebpfguard.config import ConfigError, load_config
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
@@ -46,6 +47,14 @@ def socket_option(help_text: str):
 
     return click.option("--socket", "socket_path", default=DEFAULT_SOCKET, show_default=True,
                         envvar="EBPFGUARD_SOCKET", metavar="PATH", help=help_text)
+
+
+def control_socket_option(help_text: str):
+    """--control-socket PATH: the agent serves `actions` and other requests there."""
+    from ebpfguard.client import DEFAULT_CONTROL_SOCKET
+
+    return click.option("--control-socket", "control_path", default=DEFAULT_CONTROL_SOCKET, show_default=True,
+                        envvar="EBPFGUARD_CONTROL_SOCKET", metavar="PATH", help=help_text)
 
 
 rules_option = click.option(
@@ -85,12 +94,13 @@ def _metrics_address(_ctx: click.Context, _param: click.Parameter, value: str) -
 @click.option("--output", type=click.Path(dir_okay=False), metavar="FILE",
               help="Append events to FILE instead of stdout (each line flushed within 100 ms).")
 @socket_option("Serve events to viewers (`ebpfguard watch`) on PATH, mode 0600; `none` disables.")
+@control_socket_option("Serve control requests (`ebpfguard actions`) on PATH, root only; `none` disables.")
 @click.option("--metrics-addr", "metrics_address", default="127.0.0.1:9477", show_default=True,
               envvar="EBPFGUARD_METRICS_ADDR", metavar="HOST:PORT", callback=_metrics_address,
               help="Serve Prometheus metrics on http://HOST:PORT/metrics; 'none' disables it.")
 @click.option("--ebpf", is_flag=True, hidden=True, help="Print the BPF program and its flags, then exit.")
 def run(config_path: Optional[Path], rule_files: tuple[Path, ...], output: Optional[str], socket_path: str,
-        metrics_address: Optional[tuple[str, int]], ebpf: bool) -> None:
+        control_path: str, metrics_address: Optional[tuple[str, int]], ebpf: bool) -> None:
     """Run the agent: events and alerts as JSON Lines on stdout, logs on stderr.
 
     Prints `ready` on stderr once every probe is attached; SIGINT or SIGTERM detach them all.
@@ -113,6 +123,7 @@ def run(config_path: Optional[Path], rule_files: tuple[Path, ...], output: Optio
         engine = DetectionEngine(rules, config["detect"], read_file=live_files(config["limits"], stats.overrun))
     except (ValueError, DetectConfigError) as exc:
         fail(f"{config_path or 'default config'}: {exc}")
+    response = _response_or_fail(config, rules, config_path)
     if ebpf:
         click.echo(f"// cflags: {' '.join(compile_flags(config, tracefs_root() or '/sys/kernel/tracing'))}")
         click.echo(program_text())
@@ -134,11 +145,15 @@ def run(config_path: Optional[Path], rule_files: tuple[Path, ...], output: Optio
     logging.basicConfig(format="ebpfguard: %(levelname)s: %(message)s", level=logging.WARNING)
     try:
         agent = Agent(config, output, cgroup_root, detect=engine.process,
-                      socket_path=None if socket_path == "none" else socket_path, stats=stats)
+                      socket_path=None if socket_path == "none" else socket_path, late_alerts=engine.poll,
+                      response=response, control_path=None if control_path == "none" else control_path,
+                      stats=stats)
     except SocketBusy as exc:
-        fail(f"{exc} (stop it, or give this agent another --socket)")
+        fail(f"{exc} (stop it, or give this agent another --socket or --control-socket)")
     except OSError as exc:
         fail(f"cannot open {exc.filename or output}: {exc.strerror}")
+    except ValueError as exc:  # an output's settings went bad since the config was read
+        fail(f"{config_path}: {exc}")
     server = None if metrics_address is None else _serve_metrics(agent, *metrics_address)
     try:
         agent.run()
@@ -154,6 +169,19 @@ def run(config_path: Optional[Path], rule_files: tuple[Path, ...], output: Optio
     os._exit(EXIT_OK)
 
 
+def _response_or_fail(config: dict, rules: "RuleSet", config_path: Optional[Path]):
+    """The checked `response` section: errors name file, line and key (exit 2)."""
+    from ebpfguard.detect.registry import DETECTORS
+    from ebpfguard.respond.config import parse_response
+
+    every_kind = ("exec", "exit", "socket", "connect", "flow", "dns", "open", "gpu")
+    kinds = {rule.id: getattr(DETECTORS.get(rule.id), "kinds", every_kind) for rule in rules.rules}
+    try:
+        return parse_response(config["response"], kinds, config_path)
+    except ConfigError as exc:
+        fail(str(exc))
+
+
 def _serve_metrics(agent: "Agent", host: str, port: int) -> "MetricsServer":
     """Start the metrics endpoint before the probes load, so a busy port fails fast (exit 2)."""
     from prometheus_client import CollectorRegistry
@@ -162,7 +190,8 @@ def _serve_metrics(agent: "Agent", host: str, port: int) -> "MetricsServer":
     from ebpfguard.outputs.metrics import AgentCollector, MetricsAddressError, MetricsServer, MetricsTls
 
     registry = CollectorRegistry()
-    registry.register(AgentCollector(agent.stats, agent.sandboxes, agent, tuple(PROBE_FAMILIES), __version__))
+    registry.register(AgentCollector(agent.stats, agent.sandboxes, agent, tuple(PROBE_FAMILIES), __version__,
+                                     outputs=agent.output_counts))
     try:
         server = MetricsServer(host, port, registry, MetricsTls.from_config(agent.config["metrics"]))
     except MetricsAddressError as exc:
@@ -239,6 +268,50 @@ def watch(socket_path: str, plain: bool, as_json: bool, standalone: bool, config
         WatchApp(connection=f"connected to {where}", conn=conn).run()
 
 
+# -- for sandbox runners: the verdict of one sandbox ---------------------------------------------
+
+
+@main.command()
+@click.argument("sandbox")
+@click.option("--from", "from_file", type=click.File("rb"), metavar="FILE|-",
+              help="Build the report from an events file (what `run --output` wrote) instead of asking the agent.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True,
+              help="text for a terminal, json (a contract: docs/runners.md), markdown for an incident ticket.")
+@click.option("--control-socket", "control_path", default=DEFAULT_CONTROL_SOCKET, show_default=True,
+              envvar="EBPFGUARD_CONTROL_SOCKET", metavar="PATH", help="The running agent's control socket.")
+@config_option
+def report(sandbox: str, from_file: Optional[BinaryIO], fmt: str, control_path: str,
+           config_path: Optional[Path]) -> None:
+    """The verdict and timeline of one sandbox: what it ran, reached and set off.
+
+    Exit 0 clean, 1 flagged, 2 unknown sandbox or no agent.
+    """
+    import json
+
+    from ebpfguard import client
+    from ebpfguard.outputs.report import RENDERERS, build_report
+
+    if from_file is not None:
+        from ebpfguard.outputs.history import HistoryBounds, history_from_events
+
+        bounds = HistoryBounds.from_config(config_or_fail(config_path)["history"])
+        history = history_from_events(from_file, bounds, sys.stderr)
+        record = history.get(sandbox)
+        if record is None:
+            fail(f"{from_file.name}: no event of sandbox {sandbox!r}")
+        result = build_report(record)
+    else:
+        try:
+            result = client.verdict(sandbox, control_path)
+        except (client.NoAgent, client.Refused) as exc:
+            fail(str(exc))
+    if fmt == "json":
+        click.echo(json.dumps(result, ensure_ascii=True))
+    else:
+        click.echo(RENDERERS[fmt](result), nl=False)
+    sys.exit(1 if result["verdict"] == "flagged" else 0)
+
+
 # -- detection: replay and rules ---------------------------------------------------------------
 
 
@@ -273,7 +346,7 @@ def replay(events: BinaryIO, config_path: Optional[Path], rule_files: tuple[Path
 
 @main.group()
 def rules() -> None:
-    """Detection rules: list them, check a rules file."""
+    """Detection rules: list them, check a rules file, run its examples (docs/rules.md)."""
 
 
 @rules.command("list")
@@ -291,20 +364,151 @@ def rules_list(rule_files: tuple[Path, ...]) -> None:
 @rules.command("lint")
 @click.argument("rule_file", metavar="FILE", type=click.Path(path_type=Path))
 def rules_lint(rule_file: Path) -> None:
-    """Check a rules file on top of the shipped rules.
+    """Check a rules file on top of the shipped rules: YAML, fields, operators, types.
 
-    Prints each problem as FILE:LINE: message. Exit 0 if clean, 1 if problems, 2 if unreadable.
+    Prints each problem as FILE:LINE: message (FILE:LINE:COLUMN inside a condition or an
+    output template). Exit 0 if clean, 1 if problems, 2 if unreadable.
     """
     from ebpfguard.detect.engine import RulesError, load_rules
 
-    try:
-        rule_file.read_bytes().decode("utf-8")
-    except (OSError, UnicodeDecodeError) as problem:
-        click.echo(f"{rule_file}: cannot read: {problem}", err=True)
-        sys.exit(2)
+    _readable_or_exit(rule_file)
     try:
         load_rules([rule_file])
     except RulesError as problems:
         click.echo(str(problems))
-        sys.exit(1)
+        sys.exit(EXIT_FINDINGS)
     click.echo(f"{rule_file}: ok")
+
+
+@rules.command("test")
+@click.argument("rule_file", metavar="FILE", type=click.Path(path_type=Path))
+@config_option
+def rules_test(rule_file: Path, config_path: Optional[Path]) -> None:
+    """Run the `examples` of the rules in FILE and print a pass/fail table.
+
+    Exit 0 if every example passes, 1 if one fails, 2 if the file does not load.
+    """
+    from ebpfguard.detect.config import DetectConfigError
+    from ebpfguard.detect.engine import RulesError, load_rules
+    from ebpfguard.detect.ruletest import format_results, run_examples
+
+    _readable_or_exit(rule_file)
+    config = config_or_fail(config_path)
+    try:
+        loaded = load_rules([rule_file])
+        results = run_examples(loaded, rule_file, config["detect"])
+    except RulesError as problems:
+        click.echo(str(problems), err=True)
+        sys.exit(EXIT_USAGE)
+    except DetectConfigError as problem:
+        fail(str(problem))
+    if not results:
+        click.echo(f"{rule_file}: no rule in it has examples")
+        return
+    click.echo(format_results(results))
+    sys.exit(EXIT_OK if all(result.passed for result in results) else EXIT_FINDINGS)
+
+
+def _readable_or_exit(rule_file: Path) -> None:
+    try:
+        rule_file.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as problem:
+        click.echo(f"{rule_file}: cannot read: {problem}", err=True)
+        sys.exit(EXIT_USAGE)
+
+
+# -- response: what is in force, and finishing a freeze -----------------------------------------
+
+
+@main.group(invoke_without_command=True)
+@control_socket_option("The agent's control socket.")
+@click.option("--json", "as_json", is_flag=True, help="The agent's answer as JSON.")
+@click.pass_context
+def actions(ctx: click.Context, control_path: str, as_json: bool) -> None:
+    """List what the agent's responses hold in force now (blocked flows, denied destinations,
+    quarantines, frozen sandboxes); `actions lift ID` ends one. Exit 2 if no agent is running."""
+    ctx.obj = control_path
+    if ctx.invoked_subcommand is not None:
+        return
+    import json
+
+    listing = _control_or_fail(control_path, "actions.list")
+    if as_json:
+        click.echo(json.dumps(listing, indent=2))
+        return
+    click.echo(f"mode: {listing['mode']}")
+    entries = listing["in_force"]
+    if not entries:
+        click.echo("nothing in force")
+    for entry in entries:
+        target = " ".join(f"{k}={v}" for k, v in entry["target"].items() if k not in ("sandbox", "allow"))
+        expires = f"  expires in {entry['expires_in_s']}s" if "expires_in_s" in entry else ""
+        rule = f"  rule {entry['rule']}" if entry.get("rule") else ""
+        click.echo(f"{entry['id']:<12}  {entry['action']:<12}  {entry['sandbox']:<24}  {target}{rule}{expires}")
+
+
+@actions.command("lift")
+@click.argument("ids", nargs=-1, required=True, metavar="ID...")
+@click.pass_obj
+def actions_lift(control_path: str, ids: tuple[str, ...]) -> None:
+    """End actions in force, by the ids `ebpfguard actions` lists (a frozen sandbox is thawed)."""
+    for entry in ids:
+        _control_or_fail(control_path, "actions.lift", {"id": entry})
+        click.echo(f"lifted {entry}")
+
+
+def _control_or_fail(path: str, op: str, args: Optional[dict] = None):
+    from ebpfguard import client
+
+    try:
+        return client.call(op, args, path)
+    except (client.NoAgent, client.Refused) as exc:
+        fail(str(exc))
+
+
+def _sandbox_cgroups_or_fail(name: str, config_path: Optional[Path]):
+    from ebpfguard.enrich.sandbox import cgroup_root_from_proc
+    from ebpfguard.respond.cgroups import contains, find_sandbox, own_cgroup_path
+
+    if name == "host":
+        fail("`host` is not a sandbox: thaw or kill its cgroups by hand")
+    mount = cgroup_root_from_proc()
+    if mount is None:
+        fail("no cgroup2 filesystem is mounted")
+    found = find_sandbox(mount, config_or_fail(config_path)["sandbox"], name)
+    if not found:
+        fail(f"no sandbox named {name!r} (as the config's sandbox matchers name cgroups)")
+    mine = own_cgroup_path()
+    for sandbox in found:
+        if mine is not None and contains(sandbox.path, mine):
+            fail(f"{name} holds this command's own cgroup ({mine})")
+    return mount, found
+
+
+@main.command()
+@click.argument("sandbox", metavar="SANDBOX")
+@config_option
+def thaw(sandbox: str, config_path: Optional[Path]) -> None:
+    """Thaw a frozen sandbox: its processes run again. Works with no agent running."""
+    from ebpfguard.respond.cgroups import thaw as thaw_cgroup
+
+    mount, found = _sandbox_cgroups_or_fail(sandbox, config_path)
+    for cgroup in found:
+        thaw_cgroup(mount, cgroup.path)
+        click.echo(f"thawed {cgroup.name} ({cgroup.path})")
+
+
+@main.command("kill")
+@click.argument("sandbox", metavar="SANDBOX")
+@config_option
+def kill_sandbox(sandbox: str, config_path: Optional[Path]) -> None:
+    """SIGKILL every process of a sandbox, frozen ones included (cgroup.kill, Linux 5.14+)."""
+    from ebpfguard.respond.cgroups import kill_all
+
+    mount, found = _sandbox_cgroups_or_fail(sandbox, config_path)
+    for cgroup in found:
+        try:
+            kill_all(mount, cgroup.path)
+        except OSError as exc:
+            fail(f"cannot kill {cgroup.path}: {exc.strerror} (cgroup.kill needs Linux 5.14+)")
+        click.echo(f"killed every process of {cgroup.name} ({cgroup.path})")

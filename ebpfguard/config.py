@@ -50,6 +50,14 @@ class ConfigError(Exception):
     """A configuration file that cannot be used; the message names file, line and key."""
 
 
+# Mappings whose keys are the user's (rule ids), not the default's: their values are checked
+# by the section's own parser (ebpfguard/respond/config.py), which reports lines with key_line().
+FREE_MAPPINGS = {"response.rules"}
+
+# YAML 1.1 reads an unquoted `off` as false: for these keys that means the string "off".
+OFF_STRINGS = {"response.mode"}
+
+
 def default_config_text() -> str:
     return resources.files("ebpfguard").joinpath("default_config.yaml").read_text()
 
@@ -74,10 +82,27 @@ def load_config(path: Optional[Path] = None) -> Config:
         raise ConfigError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
     if node is None:
         return config
-    return _overlay(config, node, str(path), "")
+    lines: dict[str, int] = {}
+    merged = _overlay(config, node, str(path), "", lines)
+    _check_sections(merged, str(path), lines)
+    return merged
 
 
-def _overlay(base: Mapping[str, Any], node: yaml.Node, path: str, prefix: str) -> dict:
+def _check_sections(config: Config, path: str, lines: Mapping[str, int]) -> None:
+    """Checks that need more than a type: each names the dotted key it found wrong."""
+    from ebpfguard.outputs.settings import OutputConfigError, check_outputs
+
+    try:
+        check_outputs(config.get("outputs"))
+    except OutputConfigError as exc:
+        key = exc.key
+        while key not in lines and "." in key:  # a default the user left: point at its section
+            key = key.rsplit(".", 1)[0]
+        where = f"{path}:{lines[key]}" if key in lines else path
+        raise ConfigError(f"{where}: '{exc.key}': {exc.message}") from None
+
+
+def _overlay(base: Mapping[str, Any], node: yaml.Node, path: str, prefix: str, lines: dict) -> dict:
     if not isinstance(node, yaml.MappingNode):
         raise ConfigError(f"{path}:{node.start_mark.line + 1}: {prefix or 'the file'} must be a mapping")
     merged = copy.deepcopy(dict(base))
@@ -85,14 +110,23 @@ def _overlay(base: Mapping[str, Any], node: yaml.Node, path: str, prefix: str) -
         key = key_node.value
         dotted = f"{prefix}{key}"
         line = key_node.start_mark.line + 1
+        lines[dotted] = line
         if key not in base:
             known = ", ".join(sorted(base)) or "none"
             raise ConfigError(f"{path}:{line}: unknown key '{dotted}' (known here: {known})")
         default = base[key]
+        if dotted in FREE_MAPPINGS:
+            value = yaml.safe_load(yaml.serialize(value_node))
+            if not isinstance(value, dict):
+                raise ConfigError(f"{path}:{line}: '{dotted}' must be a mapping, not {_type_name(value)}")
+            merged[key] = value
+            continue
         if isinstance(default, dict):
-            merged[key] = _overlay(default, value_node, path, dotted + ".")
+            merged[key] = _overlay(default, value_node, path, dotted + ".", lines)
             continue
         value = yaml.safe_load(yaml.serialize(value_node))
+        if dotted in OFF_STRINGS and value is False:
+            value = "off"
         if not _same_type(default, value):
             raise ConfigError(
                 f"{path}:{line}: '{dotted}' must be {_type_name(default)}, not {_type_name(value)}"
@@ -110,6 +144,26 @@ def _check_range(dotted: str, value: Any, where: str) -> None:
         raise ConfigError(f"{where}: '{dotted}' must be at least {low}, not {value}")
     if high is not None and value > high:
         raise ConfigError(f"{where}: '{dotted}' must be at most {high}, not {value}")
+
+
+def key_line(path: Optional[Path], keys: tuple[str, ...]) -> Optional[int]:
+    """The line (1-based) of a nested key in a YAML file, or None when the file does not
+    set it (the value is the default's) or cannot be read."""
+    if path is None:
+        return None
+    try:
+        node = yaml.compose(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    line = None
+    for key in keys:
+        if not isinstance(node, yaml.MappingNode):
+            return None
+        found = next(((k, v) for k, v in node.value if k.value == key), None)
+        if found is None:
+            return None
+        line, node = found[0].start_mark.line + 1, found[1]
+    return line
 
 
 def _same_type(default: Any, value: Any) -> bool:

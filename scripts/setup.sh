@@ -37,10 +37,12 @@ apt_has() {
 
 agent_pkgs=(python3 python3-venv python3-pip python3-bpfcc)
 # prometheus: promtool (rules checks, rule unit tests, check metrics) and a real server for the
-# metrics tests; curl: fetching the endpoint as an operator would.
+# metrics tests; curl: fetching the endpoint as an operator would; prometheus-alertmanager
+# (with amtool) and rsyslog: real receivers for the alert outputs, started by the tests on
+# loopback with temp configs (never the host's syslog); openssl: test certificates for TLS.
 test_pkgs=(gcc libc6-dev bpftool openssh-server openssh-client iproute2 procps tmux
            util-linux systemd logrotate vagrant liburing-dev  # setpriv, systemd-analyze, logrotate -d, vagrant validate, io_uring
-           prometheus curl openssl)  # openssl: certificates for the metrics TLS tests
+           prometheus curl prometheus-alertmanager rsyslog openssl)  # openssl: metrics TLS test certificates
 apt_install "${agent_pkgs[@]}"
 [ $want_test -eq 1 ] && apt_install "${test_pkgs[@]}"
 
@@ -98,5 +100,11 @@ if [ "$have" != "$hash[test]" ] && { [ $want_test -eq 1 ] || [ "$have" != "$hash
   echo "$hash$extras" > "$stamps/pip"
 fi
 "$venv/bin/python" -c "import bcc" 2>/dev/null || die "the venv cannot import bcc (python3-bpfcc); is $venv made from /usr/bin/python3?"
-ln -sfn "$venv/bin/ebpfguard" /usr/local/bin/ebpfguard
-say "ready: $(command -v ebpfguard)"
+# `make install` owns the name once it has put a release there; a clone links itself otherwise.
+link=/usr/local/bin/ebpfguard
+if [ -L "$link" ] && [ -e "$(dirname "$(readlink "$link")")/../.installed-files" ]; then
+  say "ready: $venv/bin/ebpfguard ($link is the system install, $(readlink "$link"))"
+else
+  ln -sfn "$venv/bin/ebpfguard" "$link"
+  say "ready: $(command -v ebpfguard)"
+fi

@@ -41,6 +41,8 @@ WRAPPERS: dict[str, tuple[frozenset, int]] = {
     "eval": (frozenset(), 0),
     "time": (frozenset({"-f", "--format", "-o", "--output"}), 0),
     "busybox": (frozenset(), 0),
+    # sshpass -p PASS | -f FILE | -d FD | -e, then the ssh (scp, rsync...) command it feeds.
+    "sshpass": (frozenset({"-p", "-f", "-d", "-P"}), 0),
 }
 SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ash", "ksh", "mksh", "rbash"})
 MAX_DEPTH = 4  # nesting of wrappers, scripts and base64 layers followed

@@ -21,8 +21,12 @@ from ebpfguard.detect.registry import Detector, Event, Finding, RuleContext, det
 
 HINT_NAMES = (
     "binary", "generic_binary", "disguise", "pool_url", "pool_host", "pool_option", "donate",
-    "algo", "coin", "wallet", "wallet_shape", "gpu_option", "miner_option", "config_unreadable",
+    "algo", "coin", "wallet", "wallet_shape", "gpu_option", "miner_option", "node_mining",
+    "argv_hidden", "argv_changed", "argv_padded", "config_unreadable",
 )
+# The exec event's `argv_anomalies` (ebpfguard/enrich/exec_join.py) that mean the command line
+# was built past what a probe reads at once: padded, or placed where it cannot read it.
+HIDING_ANOMALIES = ("past_entry_bounds", "unreadable_at_entry", "truncated", "stack_incomplete")
 MAX_MATCH_CHARS = 160
 MAX_CONFIG_BYTES = 256 * 1024
 
@@ -69,6 +73,17 @@ class Hint:
         return {"hint": self.hint, "weight": self.weight, "match": self.match[:MAX_MATCH_CHARS], "source": self.source}
 
 
+@dataclass(frozen=True)
+class Assessment:
+    """One command of an exec, scored: `needed` is the bar it must reach to alert."""
+
+    score: int
+    needed: int
+    binary: str
+    hints: list
+    command: Command
+
+
 @detector("miner.exec", kinds=("exec",))
 class MinerExec(Detector):
     """Scores every command an exec would run; alerts on the best one that reaches the bar."""
@@ -99,28 +114,25 @@ class MinerExec(Detector):
             "miner": frozenset(params["miner_options"]),
             "config": frozenset(params["config_options"]),
         }
+        self.port_options = frozenset(params["port_options"])
+        self.node_mining_options = frozenset(params["node_mining_options"])
+        self.node_daemon_mining_flags = frozenset(params["node_daemon_mining_flags"])
+        self.node_daemons = _lower_set(params["node_daemons"])
         self.inert_commands = _lower_set(params["inert_commands"])
         self.system_dirs = tuple(directory.rstrip("/") + "/" for directory in params["system_dirs"])
+        self.min_padding_args = int(params["min_padding_args"])
         if self.min_score < 1 or self.inert_factor < 1:
             raise ValueError("min_score and inert_factor must be at least 1")
+        self._assessed: Optional[tuple[Event, tuple[Assessment, ...]]] = None
 
     def on_event(self, event: Event) -> Iterable[Finding]:
-        process = event.get("process") or {}
-        argv = process.get("argv") or event.get("argv") or ()
-        if not isinstance(argv, (list, tuple)) or not argv:
-            return
-        best: Optional[tuple[int, int, str, list[Hint], Command]] = None
-        for index, command in enumerate(commands_of([str(arg) for arg in argv])):
-            hints = self.command_hints(command)
-            if index == 0:
-                hints += self.exec_hints(event, command)
-            score = _score(hints)
-            needed = self.min_score * (self.inert_factor if self._is_inert(command, hints) else 1)
-            if score >= needed and (best is None or score > best[0]):
-                best = (score, needed, _binary(hints), hints, command)
+        best = None
+        for assessed in self.assess(event):
+            if assessed.score >= assessed.needed and (best is None or assessed.score > best.score):
+                best = assessed
         if best is None:
             return
-        score, needed, binary, hints, command = best
+        score, needed, binary, hints, command = best.score, best.needed, best.binary, best.hints, best.command
         named = binary or program_name(command.argv[0])
         reasons = ", ".join(dict.fromkeys(hint.hint for hint in hints))
         yield Finding(
@@ -133,6 +145,24 @@ class MinerExec(Detector):
                 "command": list(command.argv[:64]),
             },
         )
+
+    def assess(self, event: Event) -> tuple["Assessment", ...]:
+        """Every command the exec would run, scored; remembered for the last event, so the
+        rule and user conditions over `exec.miner.*` score an event once between them."""
+        if self._assessed is not None and self._assessed[0] is event:
+            return self._assessed[1]
+        process = event.get("process") or {}
+        argv = process.get("argv") or event.get("argv") or ()
+        assessed: list[Assessment] = []
+        if isinstance(argv, (list, tuple)) and argv:
+            for index, command in enumerate(commands_of([str(arg) for arg in argv])):
+                hints = self.command_hints(command)
+                if index == 0:
+                    hints += self.exec_hints(event, command)
+                needed = self.min_score * (self.inert_factor if self._is_inert(command, hints) else 1)
+                assessed.append(Assessment(_score(hints), needed, _binary(hints), hints, command))
+        self._assessed = (event, tuple(assessed))
+        return self._assessed[1]
 
     # -- hints from a command's argv -----------------------------------------------------------
 
@@ -147,7 +177,30 @@ class MinerExec(Detector):
             hints.append(Hint("generic_binary", self.weights["generic_binary"], name, source))
         for option, value, token in _options(argv[1:]):
             hints.extend(self._argument_hints(option, value, token, source))
+        hints.extend(self._split_pool_hints(argv[1:], source))
+        hints.extend(self._node_mining_hints(name, argv[1:], source))
         return hints
+
+    def _split_pool_hints(self, arguments: Sequence[str], source: str) -> Iterator[Hint]:
+        """A pool given as a host option and a port option apart (GMiner's `--server HOST
+        --port N`): read as the HOST:N the joined form would be."""
+        hosts = [value for option, value, _ in _options(arguments)
+                 if option in self.options["pool"] and value and "." in value and ":" not in value]
+        ports = [value for option, value, _ in _options(arguments)
+                 if option in self.port_options and value and value.isdigit()]
+        if hosts and ports:
+            joined = f"{hosts[0]}:{ports[0]}"
+            yield Hint("pool_option", self.weights["pool_option"], joined, source)
+            host = self._known_pool(joined)
+            if host:
+                yield Hint("pool_host", self.weights["pool_host"], host, source)
+
+    def _node_mining_hints(self, name: str, arguments: Sequence[str], source: str) -> Iterator[Hint]:
+        """A node daemon's built-in miner switched on (`monerod --start-mining`, `geth --mine`)."""
+        for option, value, token in _options(arguments):
+            if option in self.node_mining_options or (option in self.node_daemon_mining_flags and name in self.node_daemons):
+                yield Hint("node_mining", self.weights["node_mining"], token if value is None else f"{option} {value}", source)
+                return
 
     def _argument_hints(self, option: Optional[str], value: Optional[str], token: str, source: str) -> Iterator[Hint]:
         weights, options = self.weights, self.options
@@ -221,9 +274,15 @@ class MinerExec(Detector):
         names = {program_name(str(value)) for value in (command.argv[0], event.get("filename"), process.get("exe")) if value}
         if isinstance(process.get("comm"), str):
             names.add(process["comm"])
+        # A kernel thread's name in brackets may hold a slash (`[kworker/0:1]`, also at the end
+        # of a path in argv[0]): the bracketed tail whole, not its last path component.
+        arg0 = command.argv[0]
+        if arg0.endswith("]") and "[" in arg0:
+            names.add(arg0[arg0.rindex("["):])
         disguised = sorted(name for name in names if self.disguises.match(name))
         if disguised:
             hints.append(Hint("disguise", self.weights["disguise"], disguised[0], "argv"))
+        hints.extend(self.argv_hints(event))
         read_file = self.ctx.read_file
         if read_file is not None:
             for path, named in self._config_paths(event, command):
@@ -237,17 +296,39 @@ class MinerExec(Detector):
                                       f"{path}: {result.why or 'empty'}", "config"))
         return hints
 
+    def argv_hints(self, event: Event) -> list[Hint]:
+        """A command line shaped to hide from a probe: read past the entry bounds, from pages
+        not faulted in, changed between the call and the new program, or padded with empty or
+        repeated arguments. None of these alerts alone; each adds to a miner's score."""
+        process = event.get("process") or {}
+        anomalies = event.get("argv_anomalies")
+        anomalies = [str(a) for a in anomalies] if isinstance(anomalies, list) else []
+        hidden = [a for a in anomalies if a in HIDING_ANOMALIES]
+        if process.get("argv_truncated") is True and "truncated" not in hidden:
+            hidden.append("truncated")
+        hints = []
+        if hidden:
+            hints.append(Hint("argv_hidden", self.weights["argv_hidden"], ",".join(hidden), "argv"))
+        if "changed_after_entry" in anomalies:
+            hints.append(Hint("argv_changed", self.weights["argv_changed"], "changed_after_entry", "argv"))
+        argv = process.get("argv") if isinstance(process.get("argv"), list) else []
+        padding = padding_args([str(arg) for arg in argv[1:]])
+        if padding >= self.min_padding_args:
+            hints.append(Hint("argv_padded", self.weights["argv_padded"],
+                              f"{padding} empty or repeated arguments", "argv"))
+        return hints
+
     def _config_paths(self, event: Event, command: Command) -> list[tuple[str, bool]]:
         """(path, named on the command line) of the config files the command would read."""
         argv = command.argv
         paths = [(value, True) for option, value, _ in _options(argv[1:]) if option in self.options["config"] and value]
         filename = event.get("filename") or argv[0]
-        # XMRig run bare loads config.json from its own directory (the renamed-miner
-        # favourite), else from its working directory: where it is missing is no news.
+        # XMRig run bare loads config.json from its own directory, then from the working
+        # directory (the renamed-miner favourite): where it is missing is no news.
         if len(argv) == 1 and isinstance(filename, str) and not filename.startswith(self.system_dirs):
-            beside = posixpath.normpath(posixpath.join(posixpath.dirname(filename), "config.json"))
-            paths += [(beside, False)] + ([("config.json", False)] if beside != "config.json" else [])
-        return paths[:3]
+            paths.append((posixpath.normpath(posixpath.join(posixpath.dirname(filename), "config.json")), False))
+            paths.append(("config.json", False))
+        return list(dict.fromkeys(paths))[:3]
 
     def config_hints(self, text: str, source: str) -> list[Hint]:
         """Hints from a miner config (XMRig config.json, xmr-stak pools.txt, ...)."""
@@ -292,6 +373,18 @@ def wallet_kind(text: str) -> Optional[str]:
     if _WALLET_SHAPES.match(address):
         return "shape"
     return None
+
+
+def padding_args(arguments: Sequence[str]) -> int:
+    """How many arguments are empty or repeat an earlier one: filler that pushes the real
+    arguments past what a probe reads."""
+    seen: set[str] = set()
+    padding = 0
+    for arg in arguments:
+        if not arg or arg in seen:
+            padding += 1
+        seen.add(arg)
+    return padding
 
 
 def _options(arguments: Sequence[str]) -> Iterator[tuple[Optional[str], Optional[str], str]]:

@@ -28,7 +28,7 @@ from ebpfguard.detect.registry import Detector, Event, Finding, RuleContext, det
 from ebpfguard.detect.stratum import StratumMatch, best_match, classify_segment, starts_like_json
 
 VARIANT_NAMES = {"stratum1": "Stratum", "ethproxy": "EthProxy", "nicehash": "NiceHash EthereumStratum",
-                 "monero": "Monero stratum"}
+                 "monero": "Monero stratum", "ethstratum2": "EthereumStratum/2.0.0", "grin": "Grin/Beam stratum"}
 DEFAULTS = {"max_flows": 16384, "max_carry_bytes": 4096, "max_payload_bytes": 4096, "capture_bytes": 512,
             "segments_per_direction": 4}
 
@@ -130,7 +130,8 @@ class StratumDetector(Detector):
         # A message that the next segment will complete is judged whole then: its first half
         # may lack what tells NiceHash from stratum, or the login. Unless no next segment comes.
         last_segment = seq is None or seq + 1 >= self.segments_per_direction
-        return best_match(segment.complete if stream.carry and not last_segment else segment.matches)
+        waits = stream.carry and not last_segment and not segment.tail_whole
+        return best_match(segment.complete if waits else segment.matches)
 
     def _stream(self, flow_id: int, direction: Any) -> tuple[_Stream, bool]:
         """The state of one direction of a flow, and whether it is new."""

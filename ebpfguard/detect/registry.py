@@ -28,6 +28,9 @@ class Finding:
     summary: str
     evidence: Mapping[str, Any]
     severity: Optional[str] = None  # None: the rule's declared severity
+    # What makes a later finding of the same process a repeat of this one, for findings whose
+    # evidence changes each time (a GPU's memory, poll to poll); None: the evidence itself.
+    same_as: Optional[tuple] = None
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,11 @@ class Detector:
 
     def on_event(self, event: Event) -> Iterable[Finding]:
         raise NotImplementedError
+
+    def poll(self) -> Iterable[tuple[Event, Finding]]:
+        """Findings that came later than their event (work done off the hot path), each with
+        the event it is about; the engine calls this between events. Most detectors have none."""
+        return ()
 
 
 DETECTORS: dict[str, type[Detector]] = {}

@@ -39,7 +39,7 @@ def replay(stream: BinaryIO, engine: DetectionEngine, out: TextIO, err: TextIO) 
     Returns 1 if any alert was written, 0 if none, 2 if no line could be used.
     """
     parsed = alerts = 0
-    for number, line in _numbered_lines(stream):
+    for number, line in numbered_lines(stream):
         try:
             event = parse_line(line)
         except LineError as problem:
@@ -59,7 +59,7 @@ def replay(stream: BinaryIO, engine: DetectionEngine, out: TextIO, err: TextIO) 
     return EXIT_ALERTS if alerts else EXIT_NO_ALERTS
 
 
-def _numbered_lines(stream: BinaryIO) -> Iterator[tuple[int, Union[bytes, LineError]]]:
+def numbered_lines(stream: BinaryIO) -> Iterator[tuple[int, Union[bytes, LineError]]]:
     """Lines with their numbers; a line over MAX_LINE_BYTES becomes a LineError (and is skipped)."""
     number = 0
     while True:

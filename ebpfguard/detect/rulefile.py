@@ -1,9 +1,11 @@
-"""Rules files: YAML `lists`, `conditions` and `rules`, checked with line-precise errors.
+"""Rules files: YAML `lists`, `macros`, `conditions` and `rules`, checked with line-precise errors.
 
-The shipped files (`ebpfguard/rules/*.yaml`, sorted by name) define every rule; user files,
-loaded after them, extend lists (`lists: {name: [...]}` appends), replace or add conditions,
-and override the fields they give of an existing rule (`params` key by key). A new rule id in
-any file must name a registered detector. Every problem found is reported as `FILE:LINE: what`.
+The shipped files (`ebpfguard/rules/*.yaml`, sorted by name) define the shipped rules; user
+files, loaded after them, extend lists (`lists: {name: [...]}` appends), replace or add macros
+and allow conditions, and override the fields they give of an existing rule (`params` key by
+key, `exceptions` appended). A new rule either names a registered detector by its id or gives
+a `condition` (docs/rules.md). Every problem is reported as `FILE:LINE: what`, or
+`FILE:LINE:COLUMN: what` inside a condition or output template.
 """
 
 from __future__ import annotations
@@ -15,15 +17,20 @@ from typing import Any, Mapping, Optional, Sequence
 
 import yaml
 
+from ebpfguard.detect.compiler import Compiler
 from ebpfguard.detect.conditions import Condition, expand_strings, parse_condition
 from ebpfguard.detect.registry import DETECTORS, RuleContext
+from ebpfguard.detect.userrules import ConditionRule, Example, build_condition_rule, build_examples, source_position
 from ebpfguard.yamlinput import YamlLimitError, check_yaml_limits
 
 SEVERITIES = ("info", "low", "medium", "high", "critical")
-TOP_LEVEL_KEYS = ("lists", "conditions", "rules")
+TOP_LEVEL_KEYS = ("lists", "macros", "conditions", "rules")
 # A rule's fields; a new rule must give all of REQUIRED_FIELDS, an override only `id`.
-RULE_FIELDS = ("id", "description", "severity", "tags", "enabled", "evidence", "params", "allow")
+RULE_FIELDS = ("id", "description", "severity", "tags", "enabled", "evidence", "params", "allow",
+               "condition", "exceptions", "output", "examples")
 REQUIRED_FIELDS = ("id", "description", "severity", "tags", "evidence")
+REQUIRED_CONDITION_FIELDS = ("id", "description", "severity", "condition")
+CONDITION_ONLY_FIELDS = ("condition", "exceptions", "output")
 
 
 class RulesError(Exception):
@@ -47,6 +54,8 @@ class Rule:
     params: Mapping[str, Any]
     allow: tuple[Condition, ...]
     origin: str  # FILE:LINE of the definition
+    condition: Optional[ConditionRule] = None  # None: a registered detector's rule
+    examples: tuple[Example, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -95,6 +104,7 @@ class _Mapping(dict):
 
     line: int
     key_lines: dict
+    value_spans: dict  # key -> (start mark, end mark, style) of a scalar value
 
 
 class _Sequence(list):
@@ -104,14 +114,14 @@ class _Sequence(list):
     item_lines: list
 
 
-class _LineLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml: 10x faster on big files
+class _LineLoader(yaml.SafeLoader):
     pass
 
 
 def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> _Mapping:
     loader.flatten_mapping(node)
     mapping = _Mapping()
-    mapping.line, mapping.key_lines = node.start_mark.line + 1, {}
+    mapping.line, mapping.key_lines, mapping.value_spans = node.start_mark.line + 1, {}, {}
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
         if not isinstance(key, (str, int, float, bool)) and key is not None:
@@ -121,6 +131,8 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> _Mapping:
             raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
         mapping[key] = loader.construct_object(value_node, deep=True)
         mapping.key_lines[key] = key_node.start_mark.line + 1
+        if isinstance(value_node, yaml.ScalarNode):
+            mapping.value_spans[key] = (value_node.start_mark, value_node.end_mark, value_node.style)
     return mapping
 
 
@@ -148,6 +160,7 @@ class _RuleDraft:
     lines: dict  # field -> "FILE:LINE"
     origin: str
     shipped: bool
+    spans: dict  # field -> (start mark, end mark, style) of a scalar value
 
 
 class _Merger:
@@ -158,6 +171,7 @@ class _Merger:
         self.lists: dict[str, list] = {}
         self._seen: dict[str, set] = {}
         self.conditions: dict[str, tuple[Any, str]] = {}
+        self.macros: dict[str, tuple[Any, str, Any]] = {}  # name -> (text, FILE:LINE, span)
         self.rules: dict[str, _RuleDraft] = {}
 
     def problem(self, where: str, message: str) -> None:
@@ -191,6 +205,7 @@ class _Merger:
                 where = f"{path}:{document.key_lines[key]}"
                 self.problem(where, f"unknown top-level key {key!r} (known: {', '.join(TOP_LEVEL_KEYS)})")
         self._add_lists(path, document.get("lists"), document.key_lines.get("lists", 1))
+        self._add_macros(path, document.get("macros"), document.key_lines.get("macros", 1))
         self._add_conditions(path, document.get("conditions"), document.key_lines.get("conditions", 1))
         self._add_rules(path, document.get("rules"), document.key_lines.get("rules", 1), shipped)
 
@@ -218,6 +233,15 @@ class _Merger:
         if item not in seen:
             seen.add(item)
             merged.append(item)
+
+    def _add_macros(self, path: Path, macros: Any, line: int) -> None:
+        if macros is None:
+            return
+        if not isinstance(macros, _Mapping):
+            self.problem(f"{path}:{line}", "`macros` must be a mapping of name to condition")
+            return
+        for name, text in macros.items():
+            self.macros[name] = (text, f"{path}:{macros.key_lines[name]}", macros.value_spans.get(name))
 
     def _add_conditions(self, path: Path, conditions: Any, line: int) -> None:
         if conditions is None:
@@ -253,13 +277,17 @@ class _Merger:
             seen_here.add(rule_id)
             lines = {key: f"{path}:{entry.key_lines[key]}" for key in entry if key not in unknown}
             fields = {key: value for key, value in entry.items() if key not in unknown}
+            spans = {key: span for key, span in entry.value_spans.items() if key not in unknown}
+            for exception in fields.get("exceptions") or []:
+                if isinstance(exception, _Mapping):
+                    exception.where = f"{path}:{exception.line}"
             existing = self.rules.get(rule_id)
             if existing is None:
-                self.rules[rule_id] = _RuleDraft(fields, lines, where, shipped)
+                self.rules[rule_id] = _RuleDraft(fields, lines, where, shipped, spans)
             elif shipped:
                 self.problem(where, f"rule {rule_id!r} is already defined at {existing.origin}")
             else:
-                _override(existing, fields, lines)
+                _override(existing, fields, lines, spans)
 
     def finish(self) -> RuleSet:
         lists = {name: tuple(items) for name, items in self.lists.items()}
@@ -269,22 +297,45 @@ class _Merger:
                 conditions[name] = parse_condition(spec, lists)
             except ValueError as err:
                 self.problem(where, f"condition {name!r}: {err}")
+        compiler = self._macro_compiler(lists)
         rules = []
         for rule_id, draft in self.rules.items():
-            rule = self._finish_rule(rule_id, draft, lists, conditions)
+            rule = self._finish_rule(rule_id, draft, lists, conditions, compiler)
             if rule is not None:
                 rules.append(rule)
         if self.problems:
             raise RulesError(self.problems)
         return RuleSet(rules=tuple(rules), lists=lists)
 
-    def _finish_rule(self, rule_id: str, draft: _RuleDraft, lists: Mapping[str, tuple], conditions: Mapping[str, Condition]) -> Optional[Rule]:
+    def _macro_compiler(self, lists: Mapping[str, tuple]) -> Compiler:
+        """A compiler for rule conditions; each macro's own problems are reported at the macro."""
+        texts = {name: text for name, (text, _where, _span) in self.macros.items() if isinstance(text, str)}
+        compiler = Compiler(lists, texts)
+        for name, (text, where, span) in self.macros.items():
+            if not isinstance(text, str):
+                self.problem(where, f"macro {name!r} must be a condition string")
+                continue
+            for error in compiler.macro_problems(name):
+                self.problem(_at(where, span, error.offset), f"macro {name!r}: {error.message}")
+        return compiler
+
+    def _finish_rule(self, rule_id: str, draft: _RuleDraft, lists: Mapping[str, tuple], conditions: Mapping[str, Condition],
+                     compiler: Compiler) -> Optional[Rule]:
         before = len(self.problems)
         fields, lines = draft.fields, draft.lines
 
         def problem(key: str, message: str) -> None:
             self.problem(lines.get(key, draft.origin), f"rule {rule_id!r}: {message}")
 
+        def located(key: str, message: str, offset: Optional[int]) -> None:
+            self.problem(_at(lines.get(key, draft.origin), draft.spans.get(key), offset), f"rule {rule_id!r}: {message}")
+
+        examples = build_examples(fields.get("examples"), lines.get("examples", draft.origin), located)
+        if "condition" in fields:
+            return self._finish_condition_rule(rule_id, draft, conditions, lists, compiler, examples, problem, located, before)
+        for key in CONDITION_ONLY_FIELDS:
+            if key in fields:
+                problem(key, f"`{key}` belongs to condition rules (with a `condition`), not to detector rules")
         if rule_id not in DETECTORS:
             problem("id", f"no detector is registered for this id (registered: {', '.join(sorted(DETECTORS))})")
         for key in REQUIRED_FIELDS:
@@ -326,6 +377,44 @@ class _Merger:
             params=params,
             allow=allow,
             origin=draft.origin,
+            examples=examples,
+        )
+
+    def _finish_condition_rule(self, rule_id: str, draft: _RuleDraft, conditions: Mapping[str, Condition],
+                               lists: Mapping[str, tuple], compiler: Compiler, examples: tuple[Example, ...],
+                               problem, located, before: int) -> Optional[Rule]:
+        fields = draft.fields
+        if rule_id in DETECTORS:
+            problem("condition", "this id is a detector's rule: give the condition rule an id of its own")
+        for key in REQUIRED_CONDITION_FIELDS:
+            if key not in fields:
+                problem("id", f"a new rule needs `{key}`")
+        if "params" in fields:
+            problem("params", "`params` belongs to detector rules; a condition rule uses lists and macros")
+        if not isinstance(fields.get("description", ""), str):
+            problem("description", "`description` must be a string")
+        if fields.get("severity", "info") not in SEVERITIES:
+            problem("severity", f"`severity` must be one of {', '.join(SEVERITIES)}")
+        if not _is_string_list(fields.get("tags", [])):
+            problem("tags", "`tags` must be a list of strings")
+        if not isinstance(fields.get("enabled", True), bool):
+            problem("enabled", "`enabled` must be true or false")
+        allow = self._allow_conditions(fields.get("allow"), lists, conditions, lambda message: problem("allow", message))
+        compiled = build_condition_rule(fields, compiler, located)
+        if compiled is None or len(self.problems) > before:
+            return None
+        return Rule(
+            id=rule_id,
+            description=fields["description"],
+            severity=fields["severity"],
+            tags=tuple(fields.get("tags", ())),
+            enabled=fields.get("enabled", True),
+            evidence=compiled.evidence,
+            params={},
+            allow=allow,
+            origin=draft.origin,
+            condition=compiled,
+            examples=examples,
         )
 
     @staticmethod
@@ -348,14 +437,28 @@ class _Merger:
         return tuple(allowed)
 
 
-def _override(draft: _RuleDraft, fields: dict, lines: dict) -> None:
-    """A user file's entry for an existing rule: given fields replace, `params` merge by key."""
+def _override(draft: _RuleDraft, fields: dict, lines: dict, spans: dict) -> None:
+    """A user file's entry for an existing rule: given fields replace, `params` merge by key,
+    `exceptions` are appended."""
     for key, value in fields.items():
         if key == "params" and isinstance(value, Mapping) and isinstance(draft.fields.get("params"), Mapping):
             draft.fields["params"] = {**draft.fields["params"], **value}
+        elif key == "exceptions" and isinstance(value, list) and isinstance(draft.fields.get(key), list):
+            draft.fields[key] = [*draft.fields[key], *value]
         else:
             draft.fields[key] = value
         draft.lines[key] = lines[key]
+        draft.spans.pop(key, None)
+        if key in spans:
+            draft.spans[key] = spans[key]
+
+
+def _at(where: str, span: Any, offset: Optional[int]) -> str:
+    """FILE:LINE:COLUMN of an offset in a scalar's value, or FILE:LINE when it is not known."""
+    position = source_position(span, offset) if offset is not None else None
+    if position is None:
+        return where
+    return f"{where.rsplit(':', 1)[0]}:{position[0]}:{position[1]}"
 
 
 def _resolve_param(value: Any, lists: Mapping[str, tuple]) -> Any:

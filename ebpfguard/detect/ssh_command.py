@@ -295,11 +295,19 @@ def _parse_getopt_client(client: str, args: Sequence[str], with_value: frozenset
 
 
 def _parse_plink(args: Sequence[str]) -> SshCommand:
-    """plink [options] [user@]host [command]: whole-word options, then host, then command."""
+    """plink [options] [user@]host [options] [command]: whole-word options, read before and
+    after the host (PuTTY's cmdline.c takes options wherever they come until the command);
+    the first word after the host that is not an option starts the command."""
     builder = _Builder("plink")
     i = 0
-    while i < len(args) and args[i].startswith("-"):
+    while i < len(args):
         word = args[i]
+        if not word.startswith("-"):
+            if builder.destination is not None and not builder.destination.startswith("saved session"):
+                return builder.build(args[i:])
+            builder.set_destination(word)
+            i += 1
+            continue
         value = args[i + 1] if word in PLINK_WITH_VALUE and i + 1 < len(args) else None
         if word == "-R" and value is not None:
             builder.forwards.append(parse_remote_forward(value, "-R"))
@@ -311,9 +319,6 @@ def _parse_plink(args: Sequence[str]) -> SshCommand:
             # A saved session names the host: plink needs no host argument then.
             builder.destination = f"saved session {value}"
         i += 2 if word in PLINK_WITH_VALUE else 1
-    if i < len(args):
-        builder.set_destination(args[i])
-        return builder.build(args[i + 1:])
     return builder.build(())
 
 

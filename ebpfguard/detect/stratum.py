@@ -18,6 +18,15 @@ What counts as mining, per message (either direction: a pool is caught by its re
 * `monero`. Miner: `login` with an `agent`, an `algo` list or a Monero wallet; `submit` with
   `job_id` and `nonce`; `getjob`; `keepalived`. Pool: `job` with `blob` and `job_id`; the login
   result carrying a `job`.
+* `ethstratum2` (EthereumStratum/2.0.0, EIP-1571). Pool: `mining.hello` naming the protocol,
+  `mining.set` (seed, target, extranonce, algo), `mining.reconnect`, `mining.bye`. Miner:
+  `mining.subscribe` with an object of `agent`/`host`/`port`, `mining.noop`, `mining.hashrate`.
+  Its notifications may come without `id` and `jsonrpc`: a `mining.*` method is enough.
+* `grin` (Grin's and Beam's stratum). Grin: `getjobtemplate`, `job` with `pre_pow`, `submit`
+  with a `pow` cycle, a `login` whose agent is a Grin miner, and replies that echo the method.
+  Beam: `login` with a top-level `api_key`, `job` with `input`, `solution` with `output`.
+* Pool messages seen alone in a direction: `mining.set_extranonce`, `client.reconnect` /
+  `mining.reconnect`, a login result carrying a job.
 
 Framing: stratum is newline-delimited JSON over a raw TCP stream. HTTP, the Language Server
 Protocol (`Content-Length:` headers), Redis and SSH never start a message with `{` or `[`, so a
@@ -46,6 +55,8 @@ STRATUM1 = "stratum1"
 ETHPROXY = "ethproxy"
 NICEHASH = "nicehash"
 MONERO = "monero"
+ETHSTRATUM2 = "ethstratum2"
+GRIN = "grin"
 
 # Stratum v1 methods (slush's spec, BIP 310 `mining.configure`, NiceHash's extranonce extension,
 # and the difficulty and version-rolling additions pools send).
@@ -54,8 +65,16 @@ STRATUM1_METHODS = frozenset({
     "mining.set_difficulty", "mining.configure", "mining.extranonce.subscribe",
     "mining.set_extranonce", "mining.suggest_difficulty", "mining.suggest_target",
     "mining.set_target", "mining.set_version_mask", "mining.get_transactions",
-    "mining.multi_version", "mining.ping",
+    "mining.multi_version", "mining.ping", "client.reconnect", "mining.reconnect",
 })
+# EthereumStratum/2.0.0 (EIP-1571): methods no other dialect has, and the members of the
+# objects it puts where stratum v1 has arrays.
+ETHSTRATUM2_METHODS = frozenset({"mining.hello", "mining.set", "mining.noop", "mining.bye", "mining.hashrate"})
+ETHSTRATUM2_SET_KEYS = ("epoch", "seed", "target", "extranonce", "algo")
+ETHSTRATUM2_SUBSCRIBE_KEYS = ("agent", "host", "port", "session")
+# Methods that need no `id`/`jsonrpc` member to be read as mining (EIP-1571 notifications).
+MINING_NAMESPACE = ("mining.", "client.reconnect")
+GRIN_AGENTS = ("grin", "cuckoo", "cuckatoo", "cuckaroo", "gminer", "lolminer", "bminer")
 # The extensions a pool accepts in its reply to BIP 310 `mining.configure`.
 CONFIGURE_EXTENSIONS = ("version-rolling", "minimum-difficulty", "subscribe-extranonce")
 # Methods that are Ethereum node methods too: EthProxy only when newline-framed (module doc).
@@ -94,6 +113,9 @@ class Segment:
     complete: tuple[StratumMatch, ...]
     partial: tuple[StratumMatch, ...]
     tail: Optional[bytes]
+    # The unterminated last line is whole JSON already (a sender that writes the newline
+    # apart, or never): what follows cannot change its verdict, so it need not wait.
+    tail_whole: bool = False
 
     @property
     def matches(self) -> tuple[StratumMatch, ...]:
@@ -115,7 +137,23 @@ def classify_segment(data: bytes, at_message_start: bool) -> Segment:
             return Segment((), (), None)
         lines = lines[1:]
     complete = tuple(m for line in lines for m in classify_line(line, framed=True))
-    return Segment(complete, tuple(classify_line(tail, framed=False)), tail)
+    return Segment(complete, tuple(classify_line(tail, framed=False)), tail, is_whole_json(tail))
+
+
+def is_whole_json(data: bytes) -> bool:
+    """Whether bytes are one or more complete JSON values and nothing else."""
+    text = data.decode("utf-8", errors="replace").strip()
+    if text[:1] not in ("{", "[") or text[-1:] not in ("}", "]"):
+        return False
+    decoder, position = json.JSONDecoder(), 0
+    try:
+        while position < len(text):
+            _, position = decoder.raw_decode(text, position)
+            while position < len(text) and text[position] in " \t\r":
+                position += 1
+    except (ValueError, RecursionError):
+        return False
+    return True
 
 
 def classify_line(line: bytes, framed: bool) -> list[StratumMatch]:
@@ -199,10 +237,20 @@ def classify_message(message: Any, framed: bool) -> Optional[StratumMatch]:
     if isinstance(message, list):
         return next((m for m in (classify_message(item, framed) for item in message[:16])
                      if m is not None), None)
-    if not isinstance(message, Mapping) or not ("id" in message or "jsonrpc" in message):
+    if not isinstance(message, Mapping):
         return None
     method = message.get("method")
+    if not ("id" in message or "jsonrpc" in message):
+        if not (isinstance(method, str) and method.startswith(MINING_NAMESPACE)):
+            return None
+    beam = _beam(method, message)
+    if beam is not None:
+        return beam
     if isinstance(method, str):
+        if "result" in message:  # Grin's replies repeat the request's method
+            grin = _grin_reply(method, message["result"])
+            if grin is not None:
+                return grin
         return _request_or_notification(method, message.get("params"), framed)
     if "result" in message:
         return _reply(message["result"], framed)
@@ -210,6 +258,11 @@ def classify_message(message: Any, framed: bool) -> Optional[StratumMatch]:
 
 
 def _request_or_notification(method: str, params: Any, framed: bool) -> Optional[StratumMatch]:
+    v2 = _ethstratum2(method, params)
+    if v2 is not None:
+        return v2
+    if method == "getjobtemplate":  # Grin's job request: a name no other protocol uses
+        return StratumMatch(GRIN, method)
     if method in STRATUM1_METHODS and (params is None or isinstance(params, list)):
         if _nicehash_shaped(method, params or []):
             return StratumMatch(NICEHASH, method)
@@ -224,11 +277,62 @@ def _request_or_notification(method: str, params: Any, framed: bool) -> Optional
     return None
 
 
+def _ethstratum2(method: str, params: Any) -> Optional[StratumMatch]:
+    """EIP-1571 messages: its own methods, and v1 methods with its object-shaped params."""
+    if method == "mining.hello":
+        proto = params.get("proto") if isinstance(params, Mapping) else None
+        return StratumMatch(ETHSTRATUM2, method) if isinstance(proto, str) and proto.startswith("EthereumStratum/") else None
+    if method == "mining.set":
+        return StratumMatch(ETHSTRATUM2, method) if isinstance(params, Mapping) and any(k in params for k in ETHSTRATUM2_SET_KEYS) else None
+    if method in ETHSTRATUM2_METHODS:
+        return StratumMatch(ETHSTRATUM2, method)
+    if isinstance(params, list) and len(params) == 3 and isinstance(params[1], str):
+        # v2's job is [job id, 0x header hash, clean] and its share [job id, 0x nonce, worker
+        # token]; NiceHash's share is [worker, job id, bare nonce].
+        if method == "mining.notify" and HASH256.fullmatch(params[1]) and isinstance(params[2], bool):
+            return StratumMatch(ETHSTRATUM2, method)
+        if method == "mining.submit" and params[1].startswith("0x"):
+            return StratumMatch(ETHSTRATUM2, method)
+    if isinstance(params, Mapping):
+        if method == "mining.subscribe" and any(k in params for k in ETHSTRATUM2_SUBSCRIBE_KEYS):
+            return StratumMatch(ETHSTRATUM2, method)
+        if method == "mining.reconnect" and "host" in params:
+            return StratumMatch(ETHSTRATUM2, method)
+    return None
+
+
+def _grin_reply(method: str, result: Any) -> Optional[StratumMatch]:
+    """Grin's replies carry the method they answer: a job template, or a share verdict."""
+    if method == "getjobtemplate":
+        return StratumMatch(GRIN, method)
+    if method == "submit" and isinstance(result, str) and (result == "ok" or result.startswith("blockfound")):
+        return StratumMatch(GRIN, method)
+    return None
+
+
+def _beam(method: Any, message: Mapping[str, Any]) -> Optional[StratumMatch]:
+    """Beam's stratum puts its fields beside `method`, not in `params`."""
+    if method == "login" and isinstance(message.get("api_key"), str):
+        return StratumMatch(GRIN, "login", _login(message["api_key"]))
+    if method == "job" and _is_hex(message.get("input"), 64) and _integer(message.get("difficulty")):
+        return StratumMatch(GRIN, method)
+    if method == "solution" and _has_keys(message, ("nonce", "output")):
+        return StratumMatch(GRIN, method)
+    return None
+
+
 def _monero(method: str, params: Mapping[str, Any]) -> Optional[StratumMatch]:
+    if method == "job" and "pre_pow" in params:
+        return StratumMatch(GRIN, method)
+    if method == "submit" and isinstance(params.get("pow"), list) and "nonce" in params:
+        return StratumMatch(GRIN, method)
     if method == "login":
         login = params.get("login")
         if not isinstance(login, str):
             return None
+        agent = params.get("agent")
+        if isinstance(agent, str) and any(name in agent.lower() for name in GRIN_AGENTS) and "algo" not in params:
+            return StratumMatch(GRIN, method, _login(login))
         if "agent" in params or "algo" in params or MONERO_WALLET.fullmatch(login):
             return StratumMatch(MONERO, method, _login(login))
         return None
@@ -241,8 +345,12 @@ def _monero(method: str, params: Mapping[str, Any]) -> Optional[StratumMatch]:
     return None
 
 
+
 def _reply(result: Any, framed: bool) -> Optional[StratumMatch]:
     if isinstance(result, Mapping):
+        proto = result.get("proto")
+        if isinstance(proto, str) and proto.startswith(NICEHASH_PROTOCOL + "2"):
+            return StratumMatch(ETHSTRATUM2, "mining.hello")
         job = result.get("job")
         if isinstance(job, Mapping) and _has_keys(job, ("blob", "job_id")):
             return StratumMatch(MONERO, "login")
@@ -288,6 +396,14 @@ def _nicehash_shaped(method: str, params: list) -> bool:
 
 def _is_nicehash_tag(value: Any) -> bool:
     return isinstance(value, str) and value.startswith(NICEHASH_PROTOCOL)
+
+
+def _is_hex(value: Any, min_chars: int) -> bool:
+    return isinstance(value, str) and len(value) >= min_chars and all(c in "0123456789abcdefABCDEF" for c in value)
+
+
+def _integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _has_keys(mapping: Mapping[str, Any], keys: Iterable[str]) -> bool:

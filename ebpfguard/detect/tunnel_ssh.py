@@ -16,9 +16,16 @@ of that pid to an IP address that is not DNS, emits one more finding: the same e
 connect-enriched alert, told apart by the `destination` key. Events without a pid (minimal
 replay input) get only the exec alert.
 
-Not tunnels: sshd's own re-exec (`sshd -R`) and scp/sftp/rsync `-R` (other programs: only the
-listed clients are parsed), `-R` inside the remote command, `ssh -V/-G/-Q`, `-O` mux commands
-other than `forward`, and `ClearAllForwardings yes`, which drops every forward.
+Not tunnels: sshd's own re-exec (`sshd -R`) and scp/sftp/rsync `-R`, `-R` inside the remote
+command, `ssh -V/-G/-Q`, `-O` mux commands other than `forward`, and `ClearAllForwardings
+yes`, which drops every forward.
+
+Under any name. A copy of `ssh` called `updater` is still OpenSSH: a program not listed is
+read with OpenSSH's grammar, and counts as an ssh client when that reading gives a
+destination and remote forwards that only ssh writes (`-R [bind:]PORT:HOST:PORT`,
+`-R PORT:/socket`, `-o RemoteForward`), so `chmod -R 755 dir` and `chown -R 1000:1000 d` are
+not. Wrapped commands (`sshpass -p X ssh -R ...`, `timeout`, `nohup`) and the commands of
+`sh -c` scripts are parsed as if they ran themselves.
 """
 
 from __future__ import annotations
@@ -26,8 +33,11 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Iterable, Optional
 
+import re2
+
 from ebpfguard.detect.addresses import parse_address
-from ebpfguard.detect.execinfo import event_pid, exec_succeeded, program_and_args
+from ebpfguard.detect.cmdline import WRAPPERS, commands_of, program_name
+from ebpfguard.detect.execinfo import event_pid, exec_argv, exec_succeeded, program_and_args
 from ebpfguard.detect.registry import Detector, Event, Finding, RuleContext, detector
 from ebpfguard.detect.ssh_command import SshCommand, parse_ssh_command
 from ebpfguard.detect.ssh_config import ConfigRead, home_directory, read_remote_forwards
@@ -36,6 +46,12 @@ from ebpfguard.detect.ssh_config import ConfigRead, home_directory, read_remote_
 DIALECT_PARAMS = {"openssh": "openssh_clients", "autossh": "autossh_clients",
                   "dropbear": "dropbear_clients", "plink": "plink_clients"}
 DNS_PORT = 53
+# Programs whose own -R means something else, never read as ssh.
+NOT_SSH = frozenset({"sshd", "scp", "sftp", "rsync", "ssh-keygen", "ssh-add", "ssh-keyscan", "ssh-copy-id",
+                     "cp", "chmod", "chown", "chgrp", "grep", "egrep", "rg", "ls", "rm", "mv", "ln", "diff",
+                     "setfacl", "getfacl", "zip", "unzip", "tar", "find", "du", "touch"})
+# `[bind:]PORT:HOST:PORT` or `[bind:]PORT:/socket`: the forwards only an ssh command line writes.
+SSH_FORWARD = re2.compile(r"((\[[0-9a-fA-F:.]+\]|[\w.*-]+):)?\d{1,5}:((\[[0-9a-fA-F:.]+\]|[\w.-]+):\d{1,5}|/\S+)")
 
 
 @detector("tunnel.ssh_remote_forward", kinds=("exec", "connect", "exit"))
@@ -67,13 +83,10 @@ class SshRemoteForward(Detector):
         pid = event_pid(event)
         if pid is not None:
             self.flagged.pop(pid, None)  # a new image in this pid: the old one is gone
-        name, args = program_and_args(event)
-        dialect = self.dialect_of.get(name)
-        if dialect is None:
+        found = self.ssh_command_of(event)
+        if found is None:
             return []
-        command = parse_ssh_command(dialect, args)
-        if not command.connects:
-            return []
+        name, dialect, command, own = found
         forwards = list(command.remote_forwards)
         evidence: dict = {"client": dialect, "program": name, "host": command.destination,
                           "port": command.port}
@@ -88,10 +101,31 @@ class SshRemoteForward(Detector):
         evidence["forwards"] = [f.as_evidence() for f in forwards]
         # autossh never connects to the server itself: the ssh it starts does (and is
         # flagged on its own exec).
-        if pid is not None and dialect != "autossh":
+        if pid is not None and dialect != "autossh" and own:
             self.remember(pid, evidence, command.port)
         return [Finding(summary=f"{name} opens a remote forward {forwards[0].text!r} "
                                 f"through {command.destination}", evidence=evidence)]
+
+    def ssh_command_of(self, event: Event) -> Optional[tuple[str, str, SshCommand, bool]]:
+        """(program, dialect, parsed command, whether the exec itself is the client) for the
+        first ssh client the exec runs: itself, a wrapped command, a `sh -c` command."""
+        name, args = program_and_args(event)
+        candidates = [(name, args, True)]
+        candidates += [(program_name(c.argv[0]), list(c.argv[1:]), False)
+                       for c in list(commands_of(exec_argv(event)))[:16]]
+        for index, (program, arguments, own) in enumerate(candidates):
+            if index == 1 and candidates[0][0] == program and not own:
+                continue  # the unwrapped exec itself, read already
+            dialect = self.dialect_of.get(program)
+            if dialect is not None:
+                command = parse_ssh_command(dialect, arguments)
+                if command.connects and (command.remote_forwards or self.ctx.read_file is not None):
+                    return program, dialect, command, own
+            elif program not in NOT_SSH and program not in WRAPPERS:  # wrappers: read unwrapped
+                command = parse_ssh_command("openssh", arguments)
+                if command.connects and is_ssh_shaped(command):
+                    return program, "openssh", command, own
+        return None
 
     def read_config(self, event: Event, command: SshCommand) -> ConfigRead:
         """The forwards the command's config files add; home from the process's passwd."""
@@ -122,3 +156,13 @@ class SshRemoteForward(Detector):
         return [Finding(summary=f"{evidence['program']} remote forward connected to "
                                 f"{daddr} port {dport}",
                         evidence={**evidence, "destination": destination})]
+
+
+def is_ssh_shaped(command: SshCommand) -> bool:
+    """Whether a command line read with OpenSSH's grammar is one only ssh would take: a
+    destination that names a host, and every forward written as ssh writes them."""
+    destination = command.destination or ""
+    if not destination or destination.startswith(("/", ".", "-")) or not command.remote_forwards:
+        return False
+    return all(spec.source != "-R" or SSH_FORWARD.fullmatch(spec.text.strip())
+               for spec in command.remote_forwards)

@@ -2,20 +2,25 @@
 
 The main loop drains the ring buffer and writes events; everything a sandbox can make slow
 (its config files, long argv to score, a file system that does not answer) happens here, on
-one worker thread, in event order. The main loop never waits for it: a full queue drops the
-event's detection (counted) rather than let the ring buffer fill, and at shutdown the worker
-gets a bounded time to finish before the agent exits without it (a daemon thread).
+one worker thread, in event order. The alerts found wait in `take_alerts` for the main loop,
+which writes them (the sinks and the responder stay single-threaded). The main loop never
+waits for the worker: a full queue drops the event's detection (counted) rather than let the
+ring buffer fill, and at shutdown the worker gets a bounded time to finish before the agent
+exits without it.
 """
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import queue
 import threading
 import time
-from typing import Callable
+from typing import Callable, Optional
 
 _STOP = object()
+# How often an idle worker asks `poll` for late alerts (findings that finish after their event).
+POLL_INTERVAL_S = 0.05
 
 
 class DetectionAbandoned(BaseException):
@@ -23,15 +28,20 @@ class DetectionAbandoned(BaseException):
 
 
 class DetectWorker:
-    """Runs `detect(event)` for each submitted event on its own thread; counts overruns."""
+    """Runs `detect(event) -> alerts` for each submitted event on its own thread; counts overruns."""
 
-    def __init__(self, detect: Callable[[dict], None], max_queue: int, budget_s: float,
-                 on_overrun: Callable[[], None], on_full: Callable[[], None]) -> None:
+    def __init__(self, detect: Callable[[dict], list], max_queue: int, budget_s: float,
+                 on_overrun: Callable[[], None], on_full: Callable[[], None],
+                 poll: Optional[Callable[[], list]] = None) -> None:
+        """`poll`, when given, returns alerts found after their event; it is called on this
+        thread too, after each event and when idle, so detection state has one thread."""
         self.detect = detect
+        self.poll = poll
         self.budget_s = budget_s
         self.on_overrun = on_overrun
         self.on_full = on_full
         self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
+        self._alerts: collections.deque = collections.deque()
         self._thread = threading.Thread(target=self._run, name="ebpfguard-detect", daemon=True)
         self._thread.start()
 
@@ -45,15 +55,28 @@ class DetectWorker:
     def _run(self) -> None:
         try:
             while True:
-                event = self._queue.get()
+                try:
+                    event = self._queue.get(timeout=POLL_INTERVAL_S if self.poll else None)
+                except queue.Empty:
+                    event = None
                 if event is _STOP:
                     return
-                started = time.monotonic()
-                self.detect(event)
-                if time.monotonic() - started > self.budget_s:
-                    self.on_overrun()
+                if event is not None:
+                    started = time.monotonic()
+                    self._alerts.extend(self.detect(event))
+                    if time.monotonic() - started > self.budget_s:
+                        self.on_overrun()
+                if self.poll is not None:
+                    self._alerts.extend(self.poll())
         except DetectionAbandoned:
             return
+
+    def take_alerts(self) -> list:
+        """The alerts found since the last call, in event order (safe from another thread)."""
+        taken = []
+        while self._alerts:
+            taken.append(self._alerts.popleft())
+        return taken
 
     def stop(self, timeout_s: float) -> int:
         """Let the worker finish what is queued within `timeout_s`; the events it did not reach."""

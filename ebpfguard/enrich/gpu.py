@@ -1,9 +1,11 @@
 """GPU use per sandbox, from the NVIDIA driver (NVML), where it is present.
 
 The kernel's open probe sees which process opens a GPU device; NVML says who holds GPU memory
-and compute now. Each GPU process is mapped to its sandbox through /proc/<pid>/cgroup, so the
-numbers are per sandbox whatever library the workload used. Without NVML (no driver, or no
-nvidia-ml-py) this module reports why, once, and the agent carries on.
+and compute now. Each NVML sample becomes a `gpu` event through the enricher the kernel's
+events go through (its sandbox from /proc/<pid>/cgroup, pods named the same way), and the
+per-sandbox usage behind the GPU metrics is summed from those same events, so an alert, an
+event and a metric name one sandbox alike. Without NVML (no driver, or no nvidia-ml-py) this
+module reports why, once, and the agent carries on.
 """
 
 from __future__ import annotations
@@ -12,9 +14,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional
-
-from ebpfguard.enrich.sandbox import classify
+from typing import Any, Callable, Iterable, Mapping, Optional
 
 
 @dataclass(frozen=True)
@@ -95,54 +95,55 @@ def cgroup_path_of_pid(pid: int, proc_root: str = "/proc") -> Optional[str]:
     return None
 
 
-def usage_by_sandbox(samples: list[GpuProcessSample],
-                     sandbox_of_pid: Callable[[int], str]) -> list[SandboxGpuUsage]:
-    """Samples summed per (sandbox, GPU): memory added up, utilisation added up (capped at 1)."""
+def usage_by_sandbox(events: Iterable[Mapping]) -> list[SandboxGpuUsage]:
+    """Enriched `gpu` events summed per (sandbox, GPU): memory added up, utilisation added up
+    (capped at 1)."""
     memory: dict = defaultdict(int)
     utilization: dict = defaultdict(float)
     pids: dict = defaultdict(list)
-    for s in samples:
-        key = (sandbox_of_pid(s.pid), s.gpu_index)
-        memory[key] += s.memory_bytes
-        utilization[key] += s.sm_utilization or 0.0
-        pids[key].append(s.pid)
+    for event in events:
+        key = (event["sandbox"]["name"], event["gpu"]["index"])
+        memory[key] += event["memory_bytes"]
+        utilization[key] += event["utilization_ratio"] or 0.0
+        pids[key].append(event["process"]["pid"])
     return [SandboxGpuUsage(sandbox, gpu, memory[(sandbox, gpu)], min(1.0, utilization[(sandbox, gpu)]),
                             tuple(pids[(sandbox, gpu)]))
             for sandbox, gpu in sorted(memory)]
 
 
-class GpuWatcher:
-    """Polls NVML on a timer; keeps the latest per-sandbox usage and says which processes
-    newly hold a GPU or have kept it busy, as `gpu` events for the detectors."""
+# An NVML sample (a dict: pid, gpu, memory_bytes, utilization_ratio, busy_seconds) -> the
+# complete `gpu` event, as the enricher makes it.
+EnrichSample = Callable[[dict], dict]
 
-    def __init__(self, nvml: Any, sandbox_settings: Mapping, interval_s: float = 5.0,
-                 proc_root: str = "/proc", clock: Callable[[], float] = time.monotonic) -> None:
+
+class GpuWatcher:
+    """Polls NVML on a timer; gives each poll's samples to the enricher as `gpu` events for
+    the detectors, with how long each process has kept its GPU busy, and keeps the latest
+    per-sandbox usage of those events for the metrics."""
+
+    def __init__(self, nvml: Any, enrich: EnrichSample, interval_s: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.nvml = nvml
-        self.sandbox_settings = sandbox_settings
+        self.enrich = enrich
         self.interval_s = interval_s
-        self.proc_root = proc_root
         self.clock = clock
         self.usage: list[SandboxGpuUsage] = []
         self._busy_since: dict[tuple[int, int], float] = {}
         self._next_poll = 0.0
 
-    def sandbox_of_pid(self, pid: int) -> str:
-        path = cgroup_path_of_pid(pid, self.proc_root)
-        return "unknown" if path is None else classify(path, self.sandbox_settings).name
-
     def poll_if_due(self) -> list[dict]:
-        """New `gpu` events (partial: the agent adds time, node and process context)."""
+        """The `gpu` events of a poll, when one is due (else none; usage stays as it was)."""
         now = self.clock()
         if now < self._next_poll:
             return []
         self._next_poll = now + self.interval_s
-        samples = sample_processes(self.nvml)
-        self.usage = usage_by_sandbox(samples, self.sandbox_of_pid)
-        return self.events_for(samples, now)
+        events = [self.enrich(sample) for sample in self.samples_at(sample_processes(self.nvml), now)]
+        self.usage = usage_by_sandbox(events)
+        return events
 
-    def events_for(self, samples: list[GpuProcessSample], now: float) -> list[dict]:
-        """One event per process and GPU each poll, with how long it has kept the GPU busy."""
-        events, current = [], set()
+    def samples_at(self, samples: list[GpuProcessSample], now: float) -> list[dict]:
+        """One sample per process and GPU each poll, with how long it has kept the GPU busy."""
+        out, current = [], set()
         for s in samples:
             key = (s.pid, s.gpu_index)
             current.add(key)
@@ -151,8 +152,7 @@ class GpuWatcher:
                 self._busy_since.setdefault(key, now)
             else:
                 self._busy_since.pop(key, None)
-            events.append({
-                "kind": "gpu",
+            out.append({
                 "pid": s.pid,
                 "gpu": {"index": s.gpu_index, "uuid": s.gpu_uuid, "name": s.gpu_name},
                 "memory_bytes": s.memory_bytes,
@@ -161,4 +161,4 @@ class GpuWatcher:
             })
         for gone in set(self._busy_since) - current:
             del self._busy_since[gone]
-        return events
+        return out

@@ -13,7 +13,7 @@ import ssl
 import threading
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Optional, Protocol, Sequence
+from typing import Callable, Iterable, Mapping, Optional, Protocol, Sequence
 
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import (
@@ -22,6 +22,7 @@ from prometheus_client.core import (
 
 from ebpfguard.enrich.gpu import SandboxGpuUsage
 from ebpfguard.enrich.sandbox_tracker import SandboxTracker
+from ebpfguard.outputs.delivery import DROP_REASONS, OutputSnapshot
 from ebpfguard.outputs.stats import KNOWN_DROPS, LATENCY_BUCKETS_S, OVERRUN_STAGES, PipelineStats
 
 DEFAULT_ADDRESS = "127.0.0.1:9477"
@@ -42,6 +43,12 @@ ALERTS = MetricSpec("ebpfguard_alerts_total", "counter",
 LOST = MetricSpec("ebpfguard_events_lost_total", "counter",
                   "Records the kernel could not deliver (ring buffer full), by probe family; "
                   "read from the kernel's counters at scrape time.", ("probe",))
+HELD_BACK = MetricSpec("ebpfguard_events_held_back_total", "counter",
+                       "Records the kernel's per-sandbox rate limit counted instead of sending "
+                       "(reported in `summary` events), by kind and sandbox.", ("kind", "sandbox"))
+LOST_BY_SANDBOX = MetricSpec("ebpfguard_events_lost_by_sandbox_total", "counter",
+                             "Records lost to a full ring buffer, by probe family and the sandbox "
+                             "whose record it was.", ("probe", "sandbox"))
 DROPPED = MetricSpec("ebpfguard_events_dropped_total", "counter",
                      "Events dropped in userspace, by pipeline stage and reason.", ("stage", "reason"))
 OVERRUNS = MetricSpec("ebpfguard_budget_overruns_total", "counter",
@@ -53,6 +60,20 @@ LATENCY = MetricSpec("ebpfguard_pipeline_latency_seconds", "histogram",
 SANDBOXES = MetricSpec("ebpfguard_sandboxes", "gauge", "Sandboxes with a live process.")
 PROBE_UP = MetricSpec("ebpfguard_probe_up", "gauge",
                       "1 while the probe family is loaded and attached, else 0.", ("probe",))
+ACTIONS = MetricSpec("ebpfguard_actions_total", "counter",
+                     "Response actions, by action, rule, sandbox and outcome (done, failed, refused, "
+                     "skipped, dry-run).", ("action", "rule", "sandbox", "outcome"))
+PROBE_ATTACHED = MetricSpec("ebpfguard_probe_attached", "gauge",
+                            "1 while every program of the probe family is still attached where the "
+                            "agent attached it (checked every second), else 0.", ("probe",))
+LAST_EVENT = MetricSpec("ebpfguard_last_event_timestamp_seconds", "gauge",
+                        "Unix time the agent last wrote an event (absent before the first): a "
+                        "stalled or blinded agent stops moving it.")
+LINEAGE_PROCESSES = MetricSpec("ebpfguard_lineage_processes", "gauge",
+                               "Processes the kernel's lineage map holds a sandbox for (docs/lineage.md).")
+LINEAGE_EVICTIONS = MetricSpec("ebpfguard_lineage_evictions_total", "counter",
+                               "Lineage entries the kernel's LRU pushed out to make room (those "
+                               "processes fall back to the cgroup they are in).")
 BUILD_INFO = MetricSpec("ebpfguard_build_info", "gauge", "Always 1; the agent's version is a label.", ("version",))
 
 GPU_MEMORY = MetricSpec("ebpfguard_gpu_memory_bytes", "gauge",
@@ -62,7 +83,21 @@ GPU_UTILIZATION = MetricSpec("ebpfguard_gpu_utilization_ratio", "gauge",
                              "Share of a GPU's SM time used by a sandbox's processes (NVML, 0 to 1).",
                              ("sandbox", "gpu"))
 
-METRICS = (EVENTS, ALERTS, LOST, DROPPED, OVERRUNS, LATENCY, SANDBOXES, PROBE_UP, BUILD_INFO, GPU_MEMORY, GPU_UTILIZATION)
+OUTPUT_SENT = MetricSpec("ebpfguard_output_sent_total", "counter",
+                         "Payloads an output (alertmanager, falco, syslog, webhook) delivered.", ("output",))
+OUTPUT_FAILED = MetricSpec("ebpfguard_output_failed_total", "counter",
+                           "Delivery attempts that failed (each retry counts); the payload is retried "
+                           "from the backlog unless the receiver refused it for good.", ("output",))
+OUTPUT_DROPPED = MetricSpec("ebpfguard_output_dropped_total", "counter",
+                            "Payloads an output gave up on, by reason: queue_full, spool_full (oldest "
+                            "dropped), rejected (the receiver refused it), shutdown.", ("output", "reason"))
+OUTPUT_QUEUE_DEPTH = MetricSpec("ebpfguard_output_queue_depth", "gauge",
+                                "Payloads waiting for an output: its queue plus its backlog (spool).", ("output",))
+
+METRICS = (EVENTS, ALERTS, LOST, HELD_BACK, LOST_BY_SANDBOX, DROPPED, OVERRUNS, LATENCY, SANDBOXES, PROBE_UP,
+           PROBE_ATTACHED, LAST_EVENT, LINEAGE_PROCESSES, LINEAGE_EVICTIONS, BUILD_INFO, GPU_MEMORY,
+           GPU_UTILIZATION, OUTPUT_SENT, OUTPUT_FAILED, OUTPUT_DROPPED, OUTPUT_QUEUE_DEPTH,
+           ACTIONS)
 
 
 class ProbeView(Protocol):
@@ -73,6 +108,12 @@ class ProbeView(Protocol):
     def kernel_lost(self) -> Mapping[str, int]: ...
 
     def gpu_usage(self) -> Sequence[SandboxGpuUsage]: ...
+
+    def probe_attached(self) -> Mapping[str, bool]: ...
+
+    def last_event_time(self) -> Optional[float]: ...
+
+    def lineage_counts(self) -> Optional[tuple[int, int, int]]: ...
 
 
 def new_family(spec: MetricSpec) -> Metric:
@@ -88,8 +129,11 @@ class AgentCollector:
     """Reads the agent's state at scrape time (a prometheus-client custom collector)."""
 
     def __init__(self, stats: PipelineStats, sandboxes: SandboxTracker, probes: ProbeView,
-                 families: Sequence[str], version: str) -> None:
+                 families: Sequence[str], version: str,
+                 outputs: Callable[[], Sequence[OutputSnapshot]] = tuple) -> None:
+        """`outputs` returns the configured outputs' counters (none by default)."""
         self.stats = stats
+        self.outputs = outputs
         self.sandboxes = sandboxes
         self.probes = probes
         self.families = tuple(families)
@@ -110,6 +154,12 @@ class AgentCollector:
         kernel_lost = self.probes.kernel_lost()
         for family in self.families:  # every family, at zero until it loses something
             lost.add_metric([family], kernel_lost.get(family, 0))
+        held_back = new_family(HELD_BACK)
+        for (kind, sandbox), n in sorted(snap.held_back.items()):
+            held_back.add_metric([kind, sandbox], n)
+        lost_by_sandbox = new_family(LOST_BY_SANDBOX)
+        for (probe, sandbox), n in sorted(snap.lost_by_sandbox.items()):
+            lost_by_sandbox.add_metric([probe, sandbox], n)
         dropped = new_family(DROPPED)
         for key in sorted(set(KNOWN_DROPS) | set(snap.dropped)):
             dropped.add_metric(list(key), snap.dropped.get(key, 0))
@@ -124,9 +174,42 @@ class AgentCollector:
         up = self.probes.probe_up()
         for family in self.families:
             probe_up.add_metric([family], 1 if up.get(family) else 0)
+        attached_family = new_family(PROBE_ATTACHED)
+        attached = self.probes.probe_attached()
+        for family in self.families:
+            attached_family.add_metric([family], 1 if attached.get(family) else 0)
         build = new_family(BUILD_INFO)
         build.add_metric([self.version], 1)
-        return [events, alerts, lost, dropped, overruns, latency, sandboxes, probe_up, build, *self._gpu_families()]
+        actions = new_family(ACTIONS)
+        for key, n in sorted(snap.actions.items()):
+            actions.add_metric(list(key), n)
+        return [events, alerts, lost, held_back, lost_by_sandbox, dropped, overruns, latency, sandboxes, probe_up,
+                attached_family, *self._liveness_families(), build, *self._gpu_families(), *self._output_families(),
+                actions]
+
+    def _liveness_families(self) -> list[Metric]:
+        last_event = new_family(LAST_EVENT)
+        when = self.probes.last_event_time()
+        if when is not None:
+            last_event.add_metric([], when)
+        processes, evictions = new_family(LINEAGE_PROCESSES), new_family(LINEAGE_EVICTIONS)
+        counts = self.probes.lineage_counts()
+        if counts is not None:
+            inserts, deletes, live = counts
+            processes.add_metric([], live)
+            evictions.add_metric([], max(0, inserts - deletes - live))
+        return [last_event, processes, evictions]
+
+    def _output_families(self) -> list[Metric]:
+        sent, failed, dropped, depth = (new_family(spec) for spec in
+                                        (OUTPUT_SENT, OUTPUT_FAILED, OUTPUT_DROPPED, OUTPUT_QUEUE_DEPTH))
+        for snap in self.outputs():  # every reason of every output that is on, at zero from the start
+            sent.add_metric([snap.output], snap.sent)
+            failed.add_metric([snap.output], snap.failed)
+            for reason in DROP_REASONS:
+                dropped.add_metric([snap.output, reason], snap.dropped.get(reason, 0))
+            depth.add_metric([snap.output], snap.queue_depth)
+        return [sent, failed, dropped, depth]
 
     def _gpu_families(self) -> list[Metric]:
         memory: dict = defaultdict(int)

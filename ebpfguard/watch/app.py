@@ -17,6 +17,8 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, Header, Input, Static
 
+from ebpfguard.outputs.history import HistoryBounds, SandboxHistory
+from ebpfguard.outputs.report import build_report
 from ebpfguard.watch.alerts_panel import AlertsPanel
 from ebpfguard.watch.detail_screen import DetailScreen
 from ebpfguard.watch.event_table import EventTable
@@ -26,6 +28,7 @@ from ebpfguard.watch.model import EventStore, Filter
 from ebpfguard.watch.sandbox_panel import SandboxPanel
 from ebpfguard.watch.source import batches
 from ebpfguard.watch.status_bar import status_text
+from ebpfguard.watch.timeline_screen import TimelineScreen
 
 TABLE_ROWS = 100     # rows in the event table: two screens; each redraw rebuilds them
 ALERT_ROWS = 50
@@ -41,8 +44,8 @@ class WatchApp(App):
     #events { width: 1fr; border: round $secondary; }
     #main { height: 1fr; }
     #status { height: 1; background: $panel; }
-    #detail, #help { width: 90%; height: 90%; border: thick $primary; background: $surface; padding: 0 1; }
-    DetailScreen, HelpScreen { align: center middle; }
+    #detail, #help, #timeline { width: 90%; height: 90%; border: thick $primary; background: $surface; padding: 0 1; }
+    DetailScreen, HelpScreen, TimelineScreen { align: center middle; }
     """
     BINDINGS = [
         Binding("question_mark", "help", "help", key_display="?"),
@@ -51,6 +54,7 @@ class WatchApp(App):
         Binding("space,p", "toggle_pause", "pause/resume", key_display="space"),
         Binding("a", "toggle_alerts_only", "alerts only"),
         Binding("s", "focus_sandboxes", "sandboxes"),
+        Binding("t", "timeline", "sandbox timeline"),
         Binding("e", "focus_events", "events"),
         Binding("ctrl+s", "screenshot", "save SVG screenshot"),
         Binding("q", "quit", "quit"),
@@ -62,6 +66,8 @@ class WatchApp(App):
         self.connection = connection  # shown in the status line: where events come from
         self.conn = conn
         self.store = EventStore(clock=clock)
+        # Each sandbox's timeline from what this viewer received (host included: it is asked for).
+        self.history = SandboxHistory(HistoryBounds(include_host=True))
         self.sandbox_choice = ""
         self.alerts_only = False
         self.filter = Filter()
@@ -106,6 +112,8 @@ class WatchApp(App):
     def ingest(self, events: list[dict]) -> None:
         """Take a batch of events; the screen catches up at the next redraw."""
         self.store.add(events)
+        for event in events:
+            self.history.write(event)
         self._dirty = True
 
     def on_events_arrived(self, message: EventsArrived) -> None:
@@ -188,6 +196,15 @@ class WatchApp(App):
 
     def action_focus_events(self) -> None:
         self.query_one(EventTable).focus()
+
+    def action_timeline(self) -> None:
+        """The timeline of the sandbox under the sandboxes panel's cursor (or the one chosen)."""
+        name = self.query_one(SandboxPanel).name_under_cursor() or self.sandbox_choice
+        record = self.history.get(name) if name else None
+        if record is None:
+            self.notify("choose a sandbox in the sandboxes panel (s), then press t", title="timeline")
+            return
+        self.push_screen(TimelineScreen(build_report(record)))
 
     def action_screenshot(self) -> None:
         path = self.save_screenshot()

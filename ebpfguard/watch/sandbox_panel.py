@@ -33,6 +33,11 @@ class SandboxPanel(DataTable):
         if chosen is not None and chosen in self.rows:
             self.move_cursor(row=self.get_row_index(chosen), animate=False)
 
+    def name_under_cursor(self) -> str:
+        """The sandbox on the cursor's row ("" on the `all` row or an empty panel)."""
+        key = self._cursor_key()
+        return "" if key is None or key.value == ALL else key.value
+
     def _cursor_key(self):
         if not self.row_count:
             return None

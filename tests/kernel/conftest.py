@@ -45,19 +45,24 @@ class RunningAgent:
     """
 
     def __init__(self, workdir: Path, args: tuple[str, ...] = (), env: Optional[dict] = None,
-                 wrapper: tuple[str, ...] = ()) -> None:
-        """`wrapper` is a command prefix the agent runs under (e.g. setpriv with fewer privileges)."""
+                 wrapper: tuple[str, ...] = (), command: tuple[str, ...] = (sys.executable, "-m", "ebpfguard"),
+                 cwd: Optional[Path] = None) -> None:
+        """`wrapper` is a command prefix the agent runs under (e.g. setpriv with fewer privileges);
+        `command` the ebpfguard to run (an installed one, say), in `cwd`."""
         self.output = workdir / "events.jsonl"
         self.stderr_path = workdir / "agent.stderr"
         self._stderr = open(self.stderr_path, "w")
         if "--socket" not in args:
-            # Agents in tests run side by side: none takes the host's default viewer socket.
+            # Agents in tests run side by side: none takes the host's default viewer socket...
             args = ("--socket", "none", *args)
+        if "--control-socket" not in args:
+            # ...or its default control socket.
+            args = ("--control-socket", "none", *args)
         if "--metrics-addr" not in args:
             args = (*args, "--metrics-addr", "127.0.0.1:0")
         self.proc = subprocess.Popen(
-            [*wrapper, sys.executable, "-m", "ebpfguard", "run", "--output", str(self.output), *args],
-            stdout=subprocess.DEVNULL, stderr=self._stderr, env=env,
+            [*wrapper, *command, "run", "--output", str(self.output), *args],
+            stdout=subprocess.DEVNULL, stderr=self._stderr, env=env, cwd=cwd,
         )
         self._offset = 0
         self._seen: list[dict] = []

@@ -16,6 +16,12 @@ CLIENT_HELLOS = {
     "nicehash": ['{"id": 1, "method": "mining.subscribe", "params": ["ethminer/0.19.0", "EthereumStratum/1.0.0"]}\\n'],
     "monero": ['{"id":1,"jsonrpc":"2.0","method":"login","params":{"login":"' + WALLET + '","pass":"x",'
                '"agent":"XMRig/6.21.0 (Linux x86_64) libuv/1.44.2 gcc/12.2.0","algo":["rx/0"]}}\\n'],
+    # EIP-1571 as ethminer sends it: no jsonrpc member.
+    "ethstratum2": ['{"id":0,"method":"mining.hello","params":{"agent":"ethminer-0.19.0","host":"eth.pool.example",'
+                    '"port":"4d2","proto":"EthereumStratum/2.0.0"}}\\n'],
+    # Grin's stratum (doc/stratum.md in mimblewimble/grin): login, then a job request.
+    "grin": ['{"id":"0","jsonrpc":"2.0","method":"login","params":{"login":"rig1","pass":"x","agent":"grin-miner"}}\\n',
+             '{"id":"1","jsonrpc":"2.0","method":"getjobtemplate","params":null}\\n'],
 }
 
 POOL_NOTIFY = (b'{"id":null,"method":"mining.set_difficulty","params":[16384]}\n'

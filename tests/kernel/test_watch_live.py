@@ -9,12 +9,15 @@ import socket
 import subprocess
 import sys
 import time
+from typing import Callable, Optional, TypeVar
 
 import pytest
 
 from conftest import RunningAgent, has_arg, marker, miner_command_line
 
 SCREEN_TIMEOUT_S = 10
+FILTER_HINT = "(/ to edit, esc to clear)"  # the filter box's placeholder
+T = TypeVar("T")
 
 
 TMUX = ["tmux", "-L", "ebpfguard-test", "-f", "/dev/null"]  # our own server: no user config
@@ -24,16 +27,36 @@ def tmux(*args: str) -> str:
     return subprocess.run([*TMUX, *args], check=True, capture_output=True, text=True).stdout
 
 
-def screen_shows(session: str, needle: str, timeout: float = SCREEN_TIMEOUT_S) -> str:
-    """The captured screen once it shows `needle`; fails after `timeout` seconds."""
+def wait_until(check: Callable[[], T], what: str, timeout: float = SCREEN_TIMEOUT_S) -> T:
+    """check()'s first truthy answer, asked every 0.1 s; fails naming `what` after `timeout`."""
     deadline = time.monotonic() + timeout
     while True:
-        screen = tmux("capture-pane", "-p", "-t", session)
-        if needle in screen:
-            return screen
+        answer = check()
+        if answer:
+            return answer
         if time.monotonic() > deadline:
-            raise AssertionError(f"{needle!r} not on screen within {timeout}s:\n{screen}")
-        time.sleep(0.2)
+            raise AssertionError(f"not within {timeout}s: {what}")
+        time.sleep(0.1)
+
+
+def screen_shows(session: str, needle: str, timeout: float = SCREEN_TIMEOUT_S) -> str:
+    """The captured screen once it shows `needle`; fails after `timeout` seconds."""
+    screens = [""]
+
+    def shows() -> Optional[str]:
+        screens[0] = tmux("capture-pane", "-p", "-t", session)
+        return screens[0] if needle in screens[0] else None
+
+    try:
+        return wait_until(shows, f"{needle!r} on screen", timeout)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}:\n{screens[0]}") from None
+
+
+def styled_line(session: str, needle: str) -> str:
+    """The screen line holding `needle`, with its colours and styles as the terminal got them."""
+    screen = tmux("capture-pane", "-p", "-e", "-t", session)
+    return next((line for line in screen.splitlines() if needle in line), "")
 
 
 @pytest.fixture
@@ -73,8 +96,11 @@ def test_sandboxed_miner_exec_alert_reaches_the_viewers_screen_and_escapes_stay_
     assert cg.path.name in screen
 
     # Other tests' host events scroll fast: watch this sandbox only, as an operator would.
+    # Keys typed before the filter box has focus would go to the table's bindings: wait for
+    # the box to be drawn focused (its colours change) before typing.
+    unfocused = styled_line(session, FILTER_HINT)
     tmux("send-keys", "-t", session, "/")
-    time.sleep(0.5)  # the filter box takes focus before the text comes
+    wait_until(lambda: styled_line(session, FILTER_HINT) != unfocused, "the filter box takes focus")
     tmux("send-keys", "-t", session, "-l", f"sandbox:{cg.path.name}")
     screen_shows(session, f"filter: sandbox:{cg.path.name}")
     token = marker()
@@ -86,11 +112,9 @@ def test_sandboxed_miner_exec_alert_reaches_the_viewers_screen_and_escapes_stay_
     assert "miner.exec" in screen and "sandboxes" in screen and "alerts" in screen
 
     tmux("send-keys", "-t", session, "C-s")  # Textual's own SVG export, for docs/
-    deadline = time.monotonic() + SCREEN_TIMEOUT_S
-    while not list(tmp_path.glob("*.svg")) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    shots = list(tmp_path.glob("*.svg"))
-    assert shots and "miner.exec" in shots[0].read_text()
+    shots = wait_until(lambda: list(tmp_path.glob("*.svg")), "the screenshot is saved")
+    wait_until(lambda: "</svg>" in shots[0].read_text(), "the screenshot is written out")
+    assert "miner.exec" in shots[0].read_text()
 
 
 def test_viewer_that_never_reads_costs_the_agent_no_events_and_is_told_what_it_missed(tmp_path, make_cgroup):
@@ -102,9 +126,20 @@ def test_viewer_that_never_reads_costs_the_agent_no_events_and_is_told_what_it_m
         stuck = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         stuck.connect(str(sock))
-        time.sleep(0.2)  # connected before the burst
+        stuck.settimeout(0.2)
         cg = make_cgroup("sandbox-")
-        token = marker()
+        token, hello = marker(), marker()
+
+        def accepted() -> bool:
+            # The first event reaching this viewer says the agent has taken it on; a quiet
+            # host may have none to send, so the test makes some.
+            cg.run(["/bin/true", hello])
+            try:
+                return bool(stuck.recv(4096))
+            except socket.timeout:
+                return False
+
+        wait_until(accepted, "the agent accepts the viewer")
         n = 2000
         cg.run(["sh", "-c", f'i=0; while [ $i -lt {n} ]; do /bin/true {token} $i; i=$((i+1)); done'])
         agent.wait_for(has_arg(str(n - 1)), timeout=60)

@@ -153,3 +153,36 @@ def test_agent_skips_are_totalled_in_the_status_line_and_shown_as_a_row(events):
         assert "skipped 1234 events" in rows(app)[0][5]
 
     drive(events, steps)
+
+
+def test_t_on_a_sandbox_shows_its_verdict_and_timeline(events):
+    from ebpfguard.watch.sandbox_panel import SandboxPanel
+    from ebpfguard.watch.timeline_screen import TimelineScreen
+
+    async def steps(app, pilot):
+        await pilot.press("s")
+        panel = app.query_one(SandboxPanel)
+        while panel.name_under_cursor() != "sandbox-rl-train-7":
+            await pilot.press("down")
+        await pilot.press("t")
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, TimelineScreen)
+        assert screen.report["verdict"] == "flagged"
+        assert {r["rule"] for r in screen.report["rules"]} == {"miner.exec", "egress.internal"}
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, TimelineScreen)
+
+    drive(events, steps)
+
+
+def test_t_without_a_sandbox_under_the_cursor_says_what_to_do(events):
+    from ebpfguard.watch.timeline_screen import TimelineScreen
+
+    async def steps(app, pilot):
+        await pilot.press("t")
+        await pilot.pause()
+        assert not isinstance(app.screen, TimelineScreen)
+
+    drive(events, steps)

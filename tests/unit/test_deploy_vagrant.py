@@ -25,10 +25,10 @@ def provision_scripts() -> dict[str, str]:
     return {name: textwrap.dedent(body) for name, body in found}
 
 
-def test_provisioning_runs_setup_installs_the_unit_and_prometheus():
+def test_provisioning_makes_the_system_install_starts_the_unit_and_prometheus():
     scripts = provision_scripts()
     assert set(scripts) == {"ebpfguard", "prometheus"}
-    assert "/opt/ebpfguard/scripts/setup.sh" in scripts["ebpfguard"]
+    assert "make -C /usr/src/ebpfguard install" in scripts["ebpfguard"]
     assert "systemctl enable --now ebpfguard" in scripts["ebpfguard"]
 
 

@@ -1,5 +1,6 @@
-"""Detection off the main loop: events are written at once whatever detection is doing, a
-stuck detection cannot hold up the agent's stop, and slow events are counted."""
+"""Detection off the main loop: events are written at once whatever detection is doing, the
+alerts found come back to the main loop in order, a stuck detection cannot hold up the
+agent's stop, and slow events are counted."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def test_events_are_written_while_detection_is_stuck_and_alerts_follow(tmp_path)
         return [{"kind": "alert", "rule": "test.rule", "severity": "high", "sandbox": event["sandbox"]}]
 
     pipeline, host, out, stats = make_pipeline(tmp_path, detect)
-    worker = DetectWorker(pipeline.detect_and_write, max_queue=10, budget_s=60,
+    worker = DetectWorker(pipeline.run_detect, max_queue=10, budget_s=60,
                           on_overrun=lambda: None, on_full=lambda: stats.drop("detect", "queue_full"))
     pipeline.submit = worker.submit
     pipeline.on_record(exit_record(host, 100))
@@ -32,6 +33,7 @@ def test_events_are_written_while_detection_is_stuck_and_alerts_follow(tmp_path)
     assert [e["kind"] for e in lines(out)] == ["exit", "exit"]  # written before any detection ends
     release.set()
     assert worker.stop(timeout_s=10) == 0
+    pipeline.write_alerts(worker.take_alerts())  # as the agent's main loop does
     assert [e["kind"] for e in lines(out)] == ["exit", "exit", "alert", "alert"]
     assert stats.snapshot().alerts_written == 2
 
@@ -39,7 +41,7 @@ def test_events_are_written_while_detection_is_stuck_and_alerts_follow(tmp_path)
 def test_a_full_detection_queue_drops_and_counts_instead_of_blocking(tmp_path):
     release = threading.Event()
     pipeline, host, out, stats = make_pipeline(tmp_path, lambda event: release.wait() and [])
-    worker = DetectWorker(pipeline.detect_and_write, max_queue=2, budget_s=60,
+    worker = DetectWorker(pipeline.run_detect, max_queue=2, budget_s=60,
                           on_overrun=lambda: None, on_full=lambda: stats.drop("detect", "queue_full"))
     pipeline.submit = worker.submit
     for pid in range(100, 110):
@@ -52,7 +54,7 @@ def test_a_full_detection_queue_drops_and_counts_instead_of_blocking(tmp_path):
 
 def test_stop_returns_in_bounded_time_whatever_an_event_holds():
     never = threading.Event()
-    worker = DetectWorker(lambda event: never.wait(), max_queue=10, budget_s=60,
+    worker = DetectWorker(lambda event: never.wait() and [], max_queue=10, budget_s=60,
                           on_overrun=lambda: None, on_full=lambda: None)
     for n in range(3):
         worker.submit({"n": n})
@@ -64,9 +66,26 @@ def test_stop_returns_in_bounded_time_whatever_an_event_holds():
 
 def test_an_event_past_its_budget_is_counted_as_an_overrun():
     overruns = []
-    worker = DetectWorker(lambda event: time.sleep(event["sleep_s"]), max_queue=10, budget_s=0.05,
+    worker = DetectWorker(lambda event: time.sleep(event["sleep_s"]) or [], max_queue=10, budget_s=0.05,
                           on_overrun=lambda: overruns.append(1), on_full=lambda: None)
     worker.submit({"sleep_s": 0.2})
     worker.submit({"sleep_s": 0})
     worker.stop(timeout_s=10)
     assert overruns == [1]
+
+
+def test_late_alerts_are_polled_on_the_worker_thread_too():
+    polled_on = []
+
+    def poll():
+        polled_on.append(threading.current_thread().name)
+        return [{"kind": "alert", "n": len(polled_on)}] if len(polled_on) == 1 else []
+
+    worker = DetectWorker(lambda event: [], max_queue=10, budget_s=60, on_overrun=lambda: None,
+                          on_full=lambda: None, poll=poll)
+    deadline = time.monotonic() + 10
+    while not polled_on and time.monotonic() < deadline:
+        time.sleep(0.01)
+    worker.stop(timeout_s=10)
+    assert set(polled_on) == {"ebpfguard-detect"}
+    assert worker.take_alerts() == [{"kind": "alert", "n": 1}]

@@ -10,7 +10,7 @@ from ebpfguard.kernel import events
 PRELUDE = """
 #include <stddef.h>
 #include <stdio.h>
-typedef unsigned long long __u64; typedef unsigned int __u32; typedef int __s32;
+typedef unsigned long long __u64; typedef long long __s64; typedef unsigned int __u32; typedef int __s32;
 typedef unsigned short __u16; typedef unsigned char __u8;
 #include "events.h"
 int main(void) {
@@ -52,4 +52,9 @@ def test_constants_are_read_from_the_header():
     assert events.C["ARGV_MAX_ARGS"] >= 32
     assert events.C["ARGV_ARG_READ"] > 256
     assert events.C["ARGV_BUF_LEN"] >= 32 * 256
-    assert events.C["EVENT_EXEC"] != events.C["EVENT_FORK"] != events.C["EVENT_EXIT"]
+
+
+def test_event_kinds_are_all_distinct():
+    kinds = {name: value for name, value in events.C.items() if name.startswith("EVENT_")}
+    assert {"EVENT_EXEC", "EVENT_FORK", "EVENT_EXIT"} <= set(kinds)
+    assert len(set(kinds.values())) == len(kinds), kinds

@@ -1,10 +1,15 @@
-"""GPU usage per sandbox from fixed NVML results (no GPU needed)."""
+"""GPU usage per sandbox from fixed NVML results (no GPU needed), through the real enricher
+over a host made of temporary directories."""
 
 from types import SimpleNamespace
 
 import pytest
 
-from ebpfguard.enrich.gpu import GpuWatcher, cgroup_path_of_pid, sample_processes, usage_by_sandbox
+from ebpfguard.config import load_config
+from ebpfguard.enrich.enricher import Enricher
+from ebpfguard.enrich.gpu import GpuWatcher, cgroup_path_of_pid, sample_processes
+from ebpfguard.enrich.pods import PodDirectory
+from enrich_env import HOST_NETNS, FixedClock, fake_host
 
 GIB = 1 << 30
 
@@ -51,42 +56,62 @@ TWO_GPUS = RecordedNvml([
 ])
 
 
+POD_UID = "0b7c4d2e-1f3a-4b5c-8d9e-0f1a2b3c4d5e"
+POD_CGROUP = (f"/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{POD_UID.replace('-', '_')}.slice"
+              "/cri-containerd-4c1b5f0e9a7d.scope")
+CGROUP_OF_PID = {4100: "/training-job", 4200: "/sandbox-7/agent-x", 4300: POD_CGROUP}
+
+
 @pytest.fixture
-def proc(tmp_path):
-    for pid, path in {4100: "/training-job", 4200: "/sandbox-7/agent-x", 4300: "/sandbox-9"}.items():
-        (tmp_path / str(pid)).mkdir()
-        (tmp_path / str(pid) / "cgroup").write_text(f"12:memory:/whatever\n0::{path}\n")
-    return tmp_path
+def host(tmp_path):
+    """The fake host, with the NVML processes' cgroups and /proc/<pid>/cgroup, and a pod log
+    directory that names the pod of pid 4300."""
+    host = fake_host(tmp_path)
+    for pid, path in CGROUP_OF_PID.items():
+        (host.cgroups / path.lstrip("/")).mkdir(parents=True, exist_ok=True)
+        (host.proc / str(pid)).mkdir()
+        (host.proc / str(pid) / "cgroup").write_text(f"12:memory:/whatever\n0::{path}\n")
+    (tmp_path / "pods" / f"rl-sandboxes_agent-run-41_{POD_UID}").mkdir(parents=True)
+    return host
 
 
-def test_samples_carry_memory_and_utilisation_per_process_and_gpu():
-    samples = sample_processes(TWO_GPUS)
-    by_pid = {s.pid: s for s in samples}
-    assert by_pid[4100].memory_bytes == 70 * GIB and by_pid[4100].sm_utilization == 0.55
-    assert by_pid[4300].gpu_index == 1 and by_pid[4300].sm_utilization is None
-    assert by_pid[4200].gpu_uuid.endswith("a001")
+def watcher_on(host, nvml=TWO_GPUS, **kwargs) -> GpuWatcher:
+    """A GpuWatcher whose samples go through the enricher as the agent wires it."""
+    enricher = Enricher("node-1", host.procs, host.index, load_config()["sandbox"], FixedClock(),
+                        pods=PodDirectory(str(host.proc.parent / "pods")), host_netns_cookie=HOST_NETNS)
+    return GpuWatcher(nvml, lambda s: enricher.gpu_event(s, cgroup_path_of_pid(s["pid"], str(host.proc))), **kwargs)
 
 
-def test_usage_is_attributed_to_sandboxes_through_proc_cgroup(proc):
-    watcher = GpuWatcher(TWO_GPUS, {"matchers": ["pattern"], "patterns": ["sandbox-*"]}, proc_root=str(proc))
-    usage = {(u.sandbox, u.gpu_index): u for u in usage_by_sandbox(sample_processes(TWO_GPUS), watcher.sandbox_of_pid)}
+def test_gpu_events_and_usage_name_sandboxes_and_pods_as_every_other_event(host):
+    watcher = watcher_on(host)
+    events = {e["process"]["pid"]: e for e in watcher.poll_if_due()}
+    assert {pid: e["sandbox"]["name"] for pid, e in events.items()} == {
+        4100: "host", 4200: "sandbox-7", 4300: "rl-sandboxes/agent-run-41"}
+    assert events[4300]["sandbox"]["runtime"] == "kubernetes" and events[4300]["kind"] == "gpu"
+    usage = {(u.sandbox, u.gpu_index): u for u in watcher.usage}
+    assert set(usage) == {("host", 0), ("sandbox-7", 0), ("rl-sandboxes/agent-run-41", 1)}
     assert usage[("sandbox-7", 0)].memory_bytes == 2 * GIB
     assert usage[("sandbox-7", 0)].utilization_ratio == 0.99
-    assert usage[("host", 0)].memory_bytes == 70 * GIB
-    assert usage[("sandbox-9", 1)].pids == (4300,)
+    assert usage[("rl-sandboxes/agent-run-41", 1)].pids == (4300,)
+
+
+def test_a_process_gone_before_its_cgroup_is_read_is_in_sandbox_unknown(host):
+    (host.proc / "4200" / "cgroup").unlink()
+    events = {e["process"]["pid"]: e for e in watcher_on(host).poll_if_due()}
+    assert events[4200]["sandbox"]["name"] == "unknown"
 
 
 def test_cgroup_path_of_a_vanished_process_is_none(tmp_path):
     assert cgroup_path_of_pid(999, str(tmp_path)) is None
 
 
-def test_busy_seconds_grow_while_a_process_keeps_the_gpu_busy(proc):
+def test_busy_seconds_grow_while_a_process_keeps_the_gpu_busy(host):
     now = [0.0]
-    watcher = GpuWatcher(TWO_GPUS, {"matchers": ["pattern"], "patterns": ["sandbox-*"]},
-                         interval_s=5, proc_root=str(proc), clock=lambda: now[0])
-    first = {e["pid"]: e for e in watcher.poll_if_due()}
+    watcher = watcher_on(host, interval_s=5, clock=lambda: now[0])
+    first = {e["process"]["pid"]: e for e in watcher.poll_if_due()}
     now[0] = 90.0
-    later = {e["pid"]: e for e in watcher.poll_if_due()}
+    later = {e["process"]["pid"]: e for e in watcher.poll_if_due()}
     assert first[4200]["busy_seconds"] == 0.0 and later[4200]["busy_seconds"] == 90.0
     assert later[4100]["busy_seconds"] == 0.0  # 55%: not busy
-    assert watcher.poll_if_due() == []  # not due again yet
+    usage = watcher.usage
+    assert watcher.poll_if_due() == [] and watcher.usage == usage  # not due again yet

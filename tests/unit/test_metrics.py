@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ebpfguard.agent import Pipeline
+from ebpfguard.outputs.delivery import OutputCounters
 from ebpfguard.outputs.metrics import (
     METRICS, AgentCollector, MetricsAddressError, MetricsServer, parse_address,
 )
@@ -30,9 +31,13 @@ FAMILIES = ("exec", "proc", "net")
 class Probes:
     """The agent's answers about its probes: all attached, `lost` as the kernel counted."""
 
-    def __init__(self, lost: dict[str, int] | None = None, gpus: list | None = None) -> None:
+    def __init__(self, lost: dict[str, int] | None = None, gpus: list | None = None,
+                 detached: tuple[str, ...] = (), lineage: tuple[int, int, int] | None = None) -> None:
         self.lost = lost or {}
         self.gpus = gpus or []
+        self.detached = detached
+        self.lineage = lineage
+        self.last_event = 1_700_000_000.5
 
     def probe_up(self) -> dict[str, bool]:
         return {f: True for f in FAMILIES}
@@ -42,6 +47,15 @@ class Probes:
 
     def gpu_usage(self) -> list:
         return list(self.gpus)
+
+    def probe_attached(self) -> dict[str, bool]:
+        return {f: f not in self.detached for f in FAMILIES}
+
+    def last_event_time(self) -> float:
+        return self.last_event
+
+    def lineage_counts(self) -> tuple[int, int, int] | None:
+        return self.lineage
 
 
 class Clock:
@@ -72,7 +86,9 @@ class Harness:
             now_ktime_ns=lambda: self.ktime_now,
         )
         self.registry = CollectorRegistry()
-        self.registry.register(AgentCollector(self.stats, self.sandboxes, probes or Probes(), FAMILIES, "9.9.9"))
+        self.webhook = OutputCounters("webhook")
+        self.registry.register(AgentCollector(self.stats, self.sandboxes, probes or Probes(), FAMILIES, "9.9.9",
+                                              outputs=lambda: [self.webhook.snapshot()]))
 
     @staticmethod
     def detect(event: dict) -> list[dict]:
@@ -98,22 +114,36 @@ class Harness:
 
 
 def test_every_metric_of_the_contract_is_exposed_with_its_labels():
-    h = Harness(probes=Probes(gpus=[SandboxGpuUsage("sandbox-a", 0, 1 << 30, 0.5, (10,))]))
+    h = Harness(probes=Probes(gpus=[SandboxGpuUsage("sandbox-a", 0, 1 << 30, 0.5, (10,))], lineage=(5, 2, 3)))
     h.emit("exec", "sandbox-a", 10)
+    h.pipeline.write_action({"kind": "action", "action": "block-flow", "rule": "miner.stratum",
+                             "sandbox": {"name": "sandbox-a"}, "outcome": "done"})
+    h.stats.count_sandbox_flood("sandbox-a", {"connect": 5}, {"net": 2})
     families = {f.name: f for f in text_string_to_metric_families(h.text())}
     # The parser strips _total from counter family names.
     expected = {
         "ebpfguard_events": ("counter", {"kind", "sandbox"}),
         "ebpfguard_alerts": ("counter", {"rule", "severity", "sandbox"}),
         "ebpfguard_events_lost": ("counter", {"probe"}),
+        "ebpfguard_events_held_back": ("counter", {"kind", "sandbox"}),
+        "ebpfguard_events_lost_by_sandbox": ("counter", {"probe", "sandbox"}),
         "ebpfguard_events_dropped": ("counter", {"stage", "reason"}),
         "ebpfguard_budget_overruns": ("counter", {"stage"}),
         "ebpfguard_pipeline_latency_seconds": ("histogram", set()),
         "ebpfguard_sandboxes": ("gauge", set()),
         "ebpfguard_probe_up": ("gauge", {"probe"}),
+        "ebpfguard_probe_attached": ("gauge", {"probe"}),
+        "ebpfguard_last_event_timestamp_seconds": ("gauge", set()),
+        "ebpfguard_lineage_processes": ("gauge", set()),
+        "ebpfguard_lineage_evictions": ("counter", set()),
         "ebpfguard_build_info": ("gauge", {"version"}),
         "ebpfguard_gpu_memory_bytes": ("gauge", {"sandbox", "gpu"}),
         "ebpfguard_gpu_utilization_ratio": ("gauge", {"sandbox", "gpu"}),
+        "ebpfguard_actions": ("counter", {"action", "rule", "sandbox", "outcome"}),
+        "ebpfguard_output_sent": ("counter", {"output"}),
+        "ebpfguard_output_failed": ("counter", {"output"}),
+        "ebpfguard_output_dropped": ("counter", {"output", "reason"}),
+        "ebpfguard_output_queue_depth": ("gauge", {"output"}),
     }
     assert {spec.name.removesuffix("_total") for spec in METRICS} == set(expected)
     for name, (kind, labels) in expected.items():
@@ -145,6 +175,19 @@ def test_known_loss_drop_and_probe_series_exist_at_zero_before_anything_happens(
     assert (("reason", "write_error"), ("stage", "output")) in dropped and set(dropped.values()) == {0.0}
     assert h.samples("ebpfguard_probe_up") == {(("probe", f),): 1.0 for f in FAMILIES}
     assert h.samples("ebpfguard_build_info") == {(("version", "9.9.9"),): 1.0}
+
+
+def test_output_series_exist_at_zero_for_a_configured_output_and_follow_its_counters():
+    h = Harness()
+    assert h.samples("ebpfguard_output_dropped_total") == {
+        (("output", "webhook"), ("reason", reason)): 0.0 for reason in ("queue_full", "spool_full", "rejected", "shutdown")}
+    h.webhook.add(sent=3, failed=2)
+    h.webhook.add(dropped="spool_full", n_dropped=4)
+    h.webhook.backlog = 5
+    assert h.samples("ebpfguard_output_sent_total") == {(("output", "webhook"),): 3.0}
+    assert h.samples("ebpfguard_output_failed_total") == {(("output", "webhook"),): 2.0}
+    assert h.samples("ebpfguard_output_dropped_total")[(("output", "webhook"), ("reason", "spool_full"))] == 4.0
+    assert h.samples("ebpfguard_output_queue_depth") == {(("output", "webhook"),): 5.0}
 
 
 def test_lost_events_are_read_from_the_kernel_counters_at_scrape_time():
@@ -309,3 +352,17 @@ def test_gpu_use_is_exposed_per_sandbox_and_gpu_with_capped_labels():
         (("gpu", "1"), ("sandbox", "other")): float(1 << 30),
     }
     assert h.samples("ebpfguard_gpu_utilization_ratio")[(("gpu", "0"), ("sandbox", "sandbox-a"))] == 0.97
+
+
+def test_a_detached_probe_reads_zero_and_the_others_one():
+    h = Harness(probes=Probes(detached=("net",)))
+    assert h.samples("ebpfguard_probe_attached") == {
+        (("probe", "exec"),): 1.0, (("probe", "proc"),): 1.0, (("probe", "net"),): 0.0,
+    }
+
+
+def test_last_event_time_is_the_agents_and_lineage_evictions_are_what_the_lru_pushed_out():
+    h = Harness(probes=Probes(lineage=(1000, 700, 64)))
+    assert h.samples("ebpfguard_last_event_timestamp_seconds") == {(): 1_700_000_000.5}
+    assert h.samples("ebpfguard_lineage_processes") == {(): 64.0}
+    assert h.samples("ebpfguard_lineage_evictions_total") == {(): 236.0}

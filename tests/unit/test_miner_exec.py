@@ -140,3 +140,79 @@ def test_user_file_can_add_a_binary_and_raise_the_bar(tmp_path):
 ])
 def test_wallet_shapes(text, kind):
     assert wallet_kind(text) == kind
+
+
+@pytest.mark.parametrize("argv", [
+    ["monerod", "--start-mining", XMR, "--mining-threads", "4"],
+    ["./node", "--start-mining", XMR],
+    ["geth", "--datadir", "/data", "--mine", "--miner.threads", "2"],
+    ["zcashd", "-gen", "-genproclimit=4"],
+])
+def test_node_daemons_with_their_own_miner_switched_on_are_miners(argv):
+    assert "node_mining" in hint_names(only_alert(argv))
+
+
+@pytest.mark.parametrize("argv", [
+    ["geth", "--http", "--syncmode", "snap"],
+    ["gh", "pr", "list", "--mine"],
+    ["monerod", "--detach", "--prune-blockchain"],
+])
+def test_nodes_not_mining_and_mine_flags_of_other_tools_are_not(argv):
+    assert alerts_for(argv) == []
+
+
+def test_a_pool_given_as_server_and_port_apart_reads_as_host_and_port():
+    alert = only_alert(["./svc", "--server", "eu1.ethermine.org", "--port", "4444", "--user", ETH + ".rig"])
+    assert {"pool_option", "pool_host"} <= hint_names(alert)
+    assert alerts_for(["psql", "--host", "db.internal", "--port", "5432"]) == []
+
+
+@pytest.mark.parametrize("argv", [
+    ["[kworker/0:1]", "-o", "45.9.148.35:80", "-B"],
+    ["/tmp/.ICE-unix/[ksoftirqd/0]", "--cpu-max-threads-hint=75"],
+])
+def test_a_kernel_thread_name_in_argv0_even_with_a_slash_is_a_disguise(argv):
+    assert "disguise" in hint_names(only_alert(argv))
+
+
+def test_a_bare_binary_reads_config_json_in_its_working_directory_too():
+    config = json.dumps({"pools": [{"url": "pool.supportxmr.com:443", "user": XMR}]}).encode()
+    read = {"config.json": config}
+    alert = only_alert(["./svc"], filename="/usr/local/share/svc/svc", read_file=lambda event, path: read.get(path))
+    assert any(hint["source"] == "config:config.json" for hint in alert["evidence"]["hints"])
+
+
+def test_the_joined_config_option_is_read():
+    config = json.dumps({"pools": [{"url": "stratum+tcp://x.example:3333", "user": XMR}]}).encode()
+    read = {"/tmp/c.json": config}
+    alert = only_alert(["./svc", "--config=/tmp/c.json"], read_file=lambda event, path: read.get(path))
+    assert any(hint["source"] == "config:/tmp/c.json" for hint in alert["evidence"]["hints"])
+
+
+def exec_event(argv, **fields):
+    return {"kind": "exec", "sandbox": {"name": "sandbox-1"}, "process": {"pid": 7, "argv": argv}, **fields}
+
+
+def test_argv_padded_past_the_probe_bounds_is_itself_scored():
+    argv = ["/tmp/worker", *([""] * 35), *(["AAAA"] * 35), "-o", "stratum+tcp://pool.example.net:3333", "-u", XMR]
+    [alert] = DetectionEngine(load_rules()).process(exec_event(argv, argv_anomalies=["past_entry_bounds"]))
+    hints = {hint["hint"]: hint for hint in alert["evidence"]["hints"]}
+    assert hints["argv_hidden"]["match"] == "past_entry_bounds"
+    assert hints["argv_padded"]["match"] == "69 empty or repeated arguments"
+    assert {"pool_url", "wallet"} <= set(hints)
+
+
+def test_argv_changed_after_exec_adds_to_a_weak_miner_score():
+    weak = ["/tmp/worker", "-u", "1BoatSLRHtKNngkdXEeobR76b53LETtpyT"]  # a wallet-shaped login: 2
+    engine = DetectionEngine(load_rules())
+    assert engine.process(exec_event(weak)) == []
+    [alert] = engine.process(exec_event(weak, argv_anomalies=["changed_after_entry"]))
+    assert {"argv_changed", "wallet"} <= hint_names(alert)
+
+
+def test_a_long_or_unreadable_argv_alone_does_not_alert():
+    many_files = ["cc", *(f"obj{i}.o" for i in range(300))]
+    engine = DetectionEngine(load_rules())
+    assert engine.process(exec_event(many_files, argv_anomalies=["past_entry_bounds"])) == []
+    assert engine.process(exec_event(["/bin/ls", "-l"], argv_anomalies=["unreadable_at_entry"])) == []
+    assert engine.process(exec_event(["x", *([""] * 40)])) == []

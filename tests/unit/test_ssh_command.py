@@ -169,12 +169,14 @@ def test_dropbear_remote_forward_and_host_port():
     assert listens(command) == ["8080"] and command.port == 2222
 
 
-def test_plink_whole_word_options_and_command():
+def test_plink_whole_word_options_before_and_after_the_host_then_the_command():
+    # PuTTY's plink main loop (unix/uxplink.c) tests every argument for a leading `-` first:
+    # options count after the host too; the next plain word starts the command.
     command = parse_ssh_command("plink", shlex.split(
-        "-ssh -batch -pw secret -P 2222 -R 8080:localhost:22 user@example.com -R 1:x:1"))
-    assert listens(command) == ["8080"]
+        "-ssh -batch -pw secret -P 2222 -R 8080:localhost:22 user@example.com -R 1:x:1 uptime -R 2:y:2"))
+    assert listens(command) == ["8080", "1"]
     assert command.port == 2222
-    assert command.remote_command == ("-R", "1:x:1")
+    assert command.remote_command == ("uptime", "-R", "2:y:2")
 
 
 def test_split_config_line_accepts_equals_and_whitespace():

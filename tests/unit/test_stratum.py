@@ -159,3 +159,48 @@ def test_every_cut_of_a_login_after_the_wallet_names_it(cut):
         assert found == StratumMatch("monero", "login", WALLET)
     else:
         assert found is None
+
+
+def test_eip1571_notifications_without_id_or_jsonrpc_are_ethereumstratum2():
+    assert verdict(line({"method": "mining.bye"})) == StratumMatch("ethstratum2", "mining.bye")
+    assert verdict(line({"method": "mining.set", "params": {"stage": "eval"}})) is None
+    assert verdict(line({"method": "mining.set", "params": {"seed": "0xa795", "target": "0x0112"}})).variant == "ethstratum2"
+
+
+def test_eip1571_hello_needs_its_protocol_name():
+    hello = {"id": 0, "method": "mining.hello", "params": {"agent": "ethminer-0.19", "proto": "EthereumStratum/2.0.0"}}
+    assert verdict(line(hello)) == StratumMatch("ethstratum2", "mining.hello")
+    assert verdict(line({"id": 0, "method": "hello", "params": {"proto": "EthereumStratum/2.0.0"}})) is None
+    assert verdict(line({"id": 0, "result": {"proto": "EthereumStratum/2.0.0", "resume": "1"}})).variant == "ethstratum2"
+
+
+def test_a_method_outside_the_mining_namespace_needs_id_or_jsonrpc():
+    assert verdict(line({"method": "login", "params": {"login": WALLET, "agent": "XMRig/6"}})) is None
+    assert verdict(line({"id": 1, "method": "login", "params": {"login": WALLET, "agent": "XMRig/6"}})).variant == "monero"
+
+
+def test_grin_job_template_job_and_submit_are_grin():
+    assert verdict(line({"id": "2", "jsonrpc": "2.0", "method": "getjobtemplate", "params": None})).variant == "grin"
+    job = {"id": "Stratum", "jsonrpc": "2.0", "method": "job", "params": {"height": 1, "job_id": 5, "pre_pow": "0001"}}
+    assert verdict(line(job)) == StratumMatch("grin", "job")
+    submit = {"id": "0", "jsonrpc": "2.0", "method": "submit", "params": {"nonce": 1, "job_id": 0, "pow": [1, 2]}}
+    assert verdict(line(submit)) == StratumMatch("grin", "submit")
+
+
+def test_beam_login_names_its_api_key_and_a_beam_job_needs_a_hex_input():
+    login = {"method": "login", "api_key": "3a5bf2d7", "id": "login", "jsonrpc": "2.0"}
+    assert verdict(line(login)) == StratumMatch("grin", "login", "3a5bf2d7")
+    job = {"id": "1", "jsonrpc": "2.0", "method": "job", "difficulty": 92341259, "input": "a4" * 32}
+    assert verdict(line(job)).variant == "grin"
+    assert verdict(line({**job, "input": "s3://bucket/train.parquet"})) is None
+
+
+def test_a_whole_message_without_its_newline_is_judged_at_once():
+    segment = classify_segment(XMRIG_LOGIN.rstrip(b"\n"), True)
+    assert segment.tail_whole and best_match(segment.partial).variant == "monero"
+    assert not classify_segment(XMRIG_LOGIN[:300], True).tail_whole
+
+
+def test_pool_reconnect_seen_alone_is_stratum():
+    message = {"id": None, "method": "client.reconnect", "params": ["stratum2.pool.example", 3333, 0]}
+    assert verdict(line(message)) == StratumMatch("stratum1", "client.reconnect")

