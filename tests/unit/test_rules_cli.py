@@ -43,3 +43,39 @@ def test_shipped_rules_lint_clean():
 
     for path in shipped_rule_files():
         assert CliRunner().invoke(main, ["rules", "lint", str(path)]).exit_code == 0
+
+
+def test_lint_and_replay_report_deep_nesting_with_its_line_not_a_traceback(tmp_path):
+    path = tmp_path / "deep.yaml"
+    path.write_text("lists:\n  x: " + "[" * 3000 + "]" * 3000 + "\n")
+    result = CliRunner().invoke(main, ["rules", "lint", str(path)])
+    assert (result.exit_code, result.stdout.strip()) == (1, f"{path}:2: nested more than 32 levels deep")
+    events = tmp_path / "events.jsonl"
+    events.write_text('{"kind": "exec", "process": {"argv": ["true"]}}\n')
+    replayed = CliRunner().invoke(main, ["replay", "--rules", str(path), str(events)])
+    assert replayed.exit_code == 2 and "nested more than 32 levels deep" in replayed.stderr
+    assert replayed.exception is None or isinstance(replayed.exception, SystemExit)
+
+
+def test_lint_stops_a_list_past_its_bound_with_a_clear_problem(tmp_path):
+    path = tmp_path / "huge.yaml"
+    path.write_text("lists:\n  mining_pool_domains:\n" + "".join(f"    - p{n}.example\n" for n in range(200_000)))
+    result = CliRunner().invoke(main, ["rules", "lint", str(path)])
+    assert result.exit_code == 1
+    assert f"{path}:100003: a list with more than 100000 entries" in result.stdout
+
+
+def test_lint_time_grows_linearly_with_a_list_of_pool_domains(tmp_path):
+    # Both files are under the bound; merging lists and building detectors is linear in
+    # them (it was quadratic: a 200k list ran past 60 s). Ratio, not time: a busy host.
+    import time
+
+    def lint_seconds(entries: int) -> float:
+        path = tmp_path / f"pools{entries}.yaml"
+        path.write_text("lists:\n  mining_pool_domains:\n" + "".join(f"    - p{n}.example\n" for n in range(entries)))
+        started = time.process_time()
+        assert CliRunner().invoke(main, ["rules", "lint", str(path)]).exit_code == 0
+        return time.process_time() - started
+
+    small, large = lint_seconds(5_000), lint_seconds(40_000)
+    assert large < small * 8 * 3  # 8x the entries: linear is ~8x; quadratic would be ~64x
