@@ -309,14 +309,17 @@ class Agent:
                     self.poll_gpus()
         finally:
             probes.drain(0, 8 * MAX_RECORDS_PER_DRAIN)  # what is there now; a flood has no end
+            if self.worker is not None:
+                # Bounded, and beside the detach: SIGTERM ends the agent within a second
+                # whatever detection holds.
+                self.worker.begin_stop(SHUTDOWN_DETECT_S)
             self.check_losses()
             self.report_floods()
             with self._probes_lock:
                 probes.close()
                 self.probes = None
             if self.worker is not None:
-                # Bounded: SIGTERM ends the agent within a second whatever detection holds.
-                undone = self.worker.stop(SHUTDOWN_DETECT_S)
+                undone = self.worker.finish_stop()
                 if undone:
                     self.stats.drop("detect", "shutdown", undone)
                 self.collect_late_alerts()

@@ -78,20 +78,30 @@ class DetectWorker:
             taken.append(self._alerts.popleft())
         return taken
 
-    def stop(self, timeout_s: float) -> int:
-        """Let the worker finish what is queued within `timeout_s`; the events it did not reach."""
-        deadline = time.monotonic() + timeout_s
+    def begin_stop(self, timeout_s: float) -> None:
+        """Ask the worker to finish what is queued within `timeout_s`, without waiting: the
+        agent detaches its probes meanwhile. `finish_stop` collects the outcome."""
+        self._stop_deadline = time.monotonic() + timeout_s
+        self._stop_queued = 0
         try:
-            self._queue.put(_STOP, timeout=timeout_s)
-            queued_stop = 1
+            self._queue.put_nowait(_STOP)
+            self._stop_queued = 1
         except queue.Full:
-            queued_stop = 0
-        self._thread.join(max(0.0, deadline - time.monotonic()))
+            pass  # a queue this full is not finished in time anyway: it is abandoned below
+
+    def finish_stop(self) -> int:
+        """Wait out what is left of the stop's time; the events the worker did not reach."""
+        self._thread.join(max(0.0, self._stop_deadline - time.monotonic()))
         if not self._thread.is_alive():
             return 0
-        undone = max(0, self._queue.qsize() - queued_stop)
+        undone = max(0, self._queue.qsize() - self._stop_queued)
         # Still in one event: end it at its next bytecode, so the thread stops competing with
         # the shutdown for the interpreter (a thread blocked in a system call ends at exit).
         ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self._thread.ident),
                                                    ctypes.py_object(DetectionAbandoned))
         return undone
+
+    def stop(self, timeout_s: float) -> int:
+        """Let the worker finish what is queued within `timeout_s`; the events it did not reach."""
+        self.begin_stop(timeout_s)
+        return self.finish_stop()
