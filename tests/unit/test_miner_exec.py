@@ -15,6 +15,11 @@ XMR = "48edfHu7V9Z84YzzMa6fUueoELZ9ZRXq9VetWzYGzKt52XU5xvqgzYnDK9URnRoJMk1j8nLwE
 ETH = "0x1d7E3d7a3c3d7B8c86B8f0f3b2e8A8f6C3Bd0A11"
 
 
+def reading(files: dict[str, bytes]):
+    """A detector's file reader over an in-memory file system."""
+    return lambda event, path: ReadResult(files[path]) if path in files else ReadResult(None, "missing")
+
+
 def alerts_for(argv, *, filename=None, read_file=None, pid=7):
     engine = DetectionEngine(load_rules(), read_file=read_file)
     event = {"kind": "exec", "sandbox": {"name": "sandbox-1"}, "process": {"pid": pid, "argv": argv}}
@@ -178,14 +183,14 @@ def test_a_kernel_thread_name_in_argv0_even_with_a_slash_is_a_disguise(argv):
 def test_a_bare_binary_reads_config_json_in_its_working_directory_too():
     config = json.dumps({"pools": [{"url": "pool.supportxmr.com:443", "user": XMR}]}).encode()
     read = {"config.json": config}
-    alert = only_alert(["./svc"], filename="/usr/local/share/svc/svc", read_file=lambda event, path: read.get(path))
+    alert = only_alert(["./svc"], filename="/usr/local/share/svc/svc", read_file=reading(read))
     assert any(hint["source"] == "config:config.json" for hint in alert["evidence"]["hints"])
 
 
 def test_the_joined_config_option_is_read():
     config = json.dumps({"pools": [{"url": "stratum+tcp://x.example:3333", "user": XMR}]}).encode()
     read = {"/tmp/c.json": config}
-    alert = only_alert(["./svc", "--config=/tmp/c.json"], read_file=lambda event, path: read.get(path))
+    alert = only_alert(["./svc", "--config=/tmp/c.json"], read_file=reading(read))
     assert any(hint["source"] == "config:/tmp/c.json" for hint in alert["evidence"]["hints"])
 
 
