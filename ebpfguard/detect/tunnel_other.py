@@ -27,13 +27,14 @@ telnet ...`).
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Callable, Iterable, Optional, Sequence
 
 import re2
 
-from ebpfguard.detect.cmdline import commands_of, program_name, shell_script
+from ebpfguard.detect.cmdline import command_list, program_name, shell_script
 from ebpfguard.detect.execinfo import (
     basename, exec_argv, exec_succeeded, first_positional, program_and_args,
 )
@@ -483,19 +484,23 @@ class OtherTunnel(Detector):
         self.classifier_of = {name: CLASSIFIERS[param] for param in CLASSIFIERS
                               for name in ctx.params.get(param, ())}
         self.runners = frozenset(ctx.params.get("runners", ()))
+        # Hosts run the same few command lines over and over; each is judged once (a dozen
+        # grammars). Bounded: an argv is at most ARGV_BUF_LEN bytes.
+        self._classified = functools.lru_cache(maxsize=512)(
+            lambda name, args: self.classify(name, list(args)))
 
     def on_event(self, event: Event) -> Iterable[Finding]:
         if not exec_succeeded(event):
             return []
         name, args = program_and_args(event)
-        match = self.classify(name, args)
+        match = self._classified(name, tuple(args))
         if match is None:
             # The same, for each command the exec would run (wrappers, `sh -c` scripts).
             argv = exec_argv(event)
-            for command in list(commands_of(argv))[:16]:
+            for command in command_list(argv)[:16]:
                 if list(command.argv) == argv:
                     continue  # the exec itself, judged above
-                match = self.classify(program_name(command.argv[0]), list(command.argv[1:]))
+                match = self._classified(program_name(command.argv[0]), command.argv[1:])
                 if match is not None:
                     name = program_name(command.argv[0])
                     break

@@ -12,12 +12,34 @@ import sys
 import time
 from typing import Optional, Protocol, TextIO
 
+import orjson
+
 from ebpfguard.outputs.stats import PipelineStats
+
+
+def to_json_bytes(event: dict) -> bytes:
+    """One event as one line of ASCII JSON, newline included (control characters, DEL and
+    non-ASCII escaped).
+
+    orjson does the common case, several times faster than the stdlib; it writes UTF-8 and
+    leaves DEL raw, so a line that is not plain printable ASCII (a sandbox's non-ASCII
+    argv, say) is encoded again by the stdlib with `ensure_ascii`. So are what orjson
+    refuses: integers beyond 64 bits, non-string keys, lone surrogates, deep nesting. Both
+    paths give the same JSON text (orjson writes NaN as null where the stdlib writes the
+    non-JSON NaN)."""
+    try:
+        line = orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE)
+    except TypeError:
+        pass
+    else:
+        if line.isascii() and b"\x7f" not in line:
+            return line
+    return (json.dumps(event, ensure_ascii=True, separators=(",", ":")) + "\n").encode("ascii")
 
 
 def to_json_line(event: dict) -> str:
     """One event as one line of ASCII JSON (control characters and non-ASCII escaped)."""
-    return json.dumps(event, ensure_ascii=True, separators=(",", ":")) + "\n"
+    return to_json_bytes(event).decode("ascii")
 
 
 class Sink(Protocol):
