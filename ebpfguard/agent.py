@@ -139,7 +139,8 @@ class Agent:
             clock=BootClock(),
             pods=pods,
         )
-        self.sink: Sink = JsonLinesSink.open(output, self.stats, config["output"]["flush_interval_ms"] / 1000)
+        lines = JsonLinesSink.open(output, self.stats, config["output"]["flush_interval_ms"] / 1000)
+        self.sink: Sink = lines
         # Each sandbox's recent history, for `report` and the runner client.
         self.history = SandboxHistory(HistoryBounds.from_config(config["history"]))
         self.sink = FanOut(self.sink, self.history)
@@ -148,7 +149,7 @@ class Agent:
                                        config["viewer"]["max_viewers"])
             self.sink = FanOut(self.sink, viewers)
         # Alertmanager, Falco, syslog, webhooks: after the JSON Lines, in a process of their own.
-        self.outputs = OutputProcess(config.get("outputs"), config["logging"]["warn_interval_s"])
+        self.outputs = OutputProcess(config.get("outputs"), config["logging"]["warn_interval_s"], lines.line_of)
         if self.outputs:
             self.sink = FanOut(self.sink, self.outputs)
         self.sandboxes = SandboxTracker(

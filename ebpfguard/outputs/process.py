@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from typing import Mapping, Optional
+from typing import Callable, Mapping, Optional
 
 from ebpfguard.outputs.delivery import DROP_REASONS, OutputSnapshot
 from ebpfguard.outputs.forward import CLOSE_TIMEOUT_S, Forwarders
@@ -47,8 +47,11 @@ class OutputsFailed(ValueError):
 class OutputProcess:
     """The agent's side: a sink that hands alerts to the outputs process without blocking."""
 
-    def __init__(self, section: Optional[Mapping], warn_interval_s: float) -> None:
+    def __init__(self, section: Optional[Mapping], warn_interval_s: float,
+                 encoded: Callable[[dict], Optional[str]] = lambda event: None) -> None:
+        """`encoded(event)` may return the event's JSON line already made by an earlier sink."""
         self.names = [plan.name for plan in plan_outputs(section)]
+        self.encoded = encoded
         self.proc: Optional[subprocess.Popen] = None
         self._pending = bytearray()
         self._incoming = bytearray()
@@ -93,7 +96,7 @@ class OutputProcess:
             return True
         else:
             del self._watched[event["process"]["pid"]]
-        line = to_json_line(event).encode("ascii")
+        line = (self.encoded(event) or to_json_line(event)).encode("ascii")
         if len(self._pending) + len(line) > MAX_PENDING_BYTES:
             self._dropped += 1
             return True

@@ -72,3 +72,16 @@ def test_an_outputs_process_that_cannot_start_is_a_clear_error(tmp_path):
     with pytest.raises(OutputsFailed) as problem:
         OutputProcess(outputs_section(url="http://127.0.0.1:1/", spool_dir=str(blocker / "spool")), 5)
     assert "outputs could not start" in str(problem.value) and str(blocker) in str(problem.value)
+
+
+def test_the_json_lines_sink_hands_its_line_to_later_sinks_of_the_same_event_only():
+    import io
+
+    from ebpfguard.outputs.sinks import JsonLinesSink, to_json_line
+    from ebpfguard.outputs.stats import PipelineStats
+
+    sink = JsonLinesSink(io.StringIO(), PipelineStats())
+    first, second = alert(1), alert(1)
+    sink.write(first)
+    assert sink.line_of(first) == to_json_line(first)
+    assert sink.line_of(second) is None  # equal, but not the object just written
