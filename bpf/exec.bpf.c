@@ -1,12 +1,15 @@
-/* exec probe family: every execve/execveat call, failed ones included.
+/* exec probe family, entry side: every execve/execveat call, failed ones included.
  *
  * At entry the filename and argv are copied (after a successful exec the caller's memory is
- * gone) and sent as an exec_args_event; at exit the result follows as an exec_event, and
- * userspace joins the two by pid. */
+ * gone) and sent as an exec_args_event; at exit (exec_exit.bpf.c) the result follows as an
+ * exec_event, and userspace joins the two by pid. */
 #include "common.h"
 
 /* Staging area: an exec_args_event is far larger than the 512-byte BPF stack. */
 BPF_PERCPU_ARRAY(exec_scratch, struct exec_args_event, 1);
+/* Thread groups whose argv entry could not read whole (EXEC_ARGV_TRUNCATED or _UNREADABLE):
+ * their exit reads it again from the new image's stack. Only these pay for that. */
+BPF_TABLE("lru_hash", u32, u32, argv_incomplete, 10240);
 
 #define ARGS_LAST_START (ARGV_BUF_LEN - ARGV_ARG_READ)
 
@@ -65,6 +68,10 @@ static __always_inline int exec_enter(const char *filename, const char *const *a
 		e->flags |= EXEC_FILENAME_UNREADABLE;
 	}
 	read_argv(e, argv);
+	if (e->flags & (EXEC_ARGV_TRUNCATED | EXEC_ARGV_UNREADABLE)) {
+		u32 tgid = e->hdr.pid;
+		argv_incomplete.update(&tgid, &e->flags);
+	}
 
 	u64 size = offsetof(struct exec_args_event, args) + e->args_size;
 	if (size > sizeof(*e))
@@ -73,32 +80,12 @@ static __always_inline int exec_enter(const char *filename, const char *const *a
 	return 0;
 }
 
-static __always_inline int exec_exit(long ret)
-{
-	struct exec_event e = {};
-
-	fill_header(&e.hdr, EVENT_EXEC);
-	e.retval = ret;
-	submit(&e, sizeof(e), PROBE_EXEC);
-	return 0;
-}
-
 TRACEPOINT_PROBE(syscalls, sys_enter_execve)
 {
 	return exec_enter(args->filename, args->argv, 0);
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_execve)
-{
-	return exec_exit(args->ret);
-}
-
 TRACEPOINT_PROBE(syscalls, sys_enter_execveat)
 {
 	return exec_enter(args->filename, args->argv, EXEC_VIA_EXECVEAT);
-}
-
-TRACEPOINT_PROBE(syscalls, sys_exit_execveat)
-{
-	return exec_exit(args->ret);
 }

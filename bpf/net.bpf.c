@@ -6,6 +6,7 @@
  * time-of-check/time-of-use race). The result comes from the connect syscall's exit; a
  * connect made outside connect(2) (io_uring) is sent from the hook, without a result. */
 #include "common.h"
+#include "response.h"
 
 #define AF_INET 2
 #define AF_INET6 10
@@ -42,6 +43,10 @@ TRACEPOINT_PROBE(syscalls, sys_exit_socket)
 
 	if (!a)
 		return 0;
+	if (!bulk_admit(bpf_get_current_cgroup_id(), EVENT_SOCKET)) {
+		socket_calls.delete(&tid);
+		return 0;
+	}
 	fill_header(&e.hdr, EVENT_SOCKET);
 	e.family = a->family;
 	e.type = a->type;
@@ -71,6 +76,8 @@ static __always_inline void remember_connect(struct bpf_sock_addr *ctx, u16 fami
 		__builtin_memcpy(e.daddr + 12, &a3, 4);
 	}
 	if (!in_connect.lookup(&tid)) {
+		if (!bulk_admit(bpf_get_current_cgroup_id(), EVENT_CONNECT))
+			return;
 		fill_header(&e.hdr, EVENT_CONNECT);
 		e.flags = CONNECT_OUTSIDE_SYSCALL;
 		submit(&e, sizeof(e), PROBE_NET);
@@ -80,17 +87,18 @@ static __always_inline void remember_connect(struct bpf_sock_addr *ctx, u16 fami
 		count_lost(PROBE_NET);
 }
 
-/* Never deny: ebpfguard observes; these hooks return 1 (allow) on every path. */
+/* Allowed unless a response in force refuses it (bpf/response.h): the refused connect is
+ * still reported, with its EPERM. */
 int cgroup__connect4(struct bpf_sock_addr *ctx)
 {
 	remember_connect(ctx, AF_INET);
-	return 1;
+	return response_allows_connect(ctx, AF_INET);
 }
 
 int cgroup__connect6(struct bpf_sock_addr *ctx)
 {
 	remember_connect(ctx, AF_INET6);
-	return 1;
+	return response_allows_connect(ctx, AF_INET6);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_connect)
@@ -110,6 +118,10 @@ TRACEPOINT_PROBE(syscalls, sys_exit_connect)
 	in_connect.delete(&tid);
 	if (!e)
 		return 0;
+	if (!bulk_admit(bpf_get_current_cgroup_id(), EVENT_CONNECT)) {
+		connect_calls.delete(&tid);
+		return 0;
+	}
 	fill_header(&e->hdr, EVENT_CONNECT);
 	e->retval = args->ret;
 	submit(e, sizeof(*e), PROBE_NET);

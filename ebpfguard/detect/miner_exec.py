@@ -22,7 +22,11 @@ from ebpfguard.detect.registry import Detector, Event, Finding, RuleContext, det
 HINT_NAMES = (
     "binary", "generic_binary", "disguise", "pool_url", "pool_host", "pool_option", "donate",
     "algo", "coin", "wallet", "wallet_shape", "gpu_option", "miner_option", "node_mining",
+    "argv_hidden", "argv_changed", "argv_padded",
 )
+# The exec event's `argv_anomalies` (ebpfguard/enrich/exec_join.py) that mean the command line
+# was built past what a probe reads at once: padded, or placed where it cannot read it.
+HIDING_ANOMALIES = ("past_entry_bounds", "unreadable_at_entry", "truncated", "stack_incomplete")
 MAX_MATCH_CHARS = 160
 MAX_CONFIG_BYTES = 256 * 1024
 
@@ -114,6 +118,7 @@ class MinerExec(Detector):
         self.node_daemons = _lower_set(params["node_daemons"])
         self.inert_commands = _lower_set(params["inert_commands"])
         self.system_dirs = tuple(directory.rstrip("/") + "/" for directory in params["system_dirs"])
+        self.min_padding_args = int(params["min_padding_args"])
         if self.min_score < 1 or self.inert_factor < 1:
             raise ValueError("min_score and inert_factor must be at least 1")
         self._assessed: Optional[tuple[Event, tuple[Assessment, ...]]] = None
@@ -255,12 +260,35 @@ class MinerExec(Detector):
         disguised = sorted(name for name in names if self.disguises.match(name))
         if disguised:
             hints.append(Hint("disguise", self.weights["disguise"], disguised[0], "argv"))
+        hints.extend(self.argv_hints(event))
         read_file = self.ctx.read_file
         if read_file is not None:
             for path in self._config_paths(event, command):
                 content = read_file(event, path)
                 if content:
                     hints.extend(self.config_hints(content[:MAX_CONFIG_BYTES].decode("utf-8", "replace"), f"config:{path}"))
+        return hints
+
+    def argv_hints(self, event: Event) -> list[Hint]:
+        """A command line shaped to hide from a probe: read past the entry bounds, from pages
+        not faulted in, changed between the call and the new program, or padded with empty or
+        repeated arguments. None of these alerts alone; each adds to a miner's score."""
+        process = event.get("process") or {}
+        anomalies = event.get("argv_anomalies")
+        anomalies = [str(a) for a in anomalies] if isinstance(anomalies, list) else []
+        hidden = [a for a in anomalies if a in HIDING_ANOMALIES]
+        if process.get("argv_truncated") is True and "truncated" not in hidden:
+            hidden.append("truncated")
+        hints = []
+        if hidden:
+            hints.append(Hint("argv_hidden", self.weights["argv_hidden"], ",".join(hidden), "argv"))
+        if "changed_after_entry" in anomalies:
+            hints.append(Hint("argv_changed", self.weights["argv_changed"], "changed_after_entry", "argv"))
+        argv = process.get("argv") if isinstance(process.get("argv"), list) else []
+        padding = padding_args([str(arg) for arg in argv[1:]])
+        if padding >= self.min_padding_args:
+            hints.append(Hint("argv_padded", self.weights["argv_padded"],
+                              f"{padding} empty or repeated arguments", "argv"))
         return hints
 
     def _config_paths(self, event: Event, command: Command) -> list[str]:
@@ -317,6 +345,18 @@ def wallet_kind(text: str) -> Optional[str]:
     if _WALLET_SHAPES.match(address):
         return "shape"
     return None
+
+
+def padding_args(arguments: Sequence[str]) -> int:
+    """How many arguments are empty or repeat an earlier one: filler that pushes the real
+    arguments past what a probe reads."""
+    seen: set[str] = set()
+    padding = 0
+    for arg in arguments:
+        if not arg or arg in seen:
+            padding += 1
+        seen.add(arg)
+    return padding
 
 
 def _options(arguments: Sequence[str]) -> Iterator[tuple[Optional[str], Optional[str], str]]:

@@ -80,6 +80,7 @@ EVENT_HEADER = Layout(
     (
         ("ktime_ns", "Q"),
         ("cgroup_id", "Q"),
+        ("lineage_cgroup_id", "Q"),
         ("kind", "I"),
         ("pid", "I"),
         ("tid", "I"),
@@ -99,7 +100,20 @@ EXEC_ARGS_EVENT = Layout(
         ("args", f"{C['ARGV_BUF_LEN']}s"),
     ),
 )
-EXEC_EVENT = Layout("exec_event", _nested("hdr", EVENT_HEADER) + (("retval", "i"), ("_pad", "I")))
+EXEC_EVENT = Layout(
+    "exec_event",
+    _nested("hdr", EVENT_HEADER)
+    + (("retval", "i"), ("flags", "I"), ("stack_argc", "I"), ("stack_size", "I")),
+)
+EXEC_ARGV_EVENT = Layout(
+    "exec_argv_event",
+    _nested("hdr", EVENT_HEADER)
+    + (("offset", "I"), ("size", "I"), ("data", f"{C['ARGV_STACK_CHUNK']}s")),
+)
+# Not a record: the key of the kernel's per-cgroup counter maps (held_back, lost_by_cgroup).
+CGROUP_COUNT_KEY = Layout("cgroup_count_key", (("cgroup_id", "Q"), ("kind", "I"), ("_pad", "I")))
+# bpf/events.h computes it; the header reader takes only literal numbers.
+ARGV_STACK_MAX = C["ARGV_STACK_CHUNK"] * C["ARGV_STACK_CHUNKS"]
 FORK_EVENT = Layout(
     "fork_event",
     _nested("hdr", EVENT_HEADER) + (("child_pid", "I"), ("_pad", "I"), ("clone_flags", "Q")),
@@ -155,7 +169,22 @@ OPEN_EVENT = Layout(
     + (("retval", "i"), ("flags", "I"), ("filename", f"{C['OPEN_PATH_LEN']}s")),
 )
 
-LAYOUTS = (EVENT_HEADER, EXEC_ARGS_EVENT, EXEC_EVENT, FORK_EVENT, EXIT_EVENT, SOCKET_EVENT, CONNECT_EVENT,
+GUARD_EVENT = Layout(
+    "guard_event",
+    _nested("hdr", EVENT_HEADER)
+    + (
+        ("what", "I"),
+        ("target_pid", "i"),
+        ("arg", "Q"),
+        ("aux", "q"),
+        ("target_cgroup_id", "Q"),
+        ("target_lineage_cgroup_id", "Q"),
+        ("path", f"{C['GUARD_PATH_LEN']}s"),
+        ("detail", f"{C['GUARD_DETAIL_LEN']}s"),
+    ),
+)
+
+LAYOUTS = (GUARD_EVENT, EVENT_HEADER, EXEC_ARGS_EVENT, EXEC_EVENT, EXEC_ARGV_EVENT, CGROUP_COUNT_KEY, FORK_EVENT, EXIT_EVENT, SOCKET_EVENT, CONNECT_EVENT,
            FLOW_EVENT, OPEN_EVENT)
 
 
@@ -169,6 +198,9 @@ class Header:
     tid: int
     uid: int
     comm: bytes
+    # The cgroup the process's lineage entered a sandbox at (0: not sandboxed): the process
+    # belongs to that sandbox wherever it is now.
+    lineage_cgroup_id: int = 0
 
 
 @dataclass(frozen=True)
@@ -187,10 +219,27 @@ class ExecArgsRecord:
 
 @dataclass(frozen=True)
 class ExecRecord:
-    """An exec's result, sent at syscall exit (in the new program, when it succeeded)."""
+    """An exec's result, sent at syscall exit (in the new program, when it succeeded).
+
+    With `stack_argv`, the new image's argv was read from its stack and sent just before, in
+    ExecArgvRecords holding `stack_size` bytes of `stack_argc` NUL-terminated strings."""
 
     hdr: Header
     retval: int
+    stack_argv: bool = False
+    stack_argc: int = 0
+    stack_size: int = 0
+    stack_truncated: bool = False
+    stack_unreadable: bool = False
+
+
+@dataclass(frozen=True)
+class ExecArgvRecord:
+    """A piece of the new image's argv strings, read from its stack at execve's exit."""
+
+    hdr: Header
+    offset: int
+    data: bytes
 
 
 @dataclass(frozen=True)
@@ -255,7 +304,30 @@ class OpenRecord:
     filename: bytes
 
 
-Record = Union[OpenRecord, FlowRecord, ExecArgsRecord, ExecRecord, ForkRecord, ExitRecord, SocketRecord, ConnectRecord]
+# guard_event.what, by name (the enum guard_what of events.h, lower-cased, prefix dropped).
+GUARD_WHAT: dict[int, str] = {
+    value: name.split("_", 1)[1].lower()
+    for name, value in C.items() if name.startswith(("ESCAPE_", "TAMPER_"))
+}
+
+
+@dataclass(frozen=True)
+class GuardRecord:
+    """An escape or tamper attempt by a sandboxed process (`escape` tells which family)."""
+
+    hdr: Header
+    escape: bool
+    what: str            # GUARD_WHAT: cgroup_move, setns, bpf, signal, ...
+    target_pid: int
+    arg: int
+    aux: int
+    target_cgroup_id: int
+    target_lineage_cgroup_id: int
+    path: bytes
+    detail: bytes
+
+
+Record = Union[GuardRecord, OpenRecord, FlowRecord, ExecArgsRecord, ExecRecord, ExecArgvRecord, ForkRecord, ExitRecord, SocketRecord, ConnectRecord]
 
 
 class DecodeError(ValueError):
@@ -266,11 +338,14 @@ _HEADER = struct.Struct(EVENT_HEADER.fmt)
 # exec_args_event arrives cut to its used length: unpack its fixed part, then the args.
 _EXEC_ARGS_FIXED = struct.Struct(EXEC_ARGS_EVENT.fmt[: -len(f"{C['ARGV_BUF_LEN']}s")])
 _EXEC = struct.Struct(EXEC_EVENT.fmt)
+# exec_argv_event arrives cut to its used length too.
+_EXEC_ARGV_FIXED = struct.Struct(EXEC_ARGV_EVENT.fmt[: -len(f"{C['ARGV_STACK_CHUNK']}s")])
 _FORK = struct.Struct(FORK_EVENT.fmt)
 _EXIT = struct.Struct(EXIT_EVENT.fmt)
 _SOCKET = struct.Struct(SOCKET_EVENT.fmt)
 _CONNECT = struct.Struct(CONNECT_EVENT.fmt)
 _OPEN = struct.Struct(OPEN_EVENT.fmt)
+_GUARD = struct.Struct(GUARD_EVENT.fmt)
 # flow_event arrives cut to its captured bytes, like exec_args_event.
 _FLOW_FIXED = struct.Struct(FLOW_EVENT.fmt[: -len(f"{C['FLOW_PAYLOAD_MAX']}s")])
 _AF_INET = 2
@@ -306,8 +381,21 @@ def _exec_args(data: memoryview) -> ExecArgsRecord:
 
 
 def _exec(data: memoryview) -> ExecRecord:
-    *head, retval, _pad = _unpack(_EXEC, data, "exec")
-    return ExecRecord(_header(head), retval)
+    *head, retval, flags, stack_argc, stack_size = _unpack(_EXEC, data, "exec")
+    return ExecRecord(
+        _header(head), retval,
+        stack_argv=bool(flags & C["EXEC_STACK_ARGV"]), stack_argc=stack_argc, stack_size=stack_size,
+        stack_truncated=bool(flags & C["EXEC_STACK_TRUNCATED"]),
+        stack_unreadable=bool(flags & C["EXEC_STACK_UNREADABLE"]),
+    )
+
+
+def _exec_argv(data: memoryview) -> ExecArgvRecord:
+    *head, offset, size = _unpack(_EXEC_ARGV_FIXED, data, "exec argv")
+    end = _EXEC_ARGV_FIXED.size + size
+    if size > C["ARGV_STACK_CHUNK"] or len(data) < end or offset + size > ARGV_STACK_MAX:
+        raise DecodeError(f"exec argv record of {len(data)} bytes claims {size} bytes at {offset}")
+    return ExecArgvRecord(_header(head), offset, bytes(data[_EXEC_ARGV_FIXED.size : end]))
 
 
 def _fork(data: memoryview) -> ForkRecord:
@@ -351,23 +439,32 @@ def _open(data: memoryview) -> OpenRecord:
     return OpenRecord(_header(head), retval, flags, _cstr(filename))
 
 
+def _guard(data: memoryview) -> GuardRecord:
+    (*head, what, target_pid, arg, aux, target_cgroup, target_lineage, path, detail) = _unpack(_GUARD, data, "guard")
+    return GuardRecord(_header(head), head[3] == C["EVENT_ESCAPE"], GUARD_WHAT.get(what, str(what)),
+                       target_pid, arg, aux, target_cgroup, target_lineage, _cstr(path), _cstr(detail))
+
+
 # One decoder per record kind of events.h, like the agent's dispatch table.
 DECODERS: dict[int, Callable[[memoryview], Record]] = {
     C["EVENT_EXEC_ARGS"]: _exec_args,
     C["EVENT_EXEC"]: _exec,
+    C["EVENT_EXEC_ARGV"]: _exec_argv,
     C["EVENT_FORK"]: _fork,
     C["EVENT_EXIT"]: _exit,
     C["EVENT_SOCKET"]: _socket,
     C["EVENT_CONNECT"]: _connect,
     C["EVENT_FLOW"]: _flow,
     C["EVENT_OPEN"]: _open,
+    C["EVENT_ESCAPE"]: _guard,
+    C["EVENT_TAMPER"]: _guard,
 }
 
 
 def decode(data: Union[bytes, memoryview]) -> Record:
     """Decode one ring-buffer record; DecodeError if it is not one of ours."""
     data = memoryview(data)
-    kind = _unpack(_HEADER, data, "event")[2]
+    kind = _unpack(_HEADER, data, "event")[3]
     decoder = DECODERS.get(kind)
     if decoder is None:
         raise DecodeError(f"unknown event kind {kind}")
@@ -375,5 +472,5 @@ def decode(data: Union[bytes, memoryview]) -> Record:
 
 
 def _header(fields: list) -> Header:
-    ktime, cgid, _kind, pid, tid, uid, comm = fields
-    return Header(ktime, cgid, pid, tid, uid, _cstr(comm))
+    ktime, cgid, lineage, _kind, pid, tid, uid, comm = fields
+    return Header(ktime, cgid, pid, tid, uid, _cstr(comm), lineage)

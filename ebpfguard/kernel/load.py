@@ -1,4 +1,4 @@
-"""Loading: compile the probes in bpf/ with bcc, attach them, and drain their ring buffer.
+"""Loading: compile the probes in bpf/ with bcc, attach them, and drain their ring buffers.
 
 The only module that talks to bcc. Probes submit records without waking us; `drain()` is
 called on a short timer and hands each record's bytes to the consumer in one batch.
@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping, Optional
 
 from ebpfguard.kernel.events import BPF_DIR, C
-from ebpfguard.kernel.links import CgroupLink, link_to_cgroup
+from ebpfguard.kernel.links import (
+    CgroupLink, attached_program_ids, link_to_cgroup, program_id, tracepoint_program_ids,
+)
 
 
 @dataclass(frozen=True)
@@ -26,7 +28,7 @@ class CgroupProgram:
 
 @dataclass(frozen=True)
 class ProbeFamily:
-    source: str
+    sources: tuple[str, ...]
     tracepoints: tuple[tuple[str, str], ...]
     cgroup_programs: tuple[CgroupProgram, ...] = ()
 
@@ -35,33 +37,53 @@ class ProbeFamily:
 # and health. Tracepoints attach by bcc's naming (TRACEPOINT_PROBE); cgroup programs attach
 # to the cgroup2 root through BPF links.
 PROBE_FAMILIES: dict[str, ProbeFamily] = {
-    "exec": ProbeFamily("exec.bpf.c", (
+    "exec": ProbeFamily(("exec.bpf.c", "exec_exit.bpf.c"), (
         ("syscalls", "sys_enter_execve"), ("syscalls", "sys_exit_execve"),
         ("syscalls", "sys_enter_execveat"), ("syscalls", "sys_exit_execveat"),
     )),
-    "proc": ProbeFamily("proc.bpf.c", (
+    "proc": ProbeFamily(("proc.bpf.c",), (
         ("task", "task_newtask"), ("sched", "sched_process_exit"),
         ("syscalls", "sys_enter_exit_group"),
     )),
     "net": ProbeFamily(
-        "net.bpf.c",
+        ("net.bpf.c",),
         (("syscalls", "sys_enter_socket"), ("syscalls", "sys_exit_socket"),
          ("syscalls", "sys_enter_connect"), ("syscalls", "sys_exit_connect")),
         (CgroupProgram("cgroup__connect4", "CGROUP_SOCK_ADDR", "CGROUP_INET4_CONNECT"),
          CgroupProgram("cgroup__connect6", "CGROUP_SOCK_ADDR", "CGROUP_INET6_CONNECT")),
     ),
-    "open": ProbeFamily("open.bpf.c", (
+    "open": ProbeFamily(("open.bpf.c",), (
         ("syscalls", "sys_enter_openat"), ("syscalls", "sys_exit_openat"),
         ("syscalls", "sys_enter_openat2"), ("syscalls", "sys_exit_openat2"),
     )),
+    "escape": ProbeFamily(("escape.bpf.c",), (
+        ("cgroup", "cgroup_attach_task"), ("syscalls", "sys_enter_setns"),
+        ("syscalls", "sys_enter_unshare"), ("syscalls", "sys_enter_mount"),
+        ("syscalls", "sys_enter_fsmount"), ("syscalls", "sys_enter_move_mount"),
+    )),
+    "tamper": ProbeFamily(("tamper.bpf.c",), (
+        ("syscalls", "sys_enter_bpf"), ("syscalls", "sys_enter_perf_event_open"),
+        ("syscalls", "sys_enter_ptrace"), ("syscalls", "sys_enter_process_vm_writev"),
+        ("syscalls", "sys_enter_kill"), ("syscalls", "sys_enter_tkill"),
+        ("syscalls", "sys_enter_tgkill"), ("syscalls", "sys_enter_pidfd_open"),
+    )),
     "flow": ProbeFamily(
-        "flow.bpf.c",
+        ("flow.bpf.c",),
         (),
         (CgroupProgram("cgroup__sock_create", "CGROUP_SOCK", "CGROUP_INET_SOCK_CREATE"),
          CgroupProgram("cgroup_skb__egress", "CGROUP_SKB", "CGROUP_INET_EGRESS"),
          CgroupProgram("cgroup_skb__ingress", "CGROUP_SKB", "CGROUP_INET_INGRESS")),
     ),
 }
+
+# Shared by the families, first in the program text: the ring buffers and loss counters,
+# the per-sandbox rate limit of the bulk kinds, and the response maps and checks.
+SHARED_SOURCES = ("common.h", "ratelimit.bpf.c", "response.h")
+# The ring buffers, drained in this order: process records before the bulk ones, so an
+# exec is known before the network events of its process.
+RINGS = ("exec_events", "events")
+# Record kinds the rate limit may hold back (the EVENT_* they would have been).
+RATE_LIMITED_KINDS = ("socket", "connect", "flow")
 
 TRACEFS_CANDIDATES = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 
@@ -100,22 +122,89 @@ def program_text(families: tuple[str, ...] = tuple(PROBE_FAMILIES)) -> str:
     """common.h and the families' sources, concatenated: bcc rewrites map calls and makes
     tracepoint argument structs only in its main text, never in included files (common.h's
     include guard then makes each family's `#include "common.h"` a no-op)."""
-    sources = ["common.h"] + [PROBE_FAMILIES[f].source for f in families]
+    sources = list(SHARED_SOURCES) + [source for f in families for source in PROBE_FAMILIES[f].sources]
     return "".join((BPF_DIR / name).read_text() for name in sources)
 
 
-def compile_flags(config: Mapping, tracefs: str) -> list[str]:
-    """cflags: include path, ring size, and features found in this kernel's tracepoints."""
-    pages = int(config["probes"]["ring_buffer_pages"])
+def _ring_pages(probes: Mapping, key: str) -> int:
+    pages = int(probes[key])
     if pages <= 0 or pages & (pages - 1):
-        raise ProbeError(f"probes.ring_buffer_pages must be a power of two, not {pages}")
-    flags = [f"-I{BPF_DIR}", f"-DRINGBUF_PAGES={pages}"]
+        raise ProbeError(f"probes.{key} must be a power of two, not {pages}")
+    return pages
+
+
+def compile_flags(config: Mapping, tracefs: str, btf: str = "/sys/kernel/btf/vmlinux",
+                  agent_pid: Optional[int] = None) -> list[str]:
+    """cflags: include path, ring sizes, rate limit, features found in this kernel, the
+    lineage map's size, the sandbox names the kernel knows, and the agent's pid."""
+    probes = config["probes"]
+    limit = probes["rate_limit"]
+    rate, burst = int(limit["events_per_s"]), int(limit["burst"])
+    if rate < 0 or rate > 1_000_000_000 or (rate and burst < 1):
+        raise ProbeError("probes.rate_limit: events_per_s must be 0 (off) to 1e9, and burst at least 1 "
+                         f"(not {rate} and {burst})")
+    flags = [f"-I{BPF_DIR}", f"-DRINGBUF_PAGES={_ring_pages(probes, 'ring_buffer_pages')}",
+             f"-DEXEC_RINGBUF_PAGES={_ring_pages(probes, 'exec_ring_buffer_pages')}",
+             f"-DBULK_RATE={rate}", f"-DBULK_BURST={burst}"]
+    # The exec probe finds the new image's stack through bpf_task_pt_regs (Linux 5.15),
+    # whose result the verifier types from the kernel's BTF.
+    if os.path.exists(btf):
+        flags.append("-DHAVE_STACK_ARGV")
+    # Response checks exist in the hooks only when they may act (bpf/response.h).
+    if config.get("response", {}).get("mode") == "enforce":
+        flags.append("-DRESPONSE_ENFORCE")
     if tracepoint_has_field(tracefs, "sched", "sched_process_exit", "group_dead"):
         flags.append("-DHAVE_GROUP_DEAD")
     # open(2) has no syscall of its own on arm64 (only openat)
     if os.path.isdir(os.path.join(tracefs, "events", "syscalls", "sys_enter_open")):
         flags.append("-DHAVE_SYS_OPEN")
+    # A kernel built without module support has no module syscalls to watch.
+    if os.path.isdir(os.path.join(tracefs, "events", "syscalls", "sys_enter_finit_module")):
+        flags.append("-DHAVE_MODULE_SYSCALLS")
+    lineage_max = int(config["sandbox"]["lineage_max_processes"])
+    if lineage_max <= 0:
+        raise ProbeError(f"sandbox.lineage_max_processes must be positive, not {lineage_max}")
+    flags.append(f"-DLINEAGE_MAX={lineage_max}")
+    flags.append(sandbox_name_test(kernel_name_prefixes(config["sandbox"])))
+    flags.append(f"-DAGENT_PID={agent_pid if agent_pid is not None else os.getpid()}")
+    pidns = os.stat("/proc/self/ns/pid")
+    flags += [f"-DHOST_PIDNS_DEV={pidns.st_dev}", f"-DHOST_PIDNS_INO={pidns.st_ino}"]
     return flags
+
+
+# Fixed cgroup-name prefixes of the runtimes' matchers (ebpfguard/enrich/sandbox.py) that the
+# kernel can test by itself. Wider than the matchers (kubepods holds only pods' cgroups):
+# the kernel only decides which processes get a lineage entry; names come from userspace.
+RUNTIME_PREFIXES = {"kubernetes": ("kubepods",), "docker": ("docker-",), "containerd": ("cri-containerd-",)}
+_GLOB_CHARS = set("*?[]\\")
+
+
+def kernel_name_prefixes(sandbox: Mapping) -> list[str]:
+    """Cgroup-name prefixes the kernel tests on a move's destination path: each `pattern`
+    glob that is a plain prefix (`sandbox-*`) or a plain name, the runtimes' fixed prefixes,
+    and the listed systemd units. Other globs are recognised once userspace resolves them."""
+    matchers = sandbox.get("matchers", ())
+    prefixes: list[str] = []
+    if "pattern" in matchers:
+        for pattern in sandbox.get("patterns", ()):
+            stem = pattern[:-1] if pattern.endswith("*") else pattern
+            if stem and not _GLOB_CHARS & set(stem):
+                prefixes.append(stem)
+    for matcher, fixed in RUNTIME_PREFIXES.items():
+        if matcher in matchers:
+            prefixes.extend(fixed)
+    if "systemd" in matchers:
+        prefixes.extend(sandbox.get("systemd_units", ()))
+    return [p for p in dict.fromkeys(prefixes) if p.isprintable() and 0 < len(p) < 64]
+
+
+def sandbox_name_test(prefixes: list[str]) -> str:
+    """The SANDBOX_NAME_AT(b, i) macro of bpf/common.h for these prefixes, as a cflag:
+    character compares on a masked index, which the verifier bounds."""
+    terms = [" && ".join(f"b[((i) + {k}) & PATH_MASK] == {ord(c)}" for k, c in enumerate(prefix))
+             for prefix in prefixes]
+    body = " || ".join(f"({t})" for t in terms) or "0"
+    return f"-DSANDBOX_NAME_AT(b, i)=({body})"
 
 
 @dataclass
@@ -126,6 +215,11 @@ class ProbeSet:
     families: tuple[str, ...]
     links: list[CgroupLink] = field(default_factory=list)
     delivered: int = 0
+    # What each family attached, to check that it stays attached: (family, program id,
+    # tracepoint perf fd or None, cgroup link or None).
+    attachments: list[tuple[str, int, Optional[int], Optional[CgroupLink]]] = field(default_factory=list)
+    _seeded: int = 0
+    _stop_at: int = 0  # delivered count at which the current drain stops
 
     @classmethod
     def load(cls, config: Mapping, cgroup_root: str, on_record: Callable[[bytes], None]) -> "ProbeSet":
@@ -145,7 +239,14 @@ class ProbeSet:
                     attach_type = getattr(BPFAttachType, prog.attach_type)
                     # bcc 0.26 needs the attach type at load time for sock_addr programs.
                     fn = bpf.load_func(prog.function, getattr(BPF, prog.prog_type), attach_type=attach_type)
-                    probes.links.append(link_to_cgroup(fn.fd, cgroup_root, attach_type))
+                    link = link_to_cgroup(fn.fd, cgroup_root, attach_type)
+                    probes.links.append(link)
+                    probes.attachments.append((family, program_id(fn.fd), None, link))
+                for category, event in PROBE_FAMILIES[family].tracepoints:
+                    fn = bpf.funcs.get(f"tracepoint__{category}__{event}".encode())
+                    perf_fd = bpf.tracepoint_fds.get(f"{category}:{event}".encode())
+                    if fn is not None and perf_fd is not None:
+                        probes.attachments.append((family, program_id(fn.fd), perf_fd, None))
         except Exception as exc:  # noqa: BLE001 - bcc raises bare Exception
             probes.close()
             raise ProbeError(f"attaching cgroup programs to {cgroup_root} failed: {exc}") from None
@@ -153,17 +254,24 @@ class ProbeSet:
         def deliver(_ctx, data, size):
             probes.delivered += 1
             on_record(ctypes.string_at(data, size))
+            # A negative return makes libbpf stop consuming (this record counts as consumed).
+            return -1 if probes.delivered >= probes._stop_at else 0
 
-        bpf["events"].open_ring_buffer(deliver)
+        for ring in RINGS:  # one bcc ring-buffer manager polls them all
+            bpf[ring].open_ring_buffer(deliver)
         probes._deliver = deliver  # bcc keeps only a weak hold on the callback
         return probes
 
-    def drain(self, wait_ms: int) -> int:
-        """Wait up to `wait_ms`, then hand every record in the ring buffer to the consumer;
-        returns how many there were."""
+    def drain(self, wait_ms: int, max_records: int = 1 << 62) -> int:
+        """Wait up to `wait_ms`, then hand the records in the ring buffers to the consumer,
+        process records first, at most `max_records` of them; returns how many there were.
+        The bound keeps a ring that fills as fast as we read it from holding the caller
+        forever (libbpf consumes until a ring is empty)."""
         before = self.delivered
+        self._stop_at = before + max_records
         self.bpf.ring_buffer_poll(wait_ms)
-        self.bpf.ring_buffer_consume()
+        if self.delivered < self._stop_at:
+            self.bpf.ring_buffer_consume()
         return self.delivered - before
 
     def lost(self) -> dict[str, int]:
@@ -174,8 +282,62 @@ class ProbeSet:
             for family in self.families
         }
 
+    def attached(self) -> dict[str, bool]:
+        """Each family: every program it attached is still attached where it was (the
+        tracepoint's or the cgroup's attached program ids still list it)."""
+        out = {family: True for family in self.families}
+        for family, prog_id, perf_fd, link in self.attachments:
+            try:
+                if perf_fd is not None:
+                    present = prog_id in tracepoint_program_ids(perf_fd)
+                else:
+                    present = prog_id in attached_program_ids(link.cgroup, link.attach_type)
+            except OSError:
+                present = False
+            out[family] = out[family] and present
+        return out
+
+    def mark_sandbox_cgroup(self, cgroup_id: int) -> None:
+        """Tell the kernel a cgroup is (in) a sandbox: processes found in it get a lineage."""
+        table = self.bpf["sandbox_cgroups"]
+        table[table.Key(cgroup_id)] = table.Leaf(1)
+
+    def seed_lineage(self, pid: int, cgroup_id: int) -> None:
+        """Give a process already running in a sandbox its lineage entry, if it has none."""
+        table = self.bpf["lineage"]
+        key = table.Key(pid)
+        if table.get(key) is None:
+            table[key] = table.Leaf(cgroup_id)
+            # Counted with the kernel's inserts, so evictions stay inserts - deletes - live.
+            self._seeded += 1
+
+    def lineage_counts(self) -> tuple[int, int, int]:
+        """(entries inserted, entries deleted at exit, live entries) of the lineage map; what
+        the LRU pushed out is inserted - deleted - live."""
+        counts = self.bpf["lineage_counts"]
+        inserts = int(counts.sum(counts.Key(C["LINEAGE_INSERTS"])).value) + self._seeded
+        deletes = int(counts.sum(counts.Key(C["LINEAGE_DELETES"])).value)
+        live = sum(1 for _ in self.bpf["lineage"].keys())
+        return inserts, deletes, live
+
+    def held_back(self) -> dict[tuple[int, str], int]:
+        """What the rate limit held back since load: (cgroup id, kind) -> count."""
+        kinds = {C[f"EVENT_{kind.upper()}"]: kind for kind in RATE_LIMITED_KINDS}
+        return _per_cgroup(self.bpf["held_back"], kinds)
+
+    def lost_by_cgroup(self) -> dict[tuple[int, str], int]:
+        """Records a full ring lost since load: (cgroup id, probe family) -> count."""
+        families = {C[f"PROBE_{family.upper()}"]: family for family in self.families}
+        return _per_cgroup(self.bpf["lost_by_cgroup"], families)
+
     def close(self) -> None:
         """Detach every probe: close the cgroup links, and let bcc detach the tracepoints."""
         for link in self.links:
             link.close()
         self.bpf.cleanup()
+
+
+def _per_cgroup(table, names: Mapping[int, str]) -> dict[tuple[int, str], int]:
+    """A cgroup_count_key -> u64 map as {(cgroup id, name of its kind): count}."""
+    return {(int(key.cgroup_id), names.get(int(key.kind), str(int(key.kind)))): int(value.value)
+            for key, value in table.items()}

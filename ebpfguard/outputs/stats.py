@@ -26,6 +26,7 @@ LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
 KNOWN_DROPS = (
     ("decode", "malformed"), ("decode", "error"), ("enrich", "error"), ("enrich", "dns_malformed"),
     ("detect", "error"), ("output", "write_error"), ("viewer", "slow_reader"), ("gpu", "nvml_error"),
+    ("respond", "error"),
 )
 
 
@@ -41,6 +42,9 @@ class StatsSnapshot:
     latency_sum_s: float
     events_written: int  # all events, including those of sandbox labels since forgotten
     alerts_written: int
+    held_back: dict        # (kind, sandbox label) -> n: the kernel's per-sandbox rate limit
+    lost_by_sandbox: dict  # (probe family, sandbox label) -> n: ring full, by whose record
+    actions: dict          # (action, rule, sandbox label, outcome) -> n
 
 
 class PipelineStats:
@@ -50,12 +54,15 @@ class PipelineStats:
         self._lock = threading.Lock()
         self._events: Counter = Counter()
         self._alerts: Counter = Counter()
+        self._actions: Counter = Counter()
         self._lost: Counter = Counter()
         self._dropped: Counter = Counter()
         self._latency = [0] * (len(LATENCY_BUCKETS_S) + 1)
         self._latency_sum_s = 0.0
         self._events_written = 0
         self._alerts_written = 0
+        self._held_back: Counter = Counter()
+        self._lost_by_sandbox: Counter = Counter()
 
     def count_event(self, kind: str, sandbox: str, latency_s: Optional[float] = None) -> None:
         """One event; `latency_s` is its time from the kernel's timestamp to its line being
@@ -72,6 +79,10 @@ class PipelineStats:
             self._alerts[(rule, severity, sandbox)] += 1
             self._alerts_written += 1
 
+    def count_action(self, action: str, rule: str, sandbox: str, outcome: str) -> None:
+        with self._lock:
+            self._actions[(action, rule, sandbox, outcome)] += 1
+
     def drop(self, stage: str, reason: str, n: int = 1) -> None:
         with self._lock:
             self._dropped[(stage, reason)] += n
@@ -84,10 +95,19 @@ class PipelineStats:
                 self._lost[family] = total
             return grew
 
+    def count_sandbox_flood(self, sandbox: str, held_back: dict, lost: dict) -> None:
+        """What the kernel held back ({kind: n}) and lost ({probe: n}) of one sandbox's records."""
+        with self._lock:
+            for kind, n in held_back.items():
+                self._held_back[(kind, sandbox)] += n
+            for probe, n in lost.items():
+                self._lost_by_sandbox[(probe, sandbox)] += n
+
     def forget_sandbox(self, sandbox: str) -> None:
         """Remove a sandbox label's counters: its series end (the label value is reused)."""
         with self._lock:
-            for counter, position in ((self._events, 1), (self._alerts, 2)):
+            for counter, position in ((self._events, 1), (self._alerts, 2), (self._held_back, 1),
+                                      (self._lost_by_sandbox, 1), (self._actions, 2)):
                 for key in [k for k in counter if k[position] == sandbox]:
                     del counter[key]
 
@@ -102,6 +122,9 @@ class PipelineStats:
                 latency_sum_s=self._latency_sum_s,
                 events_written=self._events_written,
                 alerts_written=self._alerts_written,
+                held_back=dict(self._held_back),
+                lost_by_sandbox=dict(self._lost_by_sandbox),
+                actions=dict(self._actions),
             )
 
 

@@ -84,8 +84,14 @@ def summary(event: dict) -> str:
         return safe(f"{event.get('family')} {event.get('type')} proto {event.get('protocol')}")
     if kind == "open":
         return safe(event.get("filename"))
+    if kind in ("escape", "tamper"):
+        where = event.get("to_cgroup") or event.get("target") or event.get("filename") or event.get("bpf_cmd")
+        return safe(f"{event.get('what')} {where or ''}".rstrip())
     if kind == "action":
         return safe(f"{event.get('action')} {event.get('target')} for {event.get('rule')}: {event.get('outcome')}")
+    if kind == "summary":
+        counts = {**(event.get("held_back") or {}), **{f"lost {k}": v for k, v in (event.get("lost") or {}).items()}}
+        return safe("held back " + ", ".join(f"{k} {v}" for k, v in counts.items()) + f" in {event.get('window_s')}s")
     if kind == "skipped":
         return f"this viewer read too slowly: the agent skipped {event.get('missed')} events for it"
     return ""

@@ -22,26 +22,39 @@ def test_argv_is_exact_including_empty_strings_and_non_utf8(agent, make_cgroup):
     assert event["retval"] == 0 and event["filename"] == "/bin/true"
 
 
-def test_a_thousand_args_are_cut_and_flagged(agent):
+def test_a_thousand_args_past_the_entry_bound_arrive_whole_from_the_new_image_stack(agent):
     token = marker()
-    subprocess.run(["/bin/true", token] + [f"a{i}" for i in range(998)], check=True)
-    # Short arguments: the count bound cuts them, not the byte bound.
+    args = [f"a{i}" for i in range(998)]
+    subprocess.run(["/bin/true", token] + args, check=True)
+    # Short arguments: the entry probe's count bound cuts them; the exit reads the rest.
     event = agent.wait_for(has_arg(token))
-    assert len(event["process"]["argv"]) == C["ARGV_MAX_ARGS"]
-    assert event["process"]["argv"][2:5] == ["a0", "a1", "a2"]
-    assert event["process"]["argv_truncated"] is True
+    assert event["process"]["argv"] == ["/bin/true", token] + args
+    assert event["process"]["argv_truncated"] is False
+    assert event["argv_source"] == "stack" and event["argv_anomalies"] == ["past_entry_bounds"]
 
 
-def test_an_argument_longer_than_the_bound_is_flagged(agent):
+def test_an_argument_longer_than_the_entry_bound_arrives_whole(agent):
     token = marker()
     exactly = "x" * (C["ARGV_ARG_READ"] - 1)
     subprocess.run(["/bin/true", token, exactly], check=True)
     fits = agent.wait_for(has_arg(token))
     assert fits["process"]["argv"][2] == exactly and not fits["process"]["argv_truncated"]
+    assert "argv_source" not in fits  # within the entry bounds: no second read
     token = marker()
     subprocess.run(["/bin/true", token, exactly + "TAIL"], check=True)
-    cut = agent.wait_for(has_arg(token))
-    assert cut["process"]["argv"][2] == exactly and cut["process"]["argv_truncated"]
+    whole = agent.wait_for(has_arg(token))
+    assert whole["process"]["argv"][2] == exactly + "TAIL" and not whole["process"]["argv_truncated"]
+
+
+def test_argv_past_the_stack_read_bound_is_cut_and_flagged(agent):
+    token = marker()
+    big = [c * (100 << 10) for c in "abc"]  # 300 KiB: each under the kernel's 128 KiB per argument
+    subprocess.run(["/bin/true", token] + big, check=True)
+    event = agent.wait_for(has_arg(token))
+    argv = event["process"]["argv"]
+    assert argv[2:4] == big[:2] and big[2].startswith(argv[4]) and len(argv[4]) < len(big[2])
+    assert event["process"]["argv_truncated"] is True
+    assert event["argv_anomalies"] == ["past_entry_bounds", "truncated"]
 
 
 def test_failed_exec_is_reported_with_negative_errno(agent):
@@ -101,14 +114,13 @@ def test_event_carries_the_cgroup_the_process_was_moved_into(agent, make_cgroup)
     assert event["process"]["comm"] == "true" and event["process"]["uid"] == 0
 
 
-def test_arguments_past_the_byte_bound_are_cut_and_flagged(agent):
+def test_arguments_past_the_byte_bound_arrive_whole(agent):
     token = marker()
-    long_args = [f"{i}" * 3000 for i in range(10)]  # 30 KB: past the 16 KiB buffer
+    long_args = [f"{i}" * 3000 for i in range(10)]  # 30 KB: past the 16 KiB entry buffer
     subprocess.run(["/bin/true", token] + long_args, check=True)
     event = agent.wait_for(has_arg(token))
-    argv = event["process"]["argv"]
-    assert argv[2:4] == long_args[:2] and 2 < len(argv) < 12
-    assert event["process"]["argv_truncated"] is True
+    assert event["process"]["argv"] == ["/bin/true", token] + long_args
+    assert event["process"]["argv_truncated"] is False and event["argv_source"] == "stack"
 
 
 FORK_EXEC = r"""
@@ -128,7 +140,7 @@ int main(void) {
 """
 
 
-def test_argv_the_kernel_cannot_read_is_recovered_from_proc_and_still_alerts(agent, make_cgroup, tmp_path):
+def test_argv_the_entry_probe_cannot_read_is_read_from_the_new_image_stack_and_still_alerts(agent, make_cgroup, tmp_path):
     launched = tmp_path / "kworker"
     launched.write_text("#!/bin/sh\nsleep 2\n")  # lives long enough, like a miner
     launched.chmod(0o755)
@@ -139,7 +151,7 @@ def test_argv_the_kernel_cannot_read_is_recovered_from_proc_and_still_alerts(age
     cg.run([str(binary)], check=True)
     event = agent.wait_for(lambda e: e["kind"] == "exec" and e["sandbox"]["cgroup"] == cg.rel
                            and e["process"]["pid"] != 0 and str(launched) in e["process"]["argv"])
-    assert event["argv_source"] == "proc"
+    assert event["argv_source"] == "stack" and event["argv_anomalies"] == ["unreadable_at_entry"]
     assert event["process"]["argv"][-4:] == ["-o", "stratum+tcp://pool.example.net:3333", "--donate-level", "1"]
     alert = agent.wait_for(lambda e: e["kind"] == "alert" and e["rule"] == "miner.exec"
                            and e["sandbox"]["cgroup"] == cg.rel)

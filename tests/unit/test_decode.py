@@ -5,11 +5,14 @@ import struct
 import pytest
 
 from ebpfguard.kernel import events
-from ebpfguard.kernel.events import C, DecodeError, ExecArgsRecord, ExecRecord, ExitRecord, FlowRecord, ForkRecord, decode
+from ebpfguard.kernel.events import (
+    C, DecodeError, ExecArgsRecord, ExecArgvRecord, ExecRecord, ExitRecord, FlowRecord, ForkRecord, GuardRecord,
+    decode,
+)
 
 
-def header(kind, pid=4242, comm=b"xmrig"):
-    return struct.pack(events.EVENT_HEADER.fmt, 123456789, 777, kind, pid, pid + 1, 1000, comm)
+def header(kind, pid=4242, comm=b"xmrig", lineage=0):
+    return struct.pack(events.EVENT_HEADER.fmt, 123456789, 777, lineage, kind, pid, pid + 1, 1000, comm)
 
 
 def exec_args_record(argv, filename=b"/usr/bin/x", flags=0):
@@ -33,8 +36,32 @@ def test_exec_args_flags_and_exec_result():
     flags = C["EXEC_ARGV_TRUNCATED"] | C["EXEC_VIA_EXECVEAT"]
     rec = decode(exec_args_record((b"a",), flags=flags))
     assert rec.argv_truncated and rec.via_execveat
-    result = decode(header(C["EVENT_EXEC"]) + struct.pack("<iI", -2, 0))
-    assert isinstance(result, ExecRecord) and result.retval == -2
+    result = decode(header(C["EVENT_EXEC"]) + struct.pack("<iIII", -2, 0, 0, 0))
+    assert isinstance(result, ExecRecord) and result.retval == -2 and not result.stack_argv
+
+
+def test_exec_result_says_argv_follows_from_the_stack():
+    flags = C["EXEC_STACK_ARGV"] | C["EXEC_STACK_TRUNCATED"]
+    result = decode(header(C["EVENT_EXEC"]) + struct.pack("<iIII", 0, flags, 74, 9000))
+    assert result.stack_argv and result.stack_truncated and not result.stack_unreadable
+    assert (result.stack_argc, result.stack_size) == (74, 9000)
+
+
+def exec_argv_record(offset, data):
+    return header(C["EVENT_EXEC_ARGV"]) + struct.pack("<II", offset, len(data)) + data
+
+
+def test_exec_argv_piece_decodes_its_bytes_and_offset():
+    rec = decode(exec_argv_record(8192, b"-o\0stratum+tcp://x:3333\0"))
+    assert isinstance(rec, ExecArgvRecord)
+    assert rec.offset == 8192 and rec.data == b"-o\0stratum+tcp://x:3333\0"
+
+
+@pytest.mark.parametrize("offset, size", [(0, C["ARGV_STACK_CHUNK"] + 1), (events.ARGV_STACK_MAX, 1)])
+def test_exec_argv_piece_past_its_bounds_is_rejected(offset, size):
+    raw = header(C["EVENT_EXEC_ARGV"]) + struct.pack("<II", offset, size) + b"a" * size
+    with pytest.raises(DecodeError):
+        decode(raw)
 
 
 def test_exec_args_record_claiming_more_bytes_than_it_has_is_rejected():
@@ -102,3 +129,27 @@ def test_connect_record_from_a_syscall_and_from_outside_one():
 def test_every_record_kind_of_the_header_has_a_decoder():
     kinds = {value for name, value in C.items() if name.startswith("EVENT_")}
     assert kinds == set(events.DECODERS)
+
+
+def test_every_header_carries_the_lineage_cgroup_beside_the_current_one():
+    rec = decode(header(C["EVENT_EXEC"], lineage=555) + struct.pack("<iIII", 0, 0, 0, 0))
+    assert rec.hdr.cgroup_id == 777 and rec.hdr.lineage_cgroup_id == 555
+
+
+def guard_record(kind, what, path=b"", detail=b"", target_pid=0, arg=0, aux=0, target=0, target_lineage=0):
+    return header(kind, lineage=555) + struct.pack(
+        "<IiQqQQ", C[what], target_pid, arg, aux, target, target_lineage
+    ) + path.ljust(C["GUARD_PATH_LEN"], b"\0") + detail.ljust(C["GUARD_DETAIL_LEN"], b"\0")
+
+
+def test_an_escape_record_says_which_attempt_and_where_to():
+    rec = decode(guard_record(C["EVENT_ESCAPE"], "ESCAPE_CGROUP_MOVE", path=b"/", target_pid=77, target=1,
+                              target_lineage=555))
+    assert isinstance(rec, GuardRecord) and rec.escape
+    assert (rec.what, rec.target_pid, rec.target_cgroup_id, rec.target_lineage_cgroup_id, rec.path) == \
+        ("cgroup_move", 77, 1, 555, b"/")
+
+
+def test_a_tamper_record_keeps_its_signed_arguments():
+    rec = decode(guard_record(C["EVENT_TAMPER"], "TAMPER_SIGNAL", target_pid=-1, aux=9))
+    assert not rec.escape and rec.what == "signal" and rec.target_pid == -1 and rec.aux == 9

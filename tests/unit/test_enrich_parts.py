@@ -15,7 +15,7 @@ from ebpfguard.enrich.exec_join import ExecJoin
 from ebpfguard.enrich.network import NetworkEvents
 from ebpfguard.enrich.sandbox_cache import SandboxCache
 from ebpfguard.kernel.events import (
-    ConnectRecord, ExecArgsRecord, ExecRecord, ExitRecord, FlowRecord, ForkRecord, Header, OpenRecord,
+    C, ConnectRecord, ExecArgsRecord, ExecArgvRecord, ExecRecord, ExitRecord, FlowRecord, ForkRecord, Header, OpenRecord,
     SocketRecord,
 )
 
@@ -78,15 +78,76 @@ def test_exec_join_without_its_arguments_says_so(env):
     assert event["filename"] is None
 
 
-def test_exec_join_reads_unreadable_argv_from_the_process_table_proc_root(env):
-    make_proc(env["proc"], 200, 100, "miner", "/tmp/miner", [b"miner", b"--donate-level", b"1"])
+def stack_pieces(join, pid, argv, chunk=8, limit=None):
+    """Feeds argv to the join as the kernel sends it from the stack: in pieces of `chunk` bytes,
+    cut at `limit` bytes."""
+    data = b"".join(a + b"\0" for a in argv)[:limit]
+    for offset in range(0, len(data), chunk):
+        join.on_exec_argv(ExecArgvRecord(Header(KTIME, 0, pid, pid, 0, b""), offset, data[offset:offset + chunk]))
+    return len(data)
+
+
+def test_exec_join_takes_argv_read_from_the_stack_over_what_entry_could_read(env):
+    join = ExecJoin(env["envelope"])
+    full = (b"miner", *([b""] * 70), b"-o", b"stratum+tcp://pool.example.net:3333")
+    join.on_exec_args(ExecArgsRecord(hdr(env, pid=200), b"/tmp/miner", full[:64], True, False, False))
+    size = stack_pieces(join, 200, full)
+    event = join.exec_event(ExecRecord(hdr(env, pid=200), 0, stack_argv=True, stack_argc=len(full), stack_size=size))
+    assert event["process"]["argv"] == [a.decode() for a in full]
+    assert event["process"]["argv_truncated"] is False
+    assert event["argv_source"] == "stack"
+    assert event["argv_anomalies"] == ["past_entry_bounds"]
+
+
+def test_exec_join_never_reads_argv_the_process_could_have_rewritten(env):
+    make_proc(env["proc"], 200, 100, "miner", "/tmp/miner", [b"[kworker/0:1]", b"", b""])
     join = ExecJoin(env["envelope"])
     join.on_exec_args(ExecArgsRecord(hdr(env, pid=200), b"", (), False, False, False,
                                      argv_unreadable=True, filename_unreadable=True))
-    event = join.exec_event(ExecRecord(hdr(env, pid=200), 0))
-    assert event["process"]["argv"] == ["miner", "--donate-level", "1"]
-    assert event["argv_source"] == "proc"
-    assert event["filename"] == "/tmp/miner"
+    event = join.exec_event(ExecRecord(hdr(env, pid=200), 0, stack_unreadable=True))
+    assert event["process"]["argv"] == [] and "argv" in event["partial"]
+    assert event["argv_anomalies"] == ["stack_incomplete", "unreadable_at_entry"]
+    assert event["filename"] == "/tmp/miner"  # /proc/<pid>/exe: the kernel's, not the program's
+
+
+def test_exec_join_flags_argv_changed_between_entry_and_the_new_image(env):
+    join = ExecJoin(env["envelope"])
+    join.on_exec_args(ExecArgsRecord(hdr(env, pid=200), b"/bin/x", (b"x", b"harmless") + (b"a",) * 63,
+                                     True, False, False))
+    received = (b"x", b"-o", b"stratum+tcp://pool.example.net:3333") + (b"a",) * 63
+    size = stack_pieces(join, 200, received)
+    event = join.exec_event(ExecRecord(hdr(env, pid=200), 0, stack_argv=True, stack_argc=len(received), stack_size=size))
+    assert "changed_after_entry" in event["argv_anomalies"]
+
+
+def test_exec_join_accepts_the_interpreter_a_script_puts_in_front(env):
+    join = ExecJoin(env["envelope"])
+    asked = (b"./run.sh",) + tuple(b"%d" % i for i in range(63))
+    join.on_exec_args(ExecArgsRecord(hdr(env, pid=200), b"./run.sh", asked, True, False, False))
+    received = (b"/bin/sh", b"-e", b"./run.sh") + asked[1:] + (b"tail",)
+    size = stack_pieces(join, 200, received)
+    event = join.exec_event(ExecRecord(hdr(env, pid=200), 0, stack_argv=True, stack_argc=len(received), stack_size=size))
+    assert event["argv_anomalies"] == ["past_entry_bounds"]
+    assert event["process"]["argv"][-1] == "tail"
+
+
+def test_exec_join_keeps_entry_argv_when_a_stack_piece_was_lost(env):
+    join = ExecJoin(env["envelope"])
+    join.on_exec_args(ExecArgsRecord(hdr(env, pid=200), b"/bin/x", (b"x", b"y"), True, False, False))
+    join.on_exec_argv(ExecArgvRecord(Header(KTIME, 0, 200, 200, 0, b""), 0, b"x\0y\0"))
+    join.on_exec_argv(ExecArgvRecord(Header(KTIME, 0, 200, 200, 0, b""), 16, b"w\0"))  # 4..16 lost
+    event = join.exec_event(ExecRecord(hdr(env, pid=200), 0, stack_argv=True, stack_argc=4, stack_size=18))
+    assert event["process"]["argv"] == ["x", "y"] and event["process"]["argv_truncated"] is True
+    assert "stack_incomplete" in event["argv_anomalies"]
+
+
+def test_exec_join_cuts_a_stack_argv_past_its_bound_and_says_so(env):
+    join = ExecJoin(env["envelope"])
+    size = stack_pieces(join, 200, (b"x", b"a" * 20), limit=17)
+    event = join.exec_event(ExecRecord(hdr(env, pid=200), 0, stack_argv=True, stack_argc=2, stack_size=size,
+                                       stack_truncated=True))
+    assert event["process"]["argv"] == ["x", "a" * 15] and event["process"]["argv_truncated"] is True
+    assert event["argv_anomalies"] == ["truncated"]
 
 
 def test_exec_join_keeps_at_most_its_bound_of_pending_execs(env):
@@ -158,3 +219,42 @@ def test_enricher_wires_the_parts_fork_exec_exit(env):
     gone = enricher.exit_event(ExitRecord(hdr(env, pid=300, comm=b"ls"), 0))
     assert gone["exit_code"] == 0
     assert enricher.network.host_netns_cookie == HOST_NETNS
+
+
+def test_exec_join_accepts_each_long_argument_entry_cut_to_its_read_bound(env):
+    join = ExecJoin(env["envelope"])
+    cut = C["ARGV_ARG_READ"] - 1
+    received = (b"/bin/true", b"a" * 9000, b"b" * 9000, b"-o", b"pool")
+    asked = (b"/bin/true", b"a" * cut, b"b" * cut, b"-o")
+    join.on_exec_args(ExecArgsRecord(hdr(env, pid=200), b"/bin/true", asked, True, False, False))
+    size = stack_pieces(join, 200, received, chunk=4096)
+    event = join.exec_event(ExecRecord(hdr(env, pid=200), 0, stack_argv=True, stack_argc=5, stack_size=size))
+    assert event["argv_anomalies"] == ["past_entry_bounds"]
+
+
+def dns_answer(name: bytes, address: bytes) -> bytes:
+    """A DNS response naming one A record (RFC 1035 layout, the name compressed to the question)."""
+    question = name + struct.pack("!HH", 1, 1)
+    answer = struct.pack("!HHHIH", 0xC00C, 1, 1, 60, 4) + address
+    return struct.pack("!HHHHHH", 1, 0x8180, 1, 1, 0, 0) + question + answer
+
+
+def test_a_flow_says_whether_a_dns_answer_to_its_sandbox_named_its_address(env):
+    net = NetworkEvents(env["envelope"], None)
+    before = net.flow_event(flow(env, b"\x16\x03\x01\x02\x00\x01"))
+    assert before["dns_named"] is False
+    response = FlowRecord(hdr(env), 56, True, False, 17, 2, socket.inet_aton("127.0.0.53"), 53, 40001, 0, 0,
+                          dns_answer(b"\x04pool\x07example\x00", socket.inet_aton("127.0.0.1")))
+    assert net.flow_event(response)["kind"] == "dns"
+    after = net.flow_event(flow(env, b"\x16\x03\x01\x02\x00\x01"))
+    assert after["dns_named"] is True
+
+
+def test_named_addresses_are_bounded_the_least_recently_named_forgotten(env):
+    net = NetworkEvents(env["envelope"], None, max_named_addresses=1)
+    for address in ("10.0.0.1", "127.0.0.1"):
+        net.flow_event(FlowRecord(hdr(env), 57, True, False, 17, 2, socket.inet_aton("127.0.0.53"), 53, 40001, 0, 0,
+                                  dns_answer(b"\x01x\x00", socket.inet_aton(address))))
+    assert net.flow_event(flow(env, b"{}"))["dns_named"] is True  # 127.0.0.1, named last
+    to_first = FlowRecord(hdr(env), 58, True, True, 6, 2, socket.inet_aton("10.0.0.1"), 443, 40002, 0, 2, b"{}")
+    assert net.flow_event(to_first)["dns_named"] is False

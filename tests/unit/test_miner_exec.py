@@ -184,3 +184,32 @@ def test_the_joined_config_option_is_read():
     read = {"/tmp/c.json": config}
     alert = only_alert(["./svc", "--config=/tmp/c.json"], read_file=lambda event, path: read.get(path))
     assert any(hint["source"] == "config:/tmp/c.json" for hint in alert["evidence"]["hints"])
+
+
+def exec_event(argv, **fields):
+    return {"kind": "exec", "sandbox": {"name": "sandbox-1"}, "process": {"pid": 7, "argv": argv}, **fields}
+
+
+def test_argv_padded_past_the_probe_bounds_is_itself_scored():
+    argv = ["/tmp/worker", *([""] * 35), *(["AAAA"] * 35), "-o", "stratum+tcp://pool.example.net:3333", "-u", XMR]
+    [alert] = DetectionEngine(load_rules()).process(exec_event(argv, argv_anomalies=["past_entry_bounds"]))
+    hints = {hint["hint"]: hint for hint in alert["evidence"]["hints"]}
+    assert hints["argv_hidden"]["match"] == "past_entry_bounds"
+    assert hints["argv_padded"]["match"] == "69 empty or repeated arguments"
+    assert {"pool_url", "wallet"} <= set(hints)
+
+
+def test_argv_changed_after_exec_adds_to_a_weak_miner_score():
+    weak = ["/tmp/worker", "-u", "1BoatSLRHtKNngkdXEeobR76b53LETtpyT"]  # a wallet-shaped login: 2
+    engine = DetectionEngine(load_rules())
+    assert engine.process(exec_event(weak)) == []
+    [alert] = engine.process(exec_event(weak, argv_anomalies=["changed_after_entry"]))
+    assert {"argv_changed", "wallet"} <= hint_names(alert)
+
+
+def test_a_long_or_unreadable_argv_alone_does_not_alert():
+    many_files = ["cc", *(f"obj{i}.o" for i in range(300))]
+    engine = DetectionEngine(load_rules())
+    assert engine.process(exec_event(many_files, argv_anomalies=["past_entry_bounds"])) == []
+    assert engine.process(exec_event(["/bin/ls", "-l"], argv_anomalies=["unreadable_at_entry"])) == []
+    assert engine.process(exec_event(["x", *([""] * 40)])) == []

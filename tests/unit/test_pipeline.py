@@ -17,7 +17,7 @@ from enrich_env import KTIME, fake_host
 
 
 def header(kind, cgroup_id, pid, comm):
-    return struct.pack(events.EVENT_HEADER.fmt, KTIME, cgroup_id, kind, pid, pid, 0, comm)
+    return struct.pack(events.EVENT_HEADER.fmt, KTIME, cgroup_id, 0, kind, pid, pid, 0, comm)
 
 
 def exec_args(cgroup_id, pid, argv, filename):
@@ -43,7 +43,7 @@ def test_fork_then_exec_records_become_one_exec_event_with_its_sandbox_and_paren
     pipeline, host, out, stats = make_pipeline(tmp_path)
     pipeline.on_record(header(C["EVENT_FORK"], host.sandbox_id, 100, b"sh") + struct.pack("<IIQ", 300, 0, 0))
     pipeline.on_record(exec_args(host.sandbox_id, 300, (b"kworker", b"-o", b"pool:3333"), b"/tmp/kworker"))
-    pipeline.on_record(header(C["EVENT_EXEC"], host.sandbox_id, 300, b"kworker") + struct.pack("<iI", 0, 0))
+    pipeline.on_record(header(C["EVENT_EXEC"], host.sandbox_id, 300, b"kworker") + struct.pack("<iIII", 0, 0, 0, 0))
     [event] = lines(out)
     assert event["kind"] == "exec"
     assert event["sandbox"]["name"] == "sandbox-a"

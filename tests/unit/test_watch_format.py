@@ -29,6 +29,11 @@ def test_a_failed_exec_says_so_before_the_command():
     assert summary(exec_event(["sh", "-c", "x"], retval=-2)).startswith("failed ENOENT: sh")
 
 
+def test_escape_and_tamper_say_what_was_tried_and_where():
+    assert summary({"kind": "escape", "what": "cgroup_move", "to_cgroup": "/"}) == "cgroup_move /"
+    assert summary({"kind": "tamper", "what": "bpf", "bpf_cmd": "BPF_PROG_LOAD"}) == "bpf BPF_PROG_LOAD"
+
+
 def test_alert_summary_leads_with_severity_and_rule():
     alert = {"kind": "alert", "rule": "miner.exec", "severity": "high", "summary": "miner started: kworker"}
     assert summary(alert) == "HIGH miner.exec: miner started: kworker"
@@ -54,3 +59,8 @@ def test_store_counts_per_sandbox_keeps_the_newest_and_totals_what_the_agent_ski
     newest = store.newest(Filter(), 10)
     assert [seq for seq, _ in newest] == [5, 4, 3]
     assert store.get(4)["process"]["argv"] == ["c"] and store.get(1) is None
+
+
+def test_summary_line_says_what_the_kernel_held_back_and_lost():
+    event = {"kind": "summary", "held_back": {"connect": 900}, "lost": {"net": 3}, "window_s": 1.0}
+    assert summary(event) == "held back connect 900, lost net 3 in 1.0s"

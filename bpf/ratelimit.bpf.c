@@ -1,0 +1,59 @@
+/* Per-sandbox rate limit of the bulk record kinds (socket, connect, flow).
+ *
+ * A sandbox looping on connect() to a closed port makes hundreds of thousands of records a
+ * second; sent whole they would fill the ring and cost every other sandbox its events. Each
+ * (cgroup, kind) gets a token bucket of BULK_RATE records a second with bursts of BULK_BURST
+ * (both from the config, compiled in; BULK_RATE 0 turns the limit off). What the bucket
+ * refuses is not gone: it is counted per (cgroup, kind) in held_back, which userspace reads
+ * every second and reports as a `summary` event naming the sandbox. */
+#include "common.h"
+
+#ifndef BULK_RATE
+#define BULK_RATE 1000
+#endif
+#ifndef BULK_BURST
+#define BULK_BURST 2000
+#endif
+
+/* The bucket as one number (GCRA): the time at which it is empty again. A record is taken
+ * while that time is less than BULK_BURST intervals ahead of now, and pushes it one interval
+ * further. Updates from two CPUs at once may both pass: the limit is approximate by a record
+ * or two, never by a flood. */
+BPF_TABLE("lru_hash", struct cgroup_count_key, u64, bulk_buckets, 10240);
+BPF_TABLE("lru_hash", struct cgroup_count_key, u64, held_back, 10240);
+
+static __always_inline void count_held_back(struct cgroup_count_key *key)
+{
+	u64 *n = held_back.lookup(key);
+
+	if (n) {
+		__sync_fetch_and_add(n, 1);
+	} else {
+		u64 first = 1;
+		held_back.update(key, &first);
+	}
+}
+
+/* 1 when a record of `kind` from `cgroup_id` may be sent; 0 (and counted) when held back. */
+static __always_inline int bulk_admit(u64 cgroup_id, u32 kind)
+{
+#if BULK_RATE > 0
+	const u64 interval = 1000000000ULL / BULK_RATE;
+	struct cgroup_count_key key = { .cgroup_id = cgroup_id, .kind = kind };
+	u64 now = bpf_ktime_get_boot_ns();
+	u64 *empty_at = bulk_buckets.lookup(&key);
+
+	if (!empty_at) {
+		u64 next = now + interval;
+		bulk_buckets.update(&key, &next);
+		return 1;
+	}
+	u64 from = *empty_at > now ? *empty_at : now;
+	if (from - now >= BULK_BURST * interval) {
+		count_held_back(&key);
+		return 0;
+	}
+	*empty_at = from + interval;
+#endif
+	return 1;
+}

@@ -1,0 +1,55 @@
+"""`summary` events: what the kernel held back (per-sandbox rate limit) or lost (ring full),
+per sandbox, each second.
+
+The kernel keeps running counts per (cgroup id, kind) in maps; `CountDeltas` turns two
+readings into what grew in between, and `summary_event` names the sandbox behind a cgroup id.
+Nothing a rate limit refuses is silently gone: it is counted here, per sandbox and kind.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+from ebpfguard.enrich.envelope import EventEnvelope
+from ebpfguard.enrich.fields import mark_partial
+from ebpfguard.kernel.events import Header
+
+CgroupCounts = Mapping[tuple[int, str], int]
+
+
+class CountDeltas:
+    """What grew in a kernel counter map since the previous reading. Bounded by the map: a
+    key the map no longer holds (an LRU map evicted it) is forgotten here too."""
+
+    def __init__(self) -> None:
+        self._last: dict[tuple[int, str], int] = {}
+
+    def grew(self, totals: CgroupCounts) -> dict[int, dict[str, int]]:
+        """{cgroup id: {kind: growth}} for every key that grew."""
+        out: dict[int, dict[str, int]] = {}
+        for key, total in totals.items():
+            before = self._last.get(key, 0)
+            # Smaller than before: evicted and counted again from zero in between.
+            delta = total - before if total >= before else total
+            if delta > 0:
+                out.setdefault(key[0], {})[key[1]] = delta
+        self._last = dict(totals)
+        return out
+
+
+def summary_event(envelope: EventEnvelope, cgroup_id: int, held_back: Mapping[str, int],
+                  lost: Mapping[str, int], window_s: float) -> dict:
+    """A `summary` event: `held_back` counts per record kind (socket, connect, flow) that the
+    per-sandbox rate limit summarised instead of sending, `lost` counts per probe family that
+    a full ring buffer could not take, over the last `window_s` seconds. It is about a sandbox,
+    not a process: `process.pid` is null and `process` is listed in `partial`."""
+    hdr = Header(envelope.clock.now_ktime_ns(), cgroup_id, 0, 0, 0, b"")
+    event = envelope.base("summary", hdr, "", None, None, False)
+    event["process"]["pid"] = None
+    event["process"]["uid"] = None
+    event["partial"] = [field for field in event.get("partial", ()) if field == "sandbox"]
+    mark_partial(event, "process")
+    event["held_back"] = dict(sorted(held_back.items()))
+    event["lost"] = dict(sorted(lost.items()))
+    event["window_s"] = round(window_s, 3)
+    return event
