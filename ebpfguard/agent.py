@@ -223,11 +223,13 @@ class Agent:
                 self.collect_late_alerts()
                 now = time.monotonic()
                 self.sink.flush_if_due(now)
+                self.notifier.ping_if_due(now)
                 if now >= next_housekeeping:
                     self.check_losses()
                     self.report_floods()
                     self.expire_sandbox_labels()
                     self.history.expire()
+                    self.check_attached(probes)
                     next_housekeeping = now + 1.0
                 if self.gpus is not None:
                     self.poll_gpus()
