@@ -78,6 +78,7 @@ FIELDS: tuple[Field, ...] = (
     Field("direction", "str", ("flow", "dns"), "which side sent the bytes", values=("egress", "ingress")),
     Field("sni", "str", ("flow",), "server name of a TLS ClientHello"),
     Field("seq", "int", ("flow",), "segment number in its flow direction (0: the first)"),
+    Field("dns_named", "bool", ("flow",), "a DNS answer the sandbox received named the remote address"),
     Field("payload_len", "int", ("flow",), "payload bytes in the segment"),
     Field("query", "str", ("dns",), "the question's name"),
     Field("qtype", "str", ("dns",), "the question's type, e.g. `A`"),
@@ -96,7 +97,7 @@ FIELDS: tuple[Field, ...] = (
           values=("openssh", "autossh", "dropbear", "plink"), derived=True),
     Field("exec.ssh.remote_forwards", "list[str]", ("exec",), "remote (-R) forwards on the command line, as written", derived=True),
     Field("flow.stratum.variant", "str", ("flow",), "stratum dialect of this segment alone",
-          values=("stratum1", "ethproxy", "nicehash", "monero"), derived=True),
+          values=("stratum1", "ethproxy", "nicehash", "monero", "ethstratum2", "grin"), derived=True),
     Field("flow.stratum.method", "str", ("flow",), "the stratum method (for a reply, the request it answers)", derived=True),
     Field("flow.stratum.login", "str", ("flow",), "the wallet or user.worker the segment carries", derived=True),
 )
