@@ -253,6 +253,7 @@ class Agent:
                 if responder is not None:
                     responder.poll()
                 self.sink.flush_if_due(now)
+                self.notifier.ping_if_due(now)
                 if self.control is not None:
                     self.control.serve()
                 if now >= next_housekeeping:
@@ -260,6 +261,7 @@ class Agent:
                     self.report_floods()
                     self.expire_sandbox_labels()
                     self.history.expire()
+                    self.check_attached(probes)
                     next_housekeeping = now + 1.0
                 if self.gpus is not None:
                     self.poll_gpus()
