@@ -230,3 +230,12 @@ def test_exec_join_accepts_each_long_argument_entry_cut_to_its_read_bound(env):
     size = stack_pieces(join, 200, received, chunk=4096)
     event = join.exec_event(ExecRecord(hdr(env, pid=200), 0, stack_argv=True, stack_argc=5, stack_size=size))
     assert event["argv_anomalies"] == ["past_entry_bounds"]
+
+
+def test_exec_join_says_when_the_sandbox_spent_its_stack_read_budget(env):
+    join = ExecJoin(env["envelope"])
+    asked = (b"/bin/true",) + (b"x" * 4095,) * 4
+    join.on_exec_args(ExecArgsRecord(hdr(env, pid=200), b"/bin/true", asked, True, False, False))
+    event = join.exec_event(ExecRecord(hdr(env, pid=200), 0, stack_held_back=True))
+    assert event["process"]["argv"] == [a.decode() for a in asked] and event["process"]["argv_truncated"] is True
+    assert event["argv_anomalies"] == ["past_entry_bounds", "stack_held_back"]
