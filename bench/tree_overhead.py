@@ -67,6 +67,11 @@ class TreeAgent:
     """`ebpfguard run` from a source tree, writing events to a file in `workdir`."""
 
     def __init__(self, tree: Path, workdir: Path, config: Optional[Path]) -> None:
+        # An install maps bpf/ to the package ebpfguard.bpf; in a bare tree a link does, so
+        # the tree's agent loads the tree's probes (not those of an editable install).
+        probes = tree / "ebpfguard" / "bpf"
+        if not probes.exists():
+            probes.symlink_to(tree / "bpf", target_is_directory=True)
         args = [sys.executable, "-m", "ebpfguard", "run", "--output", str(workdir / "events.jsonl"),
                 "--socket", "none", "--metrics-addr", "none"]
         if config is not None:

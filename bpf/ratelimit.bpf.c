@@ -69,6 +69,20 @@ static __always_inline int bulk_admit(u64 cgroup_id, u32 kind)
 #endif
 }
 
+/* Connects to link-local addresses (the cloud metadata service: 169.254.169.254, fe80::/10,
+ * fd00:ec2::254) are never held back: a flood must not hide the one connect that matters
+ * most (egress.internal, critical). Flooding them instead sends every one. */
+static __always_inline int connect_admit(u16 family, const u8 *daddr)
+{
+	if (family == 2 && daddr[0] == 169 && daddr[1] == 254)
+		return 1;
+	if (family == 10 && ((daddr[0] == 0xfe && (daddr[1] & 0xc0) == 0x80) ||
+			     (daddr[0] == 0xfd && daddr[1] == 0 && daddr[2] == 0x0e && daddr[3] == 0xc2) ||
+			     (daddr[10] == 0xff && daddr[11] == 0xff && daddr[12] == 169 && daddr[13] == 254)))
+		return 1;
+	return bulk_admit(bpf_get_current_cgroup_id(), EVENT_CONNECT);
+}
+
 #ifndef ARGV_STACK_RATE
 #define ARGV_STACK_RATE 128   /* ARGV_STACK_CHUNK pieces a second: 1 MiB/s */
 #endif
