@@ -66,7 +66,7 @@ def bpf_run_time_ns(pid: int) -> int:
 class TreeAgent:
     """`ebpfguard run` from a source tree, writing events to a file in `workdir`."""
 
-    def __init__(self, tree: Path, workdir: Path, config: Optional[Path]) -> None:
+    def __init__(self, tree: Path, workdir: Path, config: Optional[Path], rules: Optional[Path]) -> None:
         # An install maps bpf/ to the package ebpfguard.bpf; in a bare tree a link does, so
         # the tree's agent loads the tree's probes (not those of an editable install).
         probes = tree / "ebpfguard" / "bpf"
@@ -76,6 +76,8 @@ class TreeAgent:
                 "--socket", "none", "--metrics-addr", "none"]
         if config is not None:
             args += ["--config", str(config)]
+        if rules is not None:
+            args += ["--rules", str(rules)]
         self.stderr = workdir / "agent.stderr"
         with open(self.stderr, "w") as err:
             self.proc = subprocess.Popen(args, cwd=tree, stdout=subprocess.DEVNULL, stderr=err)
@@ -88,7 +90,11 @@ class TreeAgent:
 
     def stop(self) -> dict:
         self.proc.terminate()
-        self.proc.wait(timeout=60)
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise RuntimeError(f"agent {self.stderr.parent.name} ignored SIGTERM for 60 s (killed)") from None
         for line in self.stderr.read_text().splitlines():
             if line.startswith("ebpfguard: stopped: "):
                 return json.loads(line.removeprefix("ebpfguard: stopped: "))
@@ -102,6 +108,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--after-config", type=Path)
+    parser.add_argument("--rules", type=Path, help="a rules file both agents run with (--rules)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("needs root: the agents load BPF programs")
@@ -118,7 +125,7 @@ def main() -> None:
             for name, tree, config in configs[round_no % 3:] + configs[:round_no % 3]:
                 workdir = Path(tmp) / f"{name}-{round_no}"
                 workdir.mkdir()
-                agent = TreeAgent(tree, workdir, config) if tree else None
+                agent = TreeAgent(tree, workdir, config, args.rules) if tree else None
                 for workload in workloads:
                     before_ns = bpf_run_time_ns(agent.proc.pid) if agent else 0
                     run = run_workload(driver, workload, args.seconds)
