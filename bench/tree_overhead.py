@@ -11,9 +11,10 @@ of BEFORE:
 
 * added ns/op: a configuration's wall-clock ns/op minus no agent's in the same round. On a
   small shared host this is mostly the agent's userspace competing for the CPUs: noisy.
-* BPF ns/op: the time the kernel spent in the agent's BPF programs during the workload
-  (BPF_ENABLE_STATS run-time counters, read from the agent's program fds), per op: the
-  probes' own cost, which the noise of the host moves far less.
+* BPF ns/op: for each of the agent's BPF programs that ran at least once per op of the
+  workload, its mean run time per run (BPF_ENABLE_STATS counters, via bpftool), summed: the
+  probes' own cost per op, which neither the host's noise nor its other processes' events
+  move much (other processes' runs are averaged in, not added).
  A tree is a checkout (`git archive COMMIT | tar -x -C DIR`): its agent runs with
 `python -m ebpfguard` from that directory. Needs root; prints one JSON document.
 """
@@ -49,18 +50,40 @@ def enable_bpf_stats() -> int:
     return fd
 
 
-def bpf_run_time_ns(pid: int) -> int:
-    """Run time of the BPF programs process `pid` holds, summed (fdinfo's run_time_ns)."""
-    total = 0
+def probe_counters(pid: int) -> dict[str, tuple[int, int]]:
+    """(run_time_ns, run_cnt) of each BPF program process `pid` holds, by where it runs: the
+    tracepoint's name, or the cgroup program's own (bpftool)."""
+    perf = json.loads(subprocess.run(["bpftool", "perf", "show", "--json"], capture_output=True,
+                                     text=True, check=True).stdout or "[]")
+    tracepoints = {e["prog_id"]: e["tracepoint"] for e in perf if e.get("pid") == pid and "tracepoint" in e}
+    held = set()
     for fd in os.listdir(f"/proc/{pid}/fd"):
         try:
-            if os.readlink(f"/proc/{pid}/fd/{fd}") != "anon_inode:bpf-prog":
-                continue
-            with open(f"/proc/{pid}/fdinfo/{fd}") as info:
-                total += sum(int(line.split()[1]) for line in info if line.startswith("run_time_ns:"))
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == "anon_inode:bpf-prog":
+                with open(f"/proc/{pid}/fdinfo/{fd}") as info:
+                    held.update(int(line.split()[1]) for line in info if line.startswith("prog_id:"))
         except OSError:
             continue
-    return total
+    progs = json.loads(subprocess.run(["bpftool", "prog", "show", "--json"], capture_output=True,
+                                      text=True, check=True).stdout)
+    out: dict[str, tuple[int, int]] = {}
+    for prog in progs:
+        if prog["id"] in held:
+            label = tracepoints.get(prog["id"]) or f"{prog['type']}:{prog.get('name', prog['id'])}"
+            time_ns, count = out.get(label, (0, 0))
+            out[label] = (time_ns + prog.get("run_time_ns", 0), count + prog.get("run_cnt", 0))
+    return out
+
+
+def per_run(before: dict, after: dict, ops: int) -> dict[str, float]:
+    """ns per run of each program that ran at least once per op of the workload (the other
+    programs ran for the rest of the host)."""
+    out = {}
+    for label, (time_ns, count) in after.items():
+        t0, c0 = before.get(label, (0, 0))
+        if count - c0 >= ops:
+            out[label] = (time_ns - t0) / (count - c0)
+    return out
 
 
 class TreeAgent:
@@ -101,6 +124,11 @@ class TreeAgent:
         return {}
 
 
+def _median_per_probe(rounds: list) -> dict[str, float]:
+    labels = set().union(*rounds) if rounds else set()
+    return {label: statistics.median([r[label] for r in rounds if label in r]) for label in sorted(labels)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("before", type=Path)
@@ -119,6 +147,7 @@ def main() -> None:
         driver = build_driver(Path(tmp))
         ns: dict = {(c, w.name): [] for c, _, _ in configs for w in workloads}
         bpf_ns: dict = {(c, w.name): [] for c, _, _ in configs[1:] for w in workloads}
+        probes_ns: dict = {}
         agents: dict = {}
         stats_fd = enable_bpf_stats()
         for round_no in range(args.rounds):
@@ -127,11 +156,13 @@ def main() -> None:
                 workdir.mkdir()
                 agent = TreeAgent(tree, workdir, config, args.rules) if tree else None
                 for workload in workloads:
-                    before_ns = bpf_run_time_ns(agent.proc.pid) if agent else 0
+                    counters = probe_counters(agent.proc.pid) if agent else {}
                     run = run_workload(driver, workload, args.seconds)
                     ns[(name, workload.name)].append(run.ns_per_op)
                     if agent:
-                        bpf_ns[(name, workload.name)].append((bpf_run_time_ns(agent.proc.pid) - before_ns) / run.ops)
+                        runs = per_run(counters, probe_counters(agent.proc.pid), run.ops)
+                        bpf_ns[(name, workload.name)].append(sum(runs.values()))
+                        probes_ns.setdefault((name, workload.name), []).append(runs)
                 if agent:
                     agents[f"{name}-{round_no}"] = agent.stop()
         os.close(stats_fd)
@@ -148,7 +179,9 @@ def main() -> None:
                                  "added_ns_per_round": added,
                                  "bpf_ns_before": bpf_before, "bpf_ns_after": bpf_after,
                                  "bpf_after_over_before": bpf_after / bpf_before if bpf_before > 0 else None,
-                                 "bpf_ns_per_round": {c: bpf_ns[(c, workload.name)] for c in ("before", "after")}}
+                                 "bpf_ns_per_round": {c: bpf_ns[(c, workload.name)] for c in ("before", "after")},
+                                 "per_probe_median_ns": {c: _median_per_probe(probes_ns[(c, workload.name)])
+                                                         for c in ("before", "after")}}
     print(json.dumps(report, indent=1))
 
 
