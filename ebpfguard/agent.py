@@ -32,8 +32,8 @@ from ebpfguard.enrich.sandbox_tracker import SandboxTracker
 from ebpfguard.enrich.summary import CountDeltas, summary_event
 from ebpfguard.outputs.delivery import OutputSnapshot
 from ebpfguard.outputs.eventsocket import EventSocket
-from ebpfguard.outputs.forward import Forwarders
 from ebpfguard.outputs.history import HistoryBounds, SandboxHistory
+from ebpfguard.outputs.process import OutputProcess
 from ebpfguard.outputs.sdnotify import Notifier
 from ebpfguard.outputs.sinks import FanOut, JsonLinesSink, Sink
 from ebpfguard.outputs.stats import PipelineStats, RateLimitedWarnings
@@ -181,7 +181,8 @@ class Agent:
             clock=BootClock(),
             pods=pods,
         )
-        self.sink: Sink = JsonLinesSink.open(output, self.stats, config["output"]["flush_interval_ms"] / 1000)
+        lines = JsonLinesSink.open(output, self.stats, config["output"]["flush_interval_ms"] / 1000)
+        self.sink: Sink = lines
         # Each sandbox's recent history, for `report` and the runner client.
         self.history = SandboxHistory(HistoryBounds.from_config(config["history"]))
         self.sink = FanOut(self.sink, self.history)
@@ -189,8 +190,8 @@ class Agent:
             viewers = EventSocket.open(socket_path, self.stats, config["viewer"]["buffer_bytes"],
                                        config["viewer"]["max_viewers"])
             self.sink = FanOut(self.sink, viewers)
-        # Alertmanager, Falco, syslog, webhooks: after the JSON Lines, each on its own thread.
-        self.outputs = Forwarders.from_config(config.get("outputs"), config["logging"]["warn_interval_s"], log)
+        # Alertmanager, Falco, syslog, webhooks: after the JSON Lines, in a process of their own.
+        self.outputs = OutputProcess(config.get("outputs"), config["logging"]["warn_interval_s"], lines.line_of)
         if self.outputs:
             self.sink = FanOut(self.sink, self.outputs)
         self.sandboxes = SandboxTracker(
