@@ -24,6 +24,7 @@ from ebpfguard.kernel.events import (
 from ebpfguard.detect.relays import RelayIndex
 from ebpfguard.enrich.gpu import GpuWatcher, cgroup_path_of_pid, load_nvml
 from ebpfguard.enrich.lineage import sandboxed_cgroups
+from ebpfguard.kernel.footprint import release_compiler_pages
 from ebpfguard.kernel.load import PROBE_FAMILIES, ProbeSet
 from ebpfguard.enrich.pods import PodDirectory
 from ebpfguard.enrich.proctable import ProcessTable
@@ -234,6 +235,7 @@ class Agent:
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
         probes = ProbeSet.load(self.config, self.cgroup_root, self.pipeline.on_record)
+        release_compiler_pages()  # the compiler has done its work: its ~80 MiB go back
         with self._probes_lock:
             self.probes = probes
         self.seed_lineage(probes)
