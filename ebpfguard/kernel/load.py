@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Mapping, Optional
 
 from ebpfguard.kernel.events import BPF_DIR, C
@@ -120,6 +121,17 @@ def _ring_pages(probes: Mapping, key: str) -> int:
     return pages
 
 
+def btf_names(btf: str, *names: str) -> bool:
+    """Whether the kernel's BTF names each of `names` (its string table holds every type and
+    enumerator name): a BPF helper exists in this kernel when its BPF_FUNC_* enumerator does,
+    a feature probe instead of a guess from the version. False without BTF."""
+    try:
+        data = Path(btf).read_bytes()
+    except OSError:
+        return False
+    return all(b"\0" + name.encode() + b"\0" in data for name in names)
+
+
 def compile_flags(config: Mapping, tracefs: str, btf: str = "/sys/kernel/btf/vmlinux") -> list[str]:
     """cflags: include path, ring sizes, rate limit, and features found in this kernel."""
     probes = config["probes"]
@@ -132,8 +144,9 @@ def compile_flags(config: Mapping, tracefs: str, btf: str = "/sys/kernel/btf/vml
              f"-DEXEC_RINGBUF_PAGES={_ring_pages(probes, 'exec_ring_buffer_pages')}",
              f"-DBULK_RATE={rate}", f"-DBULK_BURST={burst}"]
     # The exec probe finds the new image's stack through bpf_task_pt_regs (Linux 5.15),
-    # whose result the verifier types from the kernel's BTF.
-    if os.path.exists(btf):
+    # whose result the verifier types from the kernel's BTF: both must be there, or the
+    # verifier refuses the whole exec family (a 5.10 kernel with BTF has no such helper).
+    if btf_names(btf, "BPF_FUNC_task_pt_regs", "BPF_FUNC_get_current_task_btf"):
         flags.append("-DHAVE_STACK_ARGV")
     if tracepoint_has_field(tracefs, "sched", "sched_process_exit", "group_dead"):
         flags.append("-DHAVE_GROUP_DEAD")
