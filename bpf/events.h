@@ -39,6 +39,8 @@ enum event_kind {
 	EVENT_SOCKET = 4,
 	EVENT_CONNECT = 5,
 	EVENT_EXEC_ARGV = 9,   /* at execve's exit: a piece of argv from the new image's stack */
+	EVENT_ESCAPE = 20,     /* a sandboxed process reaching for a way out (guard_event) */
+	EVENT_TAMPER = 21,     /* a sandboxed process acting on the agent or outside (guard_event) */
 };
 
 /* Probe families: each counts its own ring-buffer losses. */
@@ -48,8 +50,14 @@ enum probe_family {
 	PROBE_NET = 2,
 	PROBE_FLOW = 3,
 	PROBE_OPEN = 4,
-	PROBE_FAMILIES = 5,
+	PROBE_ESCAPE = 5,
+	PROBE_TAMPER = 6,
+	PROBE_FAMILIES = 7,
 };
+
+/* Counters of the lineage map (common.h), read by userspace: lineage_counts[LINEAGE_*]. */
+#define LINEAGE_INSERTS 0
+#define LINEAGE_DELETES 1
 
 /* exec_event.flags */
 #define EXEC_ARGV_TRUNCATED 0x1     /* more args, or longer ones, than the bounds above */
@@ -80,6 +88,9 @@ struct cgroup_count_key {
 struct event_header {
 	__u64 ktime_ns;   /* bpf_ktime_get_boot_ns() when the event happened */
 	__u64 cgroup_id;  /* cgroup v2 id: inode number of the cgroup's directory */
+	/* The cgroup the process's lineage was in when it entered a sandbox (the lineage map,
+	 * common.h); it follows the process and its descendants wherever they move. 0: none. */
+	__u64 lineage_cgroup_id;
 	__u32 kind;       /* enum event_kind */
 	__u32 pid;        /* thread-group id (the process), host pid namespace */
 	__u32 tid;
@@ -194,6 +205,42 @@ struct open_event {
 	__s32 retval;     /* the fd, or -errno */
 	__u32 flags;      /* open(2) flags */
 	char filename[OPEN_PATH_LEN];  /* as passed */
+};
+
+/* Escape and tamper attempts (bpf/escape.bpf.c, bpf/tamper.bpf.c, and the escape-path block
+ * of bpf/open.bpf.c): one layout, `what` says which. Sent at syscall entry: an attempt that
+ * fails is still an attempt. */
+enum guard_what {
+	ESCAPE_CGROUP_MOVE = 1,  /* target_pid moved to target_cgroup_id (path) */
+	ESCAPE_SETNS = 2,        /* arg: nstype, aux: the fd */
+	ESCAPE_UNSHARE = 3,      /* arg: unshare flags */
+	ESCAPE_CLONE_NS = 4,     /* arg: clone flags with CLONE_NEW* */
+	ESCAPE_MOUNT = 5,        /* arg: mount flags, path: target, detail: fs type */
+	ESCAPE_FSMOUNT = 6,      /* arg: flags */
+	ESCAPE_MOVE_MOUNT = 7,   /* arg: flags, path: target */
+	ESCAPE_PATH_WRITE = 8,   /* arg: open flags, path: as passed */
+	TAMPER_BPF = 16,         /* aux: the bpf(2) command */
+	TAMPER_PTRACE = 17,      /* aux: the request, target_pid */
+	TAMPER_PROCESS_VM_WRITEV = 18, /* process_vm_writev, target_pid */
+	TAMPER_SIGNAL = 19,      /* kill/tkill/tgkill to the agent (or -1), aux: the signal */
+	TAMPER_PIDFD_OPEN = 20,  /* pidfd_open of the agent */
+	TAMPER_PERF_EVENT_OPEN = 21, /* perf_event_open, target_pid: its pid argument */
+	TAMPER_MODULE = 22,      /* init_module, finit_module, delete_module */
+};
+
+#define GUARD_PATH_LEN 128
+#define GUARD_DETAIL_LEN 32
+
+struct guard_event {
+	struct event_header hdr;
+	__u32 what;             /* enum guard_what */
+	__s32 target_pid;       /* the process acted on, as the caller named it; 0: none */
+	__u64 arg;              /* flags, per `what` */
+	__s64 aux;              /* fd, command, request or signal, per `what` */
+	__u64 target_cgroup_id; /* cgroup move: the destination */
+	__u64 target_lineage_cgroup_id;  /* the target's lineage cgroup (0: none or unknown) */
+	char path[GUARD_PATH_LEN];
+	char detail[GUARD_DETAIL_LEN];
 };
 
 #endif

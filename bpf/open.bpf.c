@@ -46,9 +46,51 @@ static __always_inline int is_cpu_tuning(const char *path, u32 flags)
 	       has_prefix(path, mm, sizeof(mm) - 1) || has_prefix(path, node, sizeof(node) - 1);
 }
 
+/* --- Escape paths (sandbox.escape): a sandboxed process opening for writing a file whose
+ * name is a known way out of a container: a cgroup v1 release_agent or notify_on_release,
+ * /proc/sys/kernel/core_pattern, /proc/sysrq-trigger. Matched by the last path component, so
+ * a relative path (cd /proc/sys/kernel; > core_pattern) is caught too. Host processes pay
+ * one lineage lookup, and only for opens for writing. */
+#define ESCAPE_PATH_MASK (GUARD_PATH_LEN - 1)
+
+static __always_inline int ends_with_name(const char *p, long len, const char *name, int n)
+{
+	if (len < n || (len > n && p[(len - n - 1) & ESCAPE_PATH_MASK] != '/'))
+		return 0;
+	for (int k = 0; k < n; k++)
+		if (p[(len - n + k) & ESCAPE_PATH_MASK] != name[k])
+			return 0;
+	return 1;
+}
+
+static __always_inline void escape_path_open(const char *filename, u32 flags)
+{
+	char release[] = "release_agent", notify[] = "notify_on_release";
+	char core[] = "core_pattern", sysrq[] = "sysrq-trigger";
+
+	if (!(flags & O_ACCMODE) || !lineage_of_current())
+		return;
+	struct guard_event *e = guard_start(EVENT_ESCAPE, ESCAPE_PATH_WRITE);
+	if (!e)
+		return;
+	long len = bpf_probe_read_user_str(e->path, sizeof(e->path), filename) - 1;
+	if (len <= 0)
+		return;
+	if (ends_with_name(e->path, len, release, sizeof(release) - 1) ||
+	    ends_with_name(e->path, len, notify, sizeof(notify) - 1) ||
+	    ends_with_name(e->path, len, core, sizeof(core) - 1) ||
+	    ends_with_name(e->path, len, sysrq, sizeof(sysrq) - 1)) {
+		e->arg = flags;
+		guard_send(e);
+	}
+}
+/* --- end of escape paths */
+
 static __always_inline int open_enter(const char *filename, u32 flags)
 {
 	char head[32] = {};
+
+	escape_path_open(filename, flags);
 
 	if (bpf_probe_read_user_str(head, sizeof(head), filename) < 9 ||
 	    !(is_gpu_device(head) || is_cpu_tuning(head, flags)))

@@ -3,6 +3,8 @@
 #include "common.h"
 
 #define CLONE_THREAD 0x00010000
+/* Namespaces whose creation from a sandbox is an escape attempt: mount, cgroup, user, pid, net. */
+#define CLONE_NEW_ESCAPE (0x00020000 | 0x02000000 | 0x10000000 | 0x20000000 | 0x40000000)
 
 /* exit_group's status, per tgid, until the process is gone. */
 BPF_HASH(exit_codes, u32, s32, 10240);
@@ -19,6 +21,18 @@ TRACEPOINT_PROBE(task, task_newtask)
 	e.child_pid = args->pid;
 	e.clone_flags = args->clone_flags;
 	submit(&e, sizeof(e), PROBE_PROC);
+	if (!e.hdr.lineage_cgroup_id)
+		return 0;
+	/* The child is born into its parent's lineage. */
+	lineage_set(args->pid, e.hdr.lineage_cgroup_id);
+	if (args->clone_flags & CLONE_NEW_ESCAPE) {
+		struct guard_event *g = guard_start(EVENT_ESCAPE, ESCAPE_CLONE_NS);
+		if (g) {
+			g->arg = args->clone_flags;
+			g->target_pid = args->pid;
+			guard_send(g);
+		}
+	}
 	return 0;
 }
 
@@ -57,5 +71,7 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
 		exit_codes.delete(&tgid);
 	}
 	submit(&e, sizeof(e), PROBE_PROC);
+	if (e.hdr.lineage_cgroup_id && lineage.delete(&tgid) == 0)
+		count_lineage(LINEAGE_DELETES);
 	return 0;
 }

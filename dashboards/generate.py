@@ -132,6 +132,20 @@ def build() -> dashboard.Dashboard:
                 dashboard.ThresholdsConfig().mode(ThresholdsMode.ABSOLUTE).steps([
                     Threshold(value=None, color="red"), Threshold(value=1, color="green")]))
             .with_target(query("min by (instance, probe) (ebpfguard_probe_up)", "{{probe}} {{instance}}")))
+        .with_panel(graph(
+            "Seconds since the last event",
+            "Per agent. A host always runs something: a line that keeps climbing is an agent that is "
+            "stalled or blinded (alert EbpfguardAgentStalled after 10 minutes).", "s",
+            query("time() - max by (instance) (ebpfguard_last_event_timestamp_seconds)", "{{instance}}"),
+            width=12))
+        .with_panel(
+            statetimeline.Panel().title("Probes still attached")
+            .description("1 while every program of a probe family is still attached where the agent attached "
+                         "it (checked every second); 0 (red) once one was detached.")
+            .datasource(DATASOURCE).height(8).span(12).show_value(common.VisibilityMode.NEVER).thresholds(
+                dashboard.ThresholdsConfig().mode(ThresholdsMode.ABSOLUTE).steps([
+                    Threshold(value=None, color="red"), Threshold(value=1, color="green")]))
+            .with_target(query("min by (instance, probe) (ebpfguard_probe_attached)", "{{probe}} {{instance}}")))
     )
 
 

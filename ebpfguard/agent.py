@@ -17,10 +17,11 @@ from typing import Callable, Mapping, Optional, TextIO
 from ebpfguard.clock import BootClock
 from ebpfguard.enrich.enricher import Enricher
 from ebpfguard.kernel.events import (
-    ConnectRecord, DecodeError, ExecArgsRecord, ExecArgvRecord, ExecRecord, ExitRecord, FlowRecord, ForkRecord,
-    OpenRecord, SocketRecord, decode,
+    ConnectRecord, DecodeError, ExecArgsRecord, ExecArgvRecord, ExecRecord, ExitRecord, FlowRecord,
+    ForkRecord, GuardRecord, OpenRecord, SocketRecord, decode,
 )
 from ebpfguard.enrich.gpu import GpuWatcher, cgroup_path_of_pid, load_nvml
+from ebpfguard.enrich.lineage import sandboxed_cgroups
 from ebpfguard.kernel.load import PROBE_FAMILIES, ProbeSet
 from ebpfguard.enrich.pods import PodDirectory
 from ebpfguard.enrich.proctable import ProcessTable
@@ -31,6 +32,7 @@ from ebpfguard.outputs.delivery import OutputSnapshot
 from ebpfguard.outputs.eventsocket import EventSocket
 from ebpfguard.outputs.forward import Forwarders
 from ebpfguard.outputs.history import HistoryBounds, SandboxHistory
+from ebpfguard.outputs.sdnotify import Notifier
 from ebpfguard.outputs.sinks import FanOut, JsonLinesSink, Sink
 from ebpfguard.outputs.stats import PipelineStats, RateLimitedWarnings
 from ebpfguard.enrich.wire.dns import DnsParseError
@@ -51,6 +53,7 @@ TO_EVENT = {
     ConnectRecord: "connect_event",
     FlowRecord: "flow_event",
     OpenRecord: "open_event",
+    GuardRecord: "guard_event",
 }
 
 
@@ -67,6 +70,7 @@ class Pipeline:
         self.warnings = warnings
         self.detect = detect
         self.now_ktime_ns = now_ktime_ns
+        self.last_event_time: Optional[float] = None  # wall clock, when an event was last written
         self._updates_state = {kind: getattr(enricher, name) for kind, name in STATE_ONLY.items()}
         self._to_event = {kind: getattr(enricher, name) for kind, name in TO_EVENT.items()}
 
@@ -96,6 +100,8 @@ class Pipeline:
         its record, for the latency histogram; None for events not from the kernel (NVML)."""
         label = self.sandboxes.observe(event["kind"], event["sandbox"]["name"], event["process"]["pid"])
         written = self.sink.write(event)
+        if written:
+            self.last_event_time = time.time()
         latency_s = (self.now_ktime_ns() - ktime_ns) / 1e9 if written and ktime_ns is not None else None
         self.stats.count_event(event["kind"], label, latency_s)
         if self.detect is None:
@@ -167,6 +173,9 @@ class Agent:
         # from reading map fds while the main loop closes them.
         self._probes_lock = threading.Lock()
         self.gpus = self._gpu_watcher(config)
+        self.notifier = Notifier()
+        # Each family's attachments, as last checked: starts all-false until the probes load.
+        self._attached: dict[str, bool] = {family: False for family in PROBE_FAMILIES}
         self._stop = False
         self._held_back = CountDeltas()
         self._lost_by_cgroup = CountDeltas()
@@ -193,7 +202,10 @@ class Agent:
         probes = ProbeSet.load(self.config, self.cgroup_root, self.pipeline.on_record)
         with self._probes_lock:
             self.probes = probes
+        self.seed_lineage(probes)
+        self._attached = probes.attached()
         print("ready", file=self.log, flush=True)
+        self.notifier.send("READY=1")
         busy_ms = int(self.config["probes"]["drain_interval_ms"])
         idle_ms = max(busy_ms, int(self.config["probes"]["idle_drain_interval_ms"]))
         wait_ms = busy_ms
@@ -227,7 +239,45 @@ class Agent:
                 probes.close()
                 self.probes = None
             self.sink.close()
+            self.notifier.send("STOPPING=1")
+            self.notifier.close()
             print(f"ebpfguard: stopped: {json.dumps(self.summary())}", file=self.log, flush=True)
+
+    def seed_lineage(self, probes: ProbeSet) -> None:
+        """Tell the kernel the sandboxes and sandboxed processes already there (the lineage
+        map starts empty), and from now on every cgroup the enricher finds in a sandbox."""
+        room = int(self.config["sandbox"]["lineage_max_processes"])
+        for cgroup_id, _path, pids in sandboxed_cgroups(self.cgroup_root, self.config["sandbox"]):
+            probes.mark_sandbox_cgroup(cgroup_id)
+            for pid in pids[:max(room, 0)]:
+                probes.seed_lineage(pid, cgroup_id)
+            room -= len(pids)
+        self.pipeline.enricher.sandboxes.on_sandbox = probes.mark_sandbox_cgroup
+
+    def check_attached(self, probes: ProbeSet) -> None:
+        """Every program still attached where it was? A family that lost one is a `tamper`
+        event (agent.tamper alerts on it) and ebpfguard_probe_attached{probe} = 0."""
+        before, now = self._attached, probes.attached()
+        self._attached = now
+        for family, attached in now.items():
+            if before.get(family) and not attached:
+                self.warnings.warn(f"detached-{family}", f"{family} probe is no longer attached")
+                self.pipeline.emit(self.pipeline.enricher.probe_detached_event(family), None)
+
+    def probe_attached(self) -> dict[str, bool]:
+        """Each probe family: all its programs attached at the last check (every second)."""
+        return dict(self._attached)
+
+    def last_event_time(self) -> Optional[float]:
+        """Wall-clock time the last event was written (None before the first)."""
+        return self.pipeline.last_event_time
+
+    def lineage_counts(self) -> Optional[tuple[int, int, int]]:
+        """The lineage map's (inserts, deletes, live entries), read now; None without probes."""
+        with self._probes_lock:
+            if self.probes is not None:
+                return self.probes.lineage_counts()
+        return None
 
     def collect_late_alerts(self) -> None:
         """Write the alerts detectors finished off the hot path since the last call."""

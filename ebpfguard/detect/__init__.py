@@ -4,6 +4,6 @@ Importing this package registers every detector module.
 """
 
 from ebpfguard.detect import (  # noqa: F401
-    agent_flooded, egress_internal, gpu_use, miner_binary, miner_exec, miner_pool, miner_stratum, miner_tuning,
-    tunnel_other, tunnel_ssh,
+    agent_flooded, agent_tamper, egress_internal, gpu_use, miner_binary, miner_exec, miner_pool,
+    miner_stratum, miner_tuning, sandbox_escape, tunnel_other, tunnel_ssh,
 )

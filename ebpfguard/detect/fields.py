@@ -39,7 +39,6 @@ class Field:
         return self.type[5:-1] if self.type.startswith("list[") else self.type
 
 
-_PROCESS = ()  # process fields: on every kind
 FIELDS: tuple[Field, ...] = (
     Field("kind", "str", (), "the event kind", values=KINDS),
     Field("time", "str", (), "RFC 3339 time, UTC, ns precision"),
@@ -55,17 +54,17 @@ FIELDS: tuple[Field, ...] = (
     Field("sandbox.namespace", "str", (), "Kubernetes namespace"),
     Field("sandbox.pod_uid", "str", (), "Kubernetes pod UID"),
     Field("sandbox.container_id", "str", (), "container id"),
-    Field("process.pid", "int", _PROCESS, "thread-group id, host pid namespace"),
-    Field("process.ppid", "int", _PROCESS, "parent pid"),
-    Field("process.uid", "int", _PROCESS, "user id"),
-    Field("process.comm", "str", _PROCESS, "command name (at most 15 bytes, as the kernel keeps it)"),
-    Field("process.exe", "str", _PROCESS, "executable path"),
-    Field("process.argv", "list[str]", _PROCESS, "arguments, argv[0] first (any-of)"),
-    Field("process.cmdline", "str", _PROCESS, "the arguments joined by single spaces", derived=True),
-    Field("process.argv_truncated", "bool", _PROCESS, "argv was longer than the kernel copies"),
-    Field("process.ancestry.comm", "list[str]", _PROCESS, "command names of the parents, nearest first (any-of)"),
-    Field("process.ancestry.exe", "list[str]", _PROCESS, "executables of the parents (any-of)"),
-    Field("process.ancestry.pid", "list[int]", _PROCESS, "pids of the parents (any-of)"),
+    Field("process.pid", "int", (), "thread-group id, host pid namespace"),
+    Field("process.ppid", "int", (), "parent pid"),
+    Field("process.uid", "int", (), "user id"),
+    Field("process.comm", "str", (), "command name (at most 15 bytes, as the kernel keeps it)"),
+    Field("process.exe", "str", (), "executable path"),
+    Field("process.argv", "list[str]", (), "arguments, argv[0] first (any-of)"),
+    Field("process.cmdline", "str", (), "the arguments joined by single spaces", derived=True),
+    Field("process.argv_truncated", "bool", (), "argv was longer than the kernel copies"),
+    Field("process.ancestry.comm", "list[str]", (), "command names of the parents, nearest first (any-of)"),
+    Field("process.ancestry.exe", "list[str]", (), "executables of the parents (any-of)"),
+    Field("process.ancestry.pid", "list[int]", (), "pids of the parents (any-of)"),
     Field("filename", "str", ("exec", "open"), "the file executed (as passed) or the device opened"),
     Field("retval", "int", ("exec", "socket", "connect", "open"), "the call's result: 0 or more, or -errno"),
     Field("exit_code", "int", ("exit",), "exit status (absent when killed by a signal)"),
@@ -79,6 +78,7 @@ FIELDS: tuple[Field, ...] = (
     Field("direction", "str", ("flow", "dns"), "which side sent the bytes", values=("egress", "ingress")),
     Field("sni", "str", ("flow",), "server name of a TLS ClientHello"),
     Field("seq", "int", ("flow",), "segment number in its flow direction (0: the first)"),
+    Field("dns_named", "bool", ("flow",), "a DNS answer the sandbox received named the remote address"),
     Field("payload_len", "int", ("flow",), "payload bytes in the segment"),
     Field("query", "str", ("dns",), "the question's name"),
     Field("qtype", "str", ("dns",), "the question's type, e.g. `A`"),
@@ -97,11 +97,26 @@ FIELDS: tuple[Field, ...] = (
           values=("openssh", "autossh", "dropbear", "plink"), derived=True),
     Field("exec.ssh.remote_forwards", "list[str]", ("exec",), "remote (-R) forwards on the command line, as written", derived=True),
     Field("flow.stratum.variant", "str", ("flow",), "stratum dialect of this segment alone",
-          values=("stratum1", "ethproxy", "nicehash", "monero"), derived=True),
+          values=("stratum1", "ethproxy", "nicehash", "monero", "ethstratum2", "grin"), derived=True),
     Field("flow.stratum.method", "str", ("flow",), "the stratum method (for a reply, the request it answers)", derived=True),
     Field("flow.stratum.login", "str", ("flow",), "the wallet or user.worker the segment carries", derived=True),
 )
-FIELDS_BY_NAME: Mapping[str, Field] = {field.name: field for field in FIELDS}
+
+
+def _kind_aliases(fields: tuple[Field, ...]) -> tuple[Field, ...]:
+    """`connect.dport`, `dns.query`, `flow.sni`...: a top-level event field under the name of a
+    kind that carries it, holding only for events of that kind."""
+    names = {field.name for field in fields}
+    return tuple(
+        Field(f"{kind}.{field.name}", field.type, (kind,), f"`{field.name}` of a {kind} event", field.values)
+        for field in fields if field.kinds and "." not in field.name and not field.derived
+        for kind in field.kinds if f"{kind}.{field.name}" not in names
+    )
+
+
+KIND_ALIASES = _kind_aliases(FIELDS)
+ALIAS_OF: Mapping[str, str] = {alias.name: alias.name.split(".", 1)[1] for alias in KIND_ALIASES}
+FIELDS_BY_NAME: Mapping[str, Field] = {field.name: field for field in FIELDS + KIND_ALIASES}
 
 Getter = Callable[[Event, "FieldEnv"], Any]
 
@@ -272,8 +287,15 @@ def _getter(field: Field) -> Getter:
 GETTERS: Mapping[str, Getter] = {field.name: _getter(field) for field in FIELDS}
 
 
+def _of_kind(kind: str, getter: Getter) -> Getter:
+    return lambda event, env: getter(event, env) if event.get("kind") == kind else None
+
+
+GETTERS = {**GETTERS, **{alias: _of_kind(alias.split(".", 1)[0], GETTERS[name]) for alias, name in ALIAS_OF.items()}}
+
+
 def render_field_table() -> str:
-    """The field reference of docs/rules.md, as Markdown."""
+    """The field reference of docs/rules.md, as Markdown (kind aliases summed up after it)."""
     lines = ["| field | type | kinds | description |", "| --- | --- | --- | --- |"]
     for field in FIELDS:
         kinds = ", ".join(field.kinds) if field.kinds else "all"
@@ -283,4 +305,7 @@ def render_field_table() -> str:
         if field.derived and field.name != "process.cmdline":
             description += "; detector result"
         lines.append(f"| `{field.name}` | {field.type} | {kinds} | {description} |")
+    aliases = ", ".join(f"`{alias.name}`" for alias in KIND_ALIASES)
+    lines += ["", "Each event field of some kinds only also answers to `KIND.FIELD`, holding only for "
+              f"events of that kind: {aliases}."]
     return "\n".join(lines) + "\n"

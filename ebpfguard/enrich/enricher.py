@@ -9,6 +9,8 @@ dispatch table calls.
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Mapping, Optional
 
 from ebpfguard.clock import BootClock
@@ -16,12 +18,13 @@ from ebpfguard.enrich.devices import DeviceEvents
 from ebpfguard.enrich.envelope import EventEnvelope
 from ebpfguard.enrich.exec_join import ExecJoin
 from ebpfguard.enrich.fields import netns_cookie_of_this_process, text
+from ebpfguard.enrich.guard import GuardEvents
 from ebpfguard.enrich.network import NetworkEvents
 from ebpfguard.enrich.pods import PodDirectory
 from ebpfguard.enrich.proctable import ProcessTable
 from ebpfguard.enrich.sandbox import CgroupIndex
 from ebpfguard.enrich.sandbox_cache import SandboxCache
-from ebpfguard.kernel.events import ExecArgsRecord, ExecRecord, ExitRecord, ForkRecord, OpenRecord
+from ebpfguard.kernel.events import ExecArgsRecord, ExecRecord, ExitRecord, ForkRecord, Header, OpenRecord
 
 
 _UNSET = object()
@@ -53,6 +56,7 @@ class Enricher:
         self.flow_event = self.network.flow_event
         self.open_event = self.devices.open_event
         self.gpu_event = self.devices.gpu_event
+        self.guard_event = GuardEvents(self.envelope).guard_event
 
     def on_fork(self, rec: ForkRecord) -> None:
         """A new process: into the table, under its parent."""
@@ -63,4 +67,15 @@ class Enricher:
         event = self.envelope.about_process("exit", rec.hdr)
         event["exit_code"] = rec.exit_code
         self.procs.on_exit(rec.hdr.pid)
+        return event
+
+    def probe_detached_event(self, family: str) -> dict:
+        """A `tamper` event about the agent itself: a probe family lost an attachment (by
+        whom the kernel does not say, so the event is the agent's, on the host)."""
+        pid = os.getpid()
+        hdr = Header(self.clock.now_ktime_ns(), 0, pid, pid, os.getuid(), b"ebpfguard")
+        event = self.envelope.base("tamper", hdr, "ebpfguard", sys.executable, None, False)
+        event["sandbox"] = {"name": "host", "cgroup": None, "cgroup_id": None, "runtime": "host"}
+        event["partial"] = [field for field in event.get("partial", []) if field != "sandbox"]
+        event.update({"what": "probe_detached", "probe": family})
         return event

@@ -9,6 +9,7 @@ from typing import Optional
 
 from ebpfguard.clock import BootClock, rfc3339_ns
 from ebpfguard.enrich.fields import text
+from ebpfguard.enrich.lineage import lineage_sandbox
 from ebpfguard.enrich.proctable import ProcessTable
 from ebpfguard.enrich.sandbox_cache import SandboxCache
 from ebpfguard.kernel.events import Header
@@ -29,11 +30,22 @@ class EventEnvelope:
         argv = {"argv": list(known.argv)} if known and known.argv is not None else None
         return self.base(kind, hdr, text(hdr.comm), known.exe if known else None, argv, False)
 
+    def sandbox_of(self, hdr: Header) -> tuple[dict, bool]:
+        """The sandbox of the process a record is about, and whether its cgroup could be
+        resolved: its lineage sandbox wherever it is now (docs/lineage.md)."""
+        sandbox, known = self.sandboxes.sandbox_of(hdr.cgroup_id)
+        if hdr.lineage_cgroup_id and hdr.lineage_cgroup_id != hdr.cgroup_id:
+            lineage, lineage_known = self.sandboxes.sandbox_of(hdr.lineage_cgroup_id)
+            chosen = lineage_sandbox(sandbox, lineage)
+            if chosen is not sandbox:
+                return chosen, lineage_known
+        return sandbox, known
+
     def base(self, kind: str, hdr: Header, comm: str, exe: Optional[str],
              argv: Optional[dict], argv_truncated: bool) -> dict:
         """The envelope, with what could not be known listed in `partial`."""
         partial = []
-        sandbox, known = self.sandboxes.sandbox_of(hdr.cgroup_id)
+        sandbox, known = self.sandbox_of(hdr)
         if not known:
             partial.append("sandbox")
         lineage = self.procs.lineage(hdr.pid)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import socket
+from collections import OrderedDict
 from typing import Optional
 
 from ebpfguard.enrich.envelope import EventEnvelope
@@ -13,15 +15,23 @@ from ebpfguard.kernel.events import ConnectRecord, FlowRecord, SocketRecord
 
 DNS_PORT = 53
 IPPROTO_TCP = 6
+# (sandbox, address) pairs remembered from DNS answers, least recently named evicted.
+MAX_NAMED_ADDRESSES = 65536
 
 
 class NetworkEvents:
     """`host_netns_cookie` is the cookie of the host's network namespace (None where the
     kernel cannot tell): a connect from it reaches the host's own loopback."""
 
-    def __init__(self, envelope: EventEnvelope, host_netns_cookie: Optional[int]) -> None:
+    def __init__(self, envelope: EventEnvelope, host_netns_cookie: Optional[int],
+                 max_named_addresses: int = MAX_NAMED_ADDRESSES) -> None:
         self.envelope = envelope
         self.host_netns_cookie = host_netns_cookie
+        self.max_named_addresses = max_named_addresses
+        # Addresses that DNS answers received by each sandbox named: a flow to one of them
+        # has a name (`dns_named`), one to any other was reached by a bare address (XMRig's
+        # TLS without SNI to a pool's IP shows up so).
+        self._named: OrderedDict[tuple[str, str], None] = OrderedDict()
 
     def socket_event(self, rec: SocketRecord) -> dict:
         """A `socket` event: socket(2)'s arguments by name, and its result."""
@@ -51,6 +61,7 @@ class NetworkEvents:
             return self.dns_event(rec)
         event = self._flow_base("flow", rec)
         event["seq"] = rec.seq
+        event["dns_named"] = (event["sandbox"]["name"], event["daddr"]) in self._named
         event["payload_len"] = rec.payload_len
         event["payload_b64"] = base64.b64encode(rec.payload).decode("ascii")
         if rec.egress and rec.seq == 0:
@@ -71,7 +82,20 @@ class NetworkEvents:
         if message.is_response:
             event["rcode"] = message.rcode
             event["answers"] = [a._asdict() for a in message.answers]
+            if not rec.egress:
+                self._remember_named(event["sandbox"]["name"], message.answers)
         return event
+
+    def _remember_named(self, sandbox: str, answers: list) -> None:
+        for answer in answers[:64]:
+            address = _canonical_address(answer.value) if answer.type in ("A", "AAAA") else None
+            if address is None:
+                continue
+            key = (sandbox, address)
+            self._named[key] = None
+            self._named.move_to_end(key)
+        while len(self._named) > self.max_named_addresses:
+            self._named.popitem(last=False)
 
     def _flow_base(self, kind: str, rec: FlowRecord) -> dict:
         if rec.owner_known:
@@ -88,3 +112,15 @@ class NetworkEvents:
         event["sport"] = rec.sport
         event["flow_id"] = rec.sock_cookie
         return event
+
+
+def _canonical_address(value: Optional[str]) -> Optional[str]:
+    """An address as `address_text` writes it (inet_ntop), or None if it is not one."""
+    if not value:
+        return None
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            return socket.inet_ntop(family, socket.inet_pton(family, value))
+        except OSError:
+            continue
+    return None

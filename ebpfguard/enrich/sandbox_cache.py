@@ -25,6 +25,9 @@ class SandboxCache:
         self.ttl_ns = ttl_ns
         self.now_ns = now_ns
         self._answers: dict[int, tuple[int, dict, bool]] = {}
+        # Told each cgroup id found in a sandbox (the agent tells the kernel, so that the
+        # processes in it get a lineage: docs/lineage.md); called again after each time-to-live.
+        self.on_sandbox: Optional[Callable[[int], None]] = None
 
     def sandbox_of(self, cgroup_id: int) -> tuple[dict, bool]:
         """(the sandbox object, whether the cgroup could be resolved at all)."""
@@ -36,4 +39,6 @@ class SandboxCache:
         if len(self._answers) >= self.cgroups.cache_size:
             self._answers.clear()
         self._answers[cgroup_id] = (now, sandbox, known)
+        if known and sandbox["runtime"] != "host" and self.on_sandbox is not None:
+            self.on_sandbox(cgroup_id)
         return sandbox, known

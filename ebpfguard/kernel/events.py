@@ -80,6 +80,7 @@ EVENT_HEADER = Layout(
     (
         ("ktime_ns", "Q"),
         ("cgroup_id", "Q"),
+        ("lineage_cgroup_id", "Q"),
         ("kind", "I"),
         ("pid", "I"),
         ("tid", "I"),
@@ -168,7 +169,22 @@ OPEN_EVENT = Layout(
     + (("retval", "i"), ("flags", "I"), ("filename", f"{C['OPEN_PATH_LEN']}s")),
 )
 
-LAYOUTS = (EVENT_HEADER, EXEC_ARGS_EVENT, EXEC_EVENT, EXEC_ARGV_EVENT, CGROUP_COUNT_KEY, FORK_EVENT, EXIT_EVENT, SOCKET_EVENT, CONNECT_EVENT,
+GUARD_EVENT = Layout(
+    "guard_event",
+    _nested("hdr", EVENT_HEADER)
+    + (
+        ("what", "I"),
+        ("target_pid", "i"),
+        ("arg", "Q"),
+        ("aux", "q"),
+        ("target_cgroup_id", "Q"),
+        ("target_lineage_cgroup_id", "Q"),
+        ("path", f"{C['GUARD_PATH_LEN']}s"),
+        ("detail", f"{C['GUARD_DETAIL_LEN']}s"),
+    ),
+)
+
+LAYOUTS = (GUARD_EVENT, EVENT_HEADER, EXEC_ARGS_EVENT, EXEC_EVENT, EXEC_ARGV_EVENT, CGROUP_COUNT_KEY, FORK_EVENT, EXIT_EVENT, SOCKET_EVENT, CONNECT_EVENT,
            FLOW_EVENT, OPEN_EVENT)
 
 
@@ -182,6 +198,9 @@ class Header:
     tid: int
     uid: int
     comm: bytes
+    # The cgroup the process's lineage entered a sandbox at (0: not sandboxed): the process
+    # belongs to that sandbox wherever it is now.
+    lineage_cgroup_id: int = 0
 
 
 @dataclass(frozen=True)
@@ -285,7 +304,30 @@ class OpenRecord:
     filename: bytes
 
 
-Record = Union[OpenRecord, FlowRecord, ExecArgsRecord, ExecRecord, ExecArgvRecord, ForkRecord, ExitRecord, SocketRecord, ConnectRecord]
+# guard_event.what, by name (the enum guard_what of events.h, lower-cased, prefix dropped).
+GUARD_WHAT: dict[int, str] = {
+    value: name.split("_", 1)[1].lower()
+    for name, value in C.items() if name.startswith(("ESCAPE_", "TAMPER_"))
+}
+
+
+@dataclass(frozen=True)
+class GuardRecord:
+    """An escape or tamper attempt by a sandboxed process (`escape` tells which family)."""
+
+    hdr: Header
+    escape: bool
+    what: str            # GUARD_WHAT: cgroup_move, setns, bpf, signal, ...
+    target_pid: int
+    arg: int
+    aux: int
+    target_cgroup_id: int
+    target_lineage_cgroup_id: int
+    path: bytes
+    detail: bytes
+
+
+Record = Union[GuardRecord, OpenRecord, FlowRecord, ExecArgsRecord, ExecRecord, ExecArgvRecord, ForkRecord, ExitRecord, SocketRecord, ConnectRecord]
 
 
 class DecodeError(ValueError):
@@ -303,6 +345,7 @@ _EXIT = struct.Struct(EXIT_EVENT.fmt)
 _SOCKET = struct.Struct(SOCKET_EVENT.fmt)
 _CONNECT = struct.Struct(CONNECT_EVENT.fmt)
 _OPEN = struct.Struct(OPEN_EVENT.fmt)
+_GUARD = struct.Struct(GUARD_EVENT.fmt)
 # flow_event arrives cut to its captured bytes, like exec_args_event.
 _FLOW_FIXED = struct.Struct(FLOW_EVENT.fmt[: -len(f"{C['FLOW_PAYLOAD_MAX']}s")])
 _AF_INET = 2
@@ -396,6 +439,12 @@ def _open(data: memoryview) -> OpenRecord:
     return OpenRecord(_header(head), retval, flags, _cstr(filename))
 
 
+def _guard(data: memoryview) -> GuardRecord:
+    (*head, what, target_pid, arg, aux, target_cgroup, target_lineage, path, detail) = _unpack(_GUARD, data, "guard")
+    return GuardRecord(_header(head), head[3] == C["EVENT_ESCAPE"], GUARD_WHAT.get(what, str(what)),
+                       target_pid, arg, aux, target_cgroup, target_lineage, _cstr(path), _cstr(detail))
+
+
 # One decoder per record kind of events.h, like the agent's dispatch table.
 DECODERS: dict[int, Callable[[memoryview], Record]] = {
     C["EVENT_EXEC_ARGS"]: _exec_args,
@@ -407,13 +456,15 @@ DECODERS: dict[int, Callable[[memoryview], Record]] = {
     C["EVENT_CONNECT"]: _connect,
     C["EVENT_FLOW"]: _flow,
     C["EVENT_OPEN"]: _open,
+    C["EVENT_ESCAPE"]: _guard,
+    C["EVENT_TAMPER"]: _guard,
 }
 
 
 def decode(data: Union[bytes, memoryview]) -> Record:
     """Decode one ring-buffer record; DecodeError if it is not one of ours."""
     data = memoryview(data)
-    kind = _unpack(_HEADER, data, "event")[2]
+    kind = _unpack(_HEADER, data, "event")[3]
     decoder = DECODERS.get(kind)
     if decoder is None:
         raise DecodeError(f"unknown event kind {kind}")
@@ -421,5 +472,5 @@ def decode(data: Union[bytes, memoryview]) -> Record:
 
 
 def _header(fields: list) -> Header:
-    ktime, cgid, _kind, pid, tid, uid, comm = fields
-    return Header(ktime, cgid, pid, tid, uid, _cstr(comm))
+    ktime, cgid, lineage, _kind, pid, tid, uid, comm = fields
+    return Header(ktime, cgid, pid, tid, uid, _cstr(comm), lineage)

@@ -10,12 +10,19 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import platform
 from dataclasses import dataclass
 
 BPF_PROG_QUERY = 16
 SYS_BPF = {"x86_64": 321, "aarch64": 280}.get(platform.machine(), 321)
+
+
+@functools.lru_cache(maxsize=1)
+def _libc() -> ctypes.CDLL:
+    # find_library runs ldconfig: once, not at every periodic attachment check.
+    return ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 
 
 def _libbpf() -> ctypes.CDLL:
@@ -67,10 +74,43 @@ def attached_program_ids(cgroup_path: str, attach_type: int) -> list[int]:
     try:
         attr = QueryAttr(target_fd=cgroup_fd, attach_type=attach_type,
                          prog_ids=ctypes.addressof(ids), prog_cnt=len(ids))
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-        if libc.syscall(SYS_BPF, BPF_PROG_QUERY, ctypes.byref(attr), ctypes.sizeof(attr)) != 0:
+        if _libc().syscall(SYS_BPF, BPF_PROG_QUERY, ctypes.byref(attr), ctypes.sizeof(attr)) != 0:
             err = ctypes.get_errno()
             raise OSError(err, f"BPF_PROG_QUERY on {cgroup_path}: {os.strerror(err)}")
     finally:
         os.close(cgroup_fd)
     return list(ids[: attr.prog_cnt])
+
+
+BPF_OBJ_GET_INFO_BY_FD = 15
+# _IOWR('$', 10, struct perf_event_query_bpf *): the programs attached to a tracepoint event.
+PERF_EVENT_IOC_QUERY_BPF = 0xC008240A
+
+
+def _bpf_syscall(cmd: int, attr: ctypes.Structure, what: str) -> None:
+    if _libc().syscall(SYS_BPF, cmd, ctypes.byref(attr), ctypes.sizeof(attr)) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def program_id(prog_fd: int) -> int:
+    """The kernel's id of a loaded program (BPF_OBJ_GET_INFO_BY_FD; bpf_prog_info.id)."""
+    info = (ctypes.c_uint8 * 256)()
+
+    class InfoAttr(ctypes.Structure):
+        _fields_ = [("bpf_fd", ctypes.c_uint32), ("info_len", ctypes.c_uint32), ("info", ctypes.c_uint64)]
+
+    attr = InfoAttr(bpf_fd=prog_fd, info_len=len(info), info=ctypes.addressof(info))
+    _bpf_syscall(BPF_OBJ_GET_INFO_BY_FD, attr, f"BPF_OBJ_GET_INFO_BY_FD on fd {prog_fd}")
+    return int.from_bytes(bytes(info[4:8]), "little")  # struct bpf_prog_info: type, then id
+
+
+def tracepoint_program_ids(perf_fd: int) -> list[int]:
+    """IDs of the programs attached to the tracepoint event a perf event fd is open on."""
+    import fcntl
+
+    buf = bytearray(8 + 4 * 64)
+    buf[0:4] = (64).to_bytes(4, "little")  # ids_len
+    fcntl.ioctl(perf_fd, PERF_EVENT_IOC_QUERY_BPF, buf)
+    count = min(int.from_bytes(buf[4:8], "little"), 64)
+    return [int.from_bytes(buf[8 + 4 * i: 12 + 4 * i], "little") for i in range(count)]

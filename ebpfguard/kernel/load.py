@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Callable, Mapping, Optional
 
 from ebpfguard.kernel.events import BPF_DIR, C
-from ebpfguard.kernel.links import CgroupLink, link_to_cgroup
+from ebpfguard.kernel.links import (
+    CgroupLink, attached_program_ids, link_to_cgroup, program_id, tracepoint_program_ids,
+)
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,17 @@ PROBE_FAMILIES: dict[str, ProbeFamily] = {
     "open": ProbeFamily(("open.bpf.c",), (
         ("syscalls", "sys_enter_openat"), ("syscalls", "sys_exit_openat"),
         ("syscalls", "sys_enter_openat2"), ("syscalls", "sys_exit_openat2"),
+    )),
+    "escape": ProbeFamily(("escape.bpf.c",), (
+        ("cgroup", "cgroup_attach_task"), ("syscalls", "sys_enter_setns"),
+        ("syscalls", "sys_enter_unshare"), ("syscalls", "sys_enter_mount"),
+        ("syscalls", "sys_enter_fsmount"), ("syscalls", "sys_enter_move_mount"),
+    )),
+    "tamper": ProbeFamily(("tamper.bpf.c",), (
+        ("syscalls", "sys_enter_bpf"), ("syscalls", "sys_enter_perf_event_open"),
+        ("syscalls", "sys_enter_ptrace"), ("syscalls", "sys_enter_process_vm_writev"),
+        ("syscalls", "sys_enter_kill"), ("syscalls", "sys_enter_tkill"),
+        ("syscalls", "sys_enter_tgkill"), ("syscalls", "sys_enter_pidfd_open"),
     )),
     "flow": ProbeFamily(
         ("flow.bpf.c",),
@@ -132,8 +145,10 @@ def btf_names(btf: str, *names: str) -> bool:
     return all(b"\0" + name.encode() + b"\0" in data for name in names)
 
 
-def compile_flags(config: Mapping, tracefs: str, btf: str = "/sys/kernel/btf/vmlinux") -> list[str]:
-    """cflags: include path, ring sizes, rate limit, and features found in this kernel."""
+def compile_flags(config: Mapping, tracefs: str, btf: str = "/sys/kernel/btf/vmlinux",
+                  agent_pid: Optional[int] = None) -> list[str]:
+    """cflags: include path, ring sizes, rate limit, features found in this kernel, the
+    lineage map's size, the sandbox names the kernel knows, and the agent's pid."""
     probes = config["probes"]
     limit = probes["rate_limit"]
     rate, burst = int(limit["events_per_s"]), int(limit["burst"])
@@ -153,7 +168,53 @@ def compile_flags(config: Mapping, tracefs: str, btf: str = "/sys/kernel/btf/vml
     # open(2) has no syscall of its own on arm64 (only openat)
     if os.path.isdir(os.path.join(tracefs, "events", "syscalls", "sys_enter_open")):
         flags.append("-DHAVE_SYS_OPEN")
+    # A kernel built without module support has no module syscalls to watch.
+    if os.path.isdir(os.path.join(tracefs, "events", "syscalls", "sys_enter_finit_module")):
+        flags.append("-DHAVE_MODULE_SYSCALLS")
+    lineage_max = int(config["sandbox"]["lineage_max_processes"])
+    if lineage_max <= 0:
+        raise ProbeError(f"sandbox.lineage_max_processes must be positive, not {lineage_max}")
+    flags.append(f"-DLINEAGE_MAX={lineage_max}")
+    flags.append(sandbox_name_test(kernel_name_prefixes(config["sandbox"])))
+    flags.append(f"-DAGENT_PID={agent_pid if agent_pid is not None else os.getpid()}")
+    pidns = os.stat("/proc/self/ns/pid")
+    flags += [f"-DHOST_PIDNS_DEV={pidns.st_dev}", f"-DHOST_PIDNS_INO={pidns.st_ino}"]
     return flags
+
+
+# Fixed cgroup-name prefixes of the runtimes' matchers (ebpfguard/enrich/sandbox.py) that the
+# kernel can test by itself. Wider than the matchers (kubepods holds only pods' cgroups):
+# the kernel only decides which processes get a lineage entry; names come from userspace.
+RUNTIME_PREFIXES = {"kubernetes": ("kubepods",), "docker": ("docker-",), "containerd": ("cri-containerd-",)}
+_GLOB_CHARS = set("*?[]\\")
+
+
+def kernel_name_prefixes(sandbox: Mapping) -> list[str]:
+    """Cgroup-name prefixes the kernel tests on a move's destination path: each `pattern`
+    glob that is a plain prefix (`sandbox-*`) or a plain name, the runtimes' fixed prefixes,
+    and the listed systemd units. Other globs are recognised once userspace resolves them."""
+    matchers = sandbox.get("matchers", ())
+    prefixes: list[str] = []
+    if "pattern" in matchers:
+        for pattern in sandbox.get("patterns", ()):
+            stem = pattern[:-1] if pattern.endswith("*") else pattern
+            if stem and not _GLOB_CHARS & set(stem):
+                prefixes.append(stem)
+    for matcher, fixed in RUNTIME_PREFIXES.items():
+        if matcher in matchers:
+            prefixes.extend(fixed)
+    if "systemd" in matchers:
+        prefixes.extend(sandbox.get("systemd_units", ()))
+    return [p for p in dict.fromkeys(prefixes) if p.isprintable() and 0 < len(p) < 64]
+
+
+def sandbox_name_test(prefixes: list[str]) -> str:
+    """The SANDBOX_NAME_AT(b, i) macro of bpf/common.h for these prefixes, as a cflag:
+    character compares on a masked index, which the verifier bounds."""
+    terms = [" && ".join(f"b[((i) + {k}) & PATH_MASK] == {ord(c)}" for k, c in enumerate(prefix))
+             for prefix in prefixes]
+    body = " || ".join(f"({t})" for t in terms) or "0"
+    return f"-DSANDBOX_NAME_AT(b, i)=({body})"
 
 
 @dataclass
@@ -164,6 +225,10 @@ class ProbeSet:
     families: tuple[str, ...]
     links: list[CgroupLink] = field(default_factory=list)
     delivered: int = 0
+    # What each family attached, to check that it stays attached: (family, program id,
+    # tracepoint perf fd or None, cgroup link or None).
+    attachments: list[tuple[str, int, Optional[int], Optional[CgroupLink]]] = field(default_factory=list)
+    _seeded: int = 0
     _stop_at: int = 0  # delivered count at which the current drain stops
 
     @classmethod
@@ -184,7 +249,14 @@ class ProbeSet:
                     attach_type = getattr(BPFAttachType, prog.attach_type)
                     # bcc 0.26 needs the attach type at load time for sock_addr programs.
                     fn = bpf.load_func(prog.function, getattr(BPF, prog.prog_type), attach_type=attach_type)
-                    probes.links.append(link_to_cgroup(fn.fd, cgroup_root, attach_type))
+                    link = link_to_cgroup(fn.fd, cgroup_root, attach_type)
+                    probes.links.append(link)
+                    probes.attachments.append((family, program_id(fn.fd), None, link))
+                for category, event in PROBE_FAMILIES[family].tracepoints:
+                    fn = bpf.funcs.get(f"tracepoint__{category}__{event}".encode())
+                    perf_fd = bpf.tracepoint_fds.get(f"{category}:{event}".encode())
+                    if fn is not None and perf_fd is not None:
+                        probes.attachments.append((family, program_id(fn.fd), perf_fd, None))
         except Exception as exc:  # noqa: BLE001 - bcc raises bare Exception
             probes.close()
             raise ProbeError(f"attaching cgroup programs to {cgroup_root} failed: {exc}") from None
@@ -219,6 +291,44 @@ class ProbeSet:
             family: int(table.sum(table.Key(C[f"PROBE_{family.upper()}"])).value)
             for family in self.families
         }
+
+    def attached(self) -> dict[str, bool]:
+        """Each family: every program it attached is still attached where it was (the
+        tracepoint's or the cgroup's attached program ids still list it)."""
+        out = {family: True for family in self.families}
+        for family, prog_id, perf_fd, link in self.attachments:
+            try:
+                if perf_fd is not None:
+                    present = prog_id in tracepoint_program_ids(perf_fd)
+                else:
+                    present = prog_id in attached_program_ids(link.cgroup, link.attach_type)
+            except OSError:
+                present = False
+            out[family] = out[family] and present
+        return out
+
+    def mark_sandbox_cgroup(self, cgroup_id: int) -> None:
+        """Tell the kernel a cgroup is (in) a sandbox: processes found in it get a lineage."""
+        table = self.bpf["sandbox_cgroups"]
+        table[table.Key(cgroup_id)] = table.Leaf(1)
+
+    def seed_lineage(self, pid: int, cgroup_id: int) -> None:
+        """Give a process already running in a sandbox its lineage entry, if it has none."""
+        table = self.bpf["lineage"]
+        key = table.Key(pid)
+        if table.get(key) is None:
+            table[key] = table.Leaf(cgroup_id)
+            # Counted with the kernel's inserts, so evictions stay inserts - deletes - live.
+            self._seeded += 1
+
+    def lineage_counts(self) -> tuple[int, int, int]:
+        """(entries inserted, entries deleted at exit, live entries) of the lineage map; what
+        the LRU pushed out is inserted - deleted - live."""
+        counts = self.bpf["lineage_counts"]
+        inserts = int(counts.sum(counts.Key(C["LINEAGE_INSERTS"])).value) + self._seeded
+        deletes = int(counts.sum(counts.Key(C["LINEAGE_DELETES"])).value)
+        live = sum(1 for _ in self.bpf["lineage"].keys())
+        return inserts, deletes, live
 
     def held_back(self) -> dict[tuple[int, str], int]:
         """What the rate limit held back since load: (cgroup id, kind) -> count."""

@@ -53,6 +53,17 @@ LATENCY = MetricSpec("ebpfguard_pipeline_latency_seconds", "histogram",
 SANDBOXES = MetricSpec("ebpfguard_sandboxes", "gauge", "Sandboxes with a live process.")
 PROBE_UP = MetricSpec("ebpfguard_probe_up", "gauge",
                       "1 while the probe family is loaded and attached, else 0.", ("probe",))
+PROBE_ATTACHED = MetricSpec("ebpfguard_probe_attached", "gauge",
+                            "1 while every program of the probe family is still attached where the "
+                            "agent attached it (checked every second), else 0.", ("probe",))
+LAST_EVENT = MetricSpec("ebpfguard_last_event_timestamp_seconds", "gauge",
+                        "Unix time the agent last wrote an event (absent before the first): a "
+                        "stalled or blinded agent stops moving it.")
+LINEAGE_PROCESSES = MetricSpec("ebpfguard_lineage_processes", "gauge",
+                               "Processes the kernel's lineage map holds a sandbox for (docs/lineage.md).")
+LINEAGE_EVICTIONS = MetricSpec("ebpfguard_lineage_evictions_total", "counter",
+                               "Lineage entries the kernel's LRU pushed out to make room (those "
+                               "processes fall back to the cgroup they are in).")
 BUILD_INFO = MetricSpec("ebpfguard_build_info", "gauge", "Always 1; the agent's version is a label.", ("version",))
 
 GPU_MEMORY = MetricSpec("ebpfguard_gpu_memory_bytes", "gauge",
@@ -73,8 +84,9 @@ OUTPUT_DROPPED = MetricSpec("ebpfguard_output_dropped_total", "counter",
 OUTPUT_QUEUE_DEPTH = MetricSpec("ebpfguard_output_queue_depth", "gauge",
                                 "Payloads waiting for an output: its queue plus its backlog (spool).", ("output",))
 
-METRICS = (EVENTS, ALERTS, LOST, HELD_BACK, LOST_BY_SANDBOX, DROPPED, LATENCY, SANDBOXES, PROBE_UP, BUILD_INFO,
-           GPU_MEMORY, GPU_UTILIZATION, OUTPUT_SENT, OUTPUT_FAILED, OUTPUT_DROPPED, OUTPUT_QUEUE_DEPTH)
+METRICS = (EVENTS, ALERTS, LOST, HELD_BACK, LOST_BY_SANDBOX, DROPPED, LATENCY, SANDBOXES, PROBE_UP,
+           PROBE_ATTACHED, LAST_EVENT, LINEAGE_PROCESSES, LINEAGE_EVICTIONS, BUILD_INFO, GPU_MEMORY,
+           GPU_UTILIZATION, OUTPUT_SENT, OUTPUT_FAILED, OUTPUT_DROPPED, OUTPUT_QUEUE_DEPTH)
 
 
 class ProbeView(Protocol):
@@ -85,6 +97,12 @@ class ProbeView(Protocol):
     def kernel_lost(self) -> Mapping[str, int]: ...
 
     def gpu_usage(self) -> Sequence[SandboxGpuUsage]: ...
+
+    def probe_attached(self) -> Mapping[str, bool]: ...
+
+    def last_event_time(self) -> Optional[float]: ...
+
+    def lineage_counts(self) -> Optional[tuple[int, int, int]]: ...
 
 
 def new_family(spec: MetricSpec) -> Metric:
@@ -142,10 +160,27 @@ class AgentCollector:
         up = self.probes.probe_up()
         for family in self.families:
             probe_up.add_metric([family], 1 if up.get(family) else 0)
+        attached_family = new_family(PROBE_ATTACHED)
+        attached = self.probes.probe_attached()
+        for family in self.families:
+            attached_family.add_metric([family], 1 if attached.get(family) else 0)
         build = new_family(BUILD_INFO)
         build.add_metric([self.version], 1)
-        return [events, alerts, lost, held_back, lost_by_sandbox, dropped, latency, sandboxes, probe_up, build,
-                *self._gpu_families(), *self._output_families()]
+        return [events, alerts, lost, held_back, lost_by_sandbox, dropped, latency, sandboxes, probe_up,
+                attached_family, *self._liveness_families(), build, *self._gpu_families(), *self._output_families()]
+
+    def _liveness_families(self) -> list[Metric]:
+        last_event = new_family(LAST_EVENT)
+        when = self.probes.last_event_time()
+        if when is not None:
+            last_event.add_metric([], when)
+        processes, evictions = new_family(LINEAGE_PROCESSES), new_family(LINEAGE_EVICTIONS)
+        counts = self.probes.lineage_counts()
+        if counts is not None:
+            inserts, deletes, live = counts
+            processes.add_metric([], live)
+            evictions.add_metric([], max(0, inserts - deletes - live))
+        return [last_event, processes, evictions]
 
     def _output_families(self) -> list[Metric]:
         sent, failed, dropped, depth = (new_family(spec) for spec in

@@ -84,6 +84,9 @@ def summary(event: dict) -> str:
         return safe(f"{event.get('family')} {event.get('type')} proto {event.get('protocol')}")
     if kind == "open":
         return safe(event.get("filename"))
+    if kind in ("escape", "tamper"):
+        where = event.get("to_cgroup") or event.get("target") or event.get("filename") or event.get("bpf_cmd")
+        return safe(f"{event.get('what')} {where or ''}".rstrip())
     if kind == "action":
         return safe(f"{event.get('action')} {event.get('target')} for {event.get('rule')}: {event.get('outcome')}")
     if kind == "summary":

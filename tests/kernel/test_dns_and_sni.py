@@ -104,6 +104,8 @@ def test_tls_client_hello_with_a_pool_name_yields_sni_and_miner_pool(agent, make
     finally:
         srv.close()
     assert flow["sni"] == "gulf.moneroocean.stream" and flow["dport"] == srv.port
+    # The client connected to a bare address: no DNS answer this sandbox received named it.
+    assert flow["dns_named"] is False
     assert alert["evidence"]["source"] == "sni" and alert["evidence"]["matched"] == "moneroocean.stream"
     assert alert["sandbox"]["name"] == cg.path.name
 

@@ -277,3 +277,14 @@ def test_output_templates_substitute_fields_and_report_unknown_ones():
         compile_template("to %dport from %sandbox.nmae")
     assert (caught.value.message, caught.value.offset) == (
         "unknown field %sandbox.nmae (did you mean 'sandbox.name'?)", 15)
+
+
+def test_kind_prefixed_names_hold_only_for_that_kind():
+    assert holds('connect.dport = 25', CONNECT)
+    assert holds('connect.daddr cidr "10.0.0.0/8" or process.comm = "nope"', CONNECT)
+    flow = {**CONNECT, "kind": "flow"}
+    assert not holds('connect.dport = 25 or process.comm = "nope"', flow)
+    assert holds('flow.dport = 25', flow)
+    assert Compiler(LISTS, MACROS).compile('dns.query endswith ".example"').kinds == {"dns"}
+    assert ("connect.dport is only on connect events, never on flow: this is always false", 18) in errors_of(
+        'kind = "flow" and connect.dport = 25')

@@ -5,11 +5,14 @@ import struct
 import pytest
 
 from ebpfguard.kernel import events
-from ebpfguard.kernel.events import C, DecodeError, ExecArgsRecord, ExecArgvRecord, ExecRecord, ExitRecord, FlowRecord, ForkRecord, decode
+from ebpfguard.kernel.events import (
+    C, DecodeError, ExecArgsRecord, ExecArgvRecord, ExecRecord, ExitRecord, FlowRecord, ForkRecord, GuardRecord,
+    decode,
+)
 
 
-def header(kind, pid=4242, comm=b"xmrig"):
-    return struct.pack(events.EVENT_HEADER.fmt, 123456789, 777, kind, pid, pid + 1, 1000, comm)
+def header(kind, pid=4242, comm=b"xmrig", lineage=0):
+    return struct.pack(events.EVENT_HEADER.fmt, 123456789, 777, lineage, kind, pid, pid + 1, 1000, comm)
 
 
 def exec_args_record(argv, filename=b"/usr/bin/x", flags=0):
@@ -126,3 +129,27 @@ def test_connect_record_from_a_syscall_and_from_outside_one():
 def test_every_record_kind_of_the_header_has_a_decoder():
     kinds = {value for name, value in C.items() if name.startswith("EVENT_")}
     assert kinds == set(events.DECODERS)
+
+
+def test_every_header_carries_the_lineage_cgroup_beside_the_current_one():
+    rec = decode(header(C["EVENT_EXEC"], lineage=555) + struct.pack("<iIII", 0, 0, 0, 0))
+    assert rec.hdr.cgroup_id == 777 and rec.hdr.lineage_cgroup_id == 555
+
+
+def guard_record(kind, what, path=b"", detail=b"", target_pid=0, arg=0, aux=0, target=0, target_lineage=0):
+    return header(kind, lineage=555) + struct.pack(
+        "<IiQqQQ", C[what], target_pid, arg, aux, target, target_lineage
+    ) + path.ljust(C["GUARD_PATH_LEN"], b"\0") + detail.ljust(C["GUARD_DETAIL_LEN"], b"\0")
+
+
+def test_an_escape_record_says_which_attempt_and_where_to():
+    rec = decode(guard_record(C["EVENT_ESCAPE"], "ESCAPE_CGROUP_MOVE", path=b"/", target_pid=77, target=1,
+                              target_lineage=555))
+    assert isinstance(rec, GuardRecord) and rec.escape
+    assert (rec.what, rec.target_pid, rec.target_cgroup_id, rec.target_lineage_cgroup_id, rec.path) == \
+        ("cgroup_move", 77, 1, 555, b"/")
+
+
+def test_a_tamper_record_keeps_its_signed_arguments():
+    rec = decode(guard_record(C["EVENT_TAMPER"], "TAMPER_SIGNAL", target_pid=-1, aux=9))
+    assert not rec.escape and rec.what == "signal" and rec.target_pid == -1 and rec.aux == 9

@@ -66,3 +66,9 @@ def test_logrotate_accepts_the_snippet():
     done = subprocess.run(["logrotate", "--debug", str(REPO / "deploy" / "logrotate" / "ebpfguard")],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_stalled_agent_is_restarted_by_the_watchdog():
+    settings = unit_settings()
+    assert settings["Type"] == ["notify"] and settings["NotifyAccess"] == ["main"]
+    assert settings["WatchdogSec"] == ["30s"]

@@ -230,3 +230,31 @@ def test_exec_join_accepts_each_long_argument_entry_cut_to_its_read_bound(env):
     size = stack_pieces(join, 200, received, chunk=4096)
     event = join.exec_event(ExecRecord(hdr(env, pid=200), 0, stack_argv=True, stack_argc=5, stack_size=size))
     assert event["argv_anomalies"] == ["past_entry_bounds"]
+
+
+def dns_answer(name: bytes, address: bytes) -> bytes:
+    """A DNS response naming one A record (RFC 1035 layout, the name compressed to the question)."""
+    question = name + struct.pack("!HH", 1, 1)
+    answer = struct.pack("!HHHIH", 0xC00C, 1, 1, 60, 4) + address
+    return struct.pack("!HHHHHH", 1, 0x8180, 1, 1, 0, 0) + question + answer
+
+
+def test_a_flow_says_whether_a_dns_answer_to_its_sandbox_named_its_address(env):
+    net = NetworkEvents(env["envelope"], None)
+    before = net.flow_event(flow(env, b"\x16\x03\x01\x02\x00\x01"))
+    assert before["dns_named"] is False
+    response = FlowRecord(hdr(env), 56, True, False, 17, 2, socket.inet_aton("127.0.0.53"), 53, 40001, 0, 0,
+                          dns_answer(b"\x04pool\x07example\x00", socket.inet_aton("127.0.0.1")))
+    assert net.flow_event(response)["kind"] == "dns"
+    after = net.flow_event(flow(env, b"\x16\x03\x01\x02\x00\x01"))
+    assert after["dns_named"] is True
+
+
+def test_named_addresses_are_bounded_the_least_recently_named_forgotten(env):
+    net = NetworkEvents(env["envelope"], None, max_named_addresses=1)
+    for address in ("10.0.0.1", "127.0.0.1"):
+        net.flow_event(FlowRecord(hdr(env), 57, True, False, 17, 2, socket.inet_aton("127.0.0.53"), 53, 40001, 0, 0,
+                                  dns_answer(b"\x01x\x00", socket.inet_aton(address))))
+    assert net.flow_event(flow(env, b"{}"))["dns_named"] is True  # 127.0.0.1, named last
+    to_first = FlowRecord(hdr(env), 58, True, True, 6, 2, socket.inet_aton("10.0.0.1"), 443, 40002, 0, 2, b"{}")
+    assert net.flow_event(to_first)["dns_named"] is False

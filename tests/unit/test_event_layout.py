@@ -10,7 +10,7 @@ from ebpfguard.kernel import events
 PRELUDE = """
 #include <stddef.h>
 #include <stdio.h>
-typedef unsigned long long __u64; typedef unsigned int __u32; typedef int __s32;
+typedef unsigned long long __u64; typedef long long __s64; typedef unsigned int __u32; typedef int __s32;
 typedef unsigned short __u16; typedef unsigned char __u8;
 #include "events.h"
 int main(void) {

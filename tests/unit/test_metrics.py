@@ -31,9 +31,13 @@ FAMILIES = ("exec", "proc", "net")
 class Probes:
     """The agent's answers about its probes: all attached, `lost` as the kernel counted."""
 
-    def __init__(self, lost: dict[str, int] | None = None, gpus: list | None = None) -> None:
+    def __init__(self, lost: dict[str, int] | None = None, gpus: list | None = None,
+                 detached: tuple[str, ...] = (), lineage: tuple[int, int, int] | None = None) -> None:
         self.lost = lost or {}
         self.gpus = gpus or []
+        self.detached = detached
+        self.lineage = lineage
+        self.last_event = 1_700_000_000.5
 
     def probe_up(self) -> dict[str, bool]:
         return {f: True for f in FAMILIES}
@@ -43,6 +47,15 @@ class Probes:
 
     def gpu_usage(self) -> list:
         return list(self.gpus)
+
+    def probe_attached(self) -> dict[str, bool]:
+        return {f: f not in self.detached for f in FAMILIES}
+
+    def last_event_time(self) -> float:
+        return self.last_event
+
+    def lineage_counts(self) -> tuple[int, int, int] | None:
+        return self.lineage
 
 
 class Clock:
@@ -101,7 +114,7 @@ class Harness:
 
 
 def test_every_metric_of_the_contract_is_exposed_with_its_labels():
-    h = Harness(probes=Probes(gpus=[SandboxGpuUsage("sandbox-a", 0, 1 << 30, 0.5, (10,))]))
+    h = Harness(probes=Probes(gpus=[SandboxGpuUsage("sandbox-a", 0, 1 << 30, 0.5, (10,))], lineage=(5, 2, 3)))
     h.emit("exec", "sandbox-a", 10)
     h.stats.count_sandbox_flood("sandbox-a", {"connect": 5}, {"net": 2})
     families = {f.name: f for f in text_string_to_metric_families(h.text())}
@@ -116,6 +129,10 @@ def test_every_metric_of_the_contract_is_exposed_with_its_labels():
         "ebpfguard_pipeline_latency_seconds": ("histogram", set()),
         "ebpfguard_sandboxes": ("gauge", set()),
         "ebpfguard_probe_up": ("gauge", {"probe"}),
+        "ebpfguard_probe_attached": ("gauge", {"probe"}),
+        "ebpfguard_last_event_timestamp_seconds": ("gauge", set()),
+        "ebpfguard_lineage_processes": ("gauge", set()),
+        "ebpfguard_lineage_evictions": ("counter", set()),
         "ebpfguard_build_info": ("gauge", {"version"}),
         "ebpfguard_gpu_memory_bytes": ("gauge", {"sandbox", "gpu"}),
         "ebpfguard_gpu_utilization_ratio": ("gauge", {"sandbox", "gpu"}),
@@ -331,3 +348,17 @@ def test_gpu_use_is_exposed_per_sandbox_and_gpu_with_capped_labels():
         (("gpu", "1"), ("sandbox", "other")): float(1 << 30),
     }
     assert h.samples("ebpfguard_gpu_utilization_ratio")[(("gpu", "0"), ("sandbox", "sandbox-a"))] == 0.97
+
+
+def test_a_detached_probe_reads_zero_and_the_others_one():
+    h = Harness(probes=Probes(detached=("net",)))
+    assert h.samples("ebpfguard_probe_attached") == {
+        (("probe", "exec"),): 1.0, (("probe", "proc"),): 1.0, (("probe", "net"),): 0.0,
+    }
+
+
+def test_last_event_time_is_the_agents_and_lineage_evictions_are_what_the_lru_pushed_out():
+    h = Harness(probes=Probes(lineage=(1000, 700, 64)))
+    assert h.samples("ebpfguard_last_event_timestamp_seconds") == {(): 1_700_000_000.5}
+    assert h.samples("ebpfguard_lineage_processes") == {(): 64.0}
+    assert h.samples("ebpfguard_lineage_evictions_total") == {(): 236.0}

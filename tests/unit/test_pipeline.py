@@ -17,7 +17,7 @@ from enrich_env import KTIME, fake_host
 
 
 def header(kind, cgroup_id, pid, comm):
-    return struct.pack(events.EVENT_HEADER.fmt, KTIME, cgroup_id, kind, pid, pid, 0, comm)
+    return struct.pack(events.EVENT_HEADER.fmt, KTIME, cgroup_id, 0, kind, pid, pid, 0, comm)
 
 
 def exec_args(cgroup_id, pid, argv, filename):

@@ -29,6 +29,11 @@ def test_a_failed_exec_says_so_before_the_command():
     assert summary(exec_event(["sh", "-c", "x"], retval=-2)).startswith("failed ENOENT: sh")
 
 
+def test_escape_and_tamper_say_what_was_tried_and_where():
+    assert summary({"kind": "escape", "what": "cgroup_move", "to_cgroup": "/"}) == "cgroup_move /"
+    assert summary({"kind": "tamper", "what": "bpf", "bpf_cmd": "BPF_PROG_LOAD"}) == "bpf BPF_PROG_LOAD"
+
+
 def test_alert_summary_leads_with_severity_and_rule():
     alert = {"kind": "alert", "rule": "miner.exec", "severity": "high", "summary": "miner started: kworker"}
     assert summary(alert) == "HIGH miner.exec: miner started: kworker"
