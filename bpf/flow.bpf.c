@@ -7,6 +7,7 @@
  * context, so each socket's creator is recorded at cgroup/sock_create and looked up by its
  * socket cookie. */
 #include "common.h"
+#include "response.h"
 
 #define ETH_P_IP 0x0800
 #define ETH_P_IPV6 0x86DD
@@ -188,13 +189,18 @@ static __always_inline int on_packet(struct __sk_buff *skb, u8 direction)
 	return 1;
 }
 
-/* Never drop: ebpfguard observes; these hooks return 1 (pass) on every path. */
+/* Pass (1) unless a response in force drops the packet (bpf/response.h); a dropped packet
+ * is not captured. */
 int cgroup_skb__egress(struct __sk_buff *skb)
 {
+	if (!response_allows_packet(skb, 1))
+		return 0;
 	return on_packet(skb, FLOW_EGRESS);
 }
 
 int cgroup_skb__ingress(struct __sk_buff *skb)
 {
+	if (!response_allows_packet(skb, 0))
+		return 0;
 	return on_packet(skb, FLOW_INGRESS);
 }

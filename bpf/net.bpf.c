@@ -6,6 +6,7 @@
  * time-of-check/time-of-use race). The result comes from the connect syscall's exit; a
  * connect made outside connect(2) (io_uring) is sent from the hook, without a result. */
 #include "common.h"
+#include "response.h"
 
 #define AF_INET 2
 #define AF_INET6 10
@@ -86,17 +87,18 @@ static __always_inline void remember_connect(struct bpf_sock_addr *ctx, u16 fami
 		count_lost(PROBE_NET);
 }
 
-/* Never deny: ebpfguard observes; these hooks return 1 (allow) on every path. */
+/* Allowed unless a response in force refuses it (bpf/response.h): the refused connect is
+ * still reported, with its EPERM. */
 int cgroup__connect4(struct bpf_sock_addr *ctx)
 {
 	remember_connect(ctx, AF_INET);
-	return 1;
+	return response_allows_connect(ctx, AF_INET);
 }
 
 int cgroup__connect6(struct bpf_sock_addr *ctx)
 {
 	remember_connect(ctx, AF_INET6);
-	return 1;
+	return response_allows_connect(ctx, AF_INET6);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_connect)

@@ -15,6 +15,7 @@ import time
 from typing import Callable, Mapping, Optional, TextIO
 
 from ebpfguard.clock import BootClock
+from ebpfguard.control import ControlServer
 from ebpfguard.enrich.enricher import Enricher
 from ebpfguard.kernel.events import (
     ConnectRecord, DecodeError, ExecArgsRecord, ExecArgvRecord, ExecRecord, ExitRecord, FlowRecord,
@@ -36,6 +37,9 @@ from ebpfguard.outputs.sdnotify import Notifier
 from ebpfguard.outputs.sinks import FanOut, JsonLinesSink, Sink
 from ebpfguard.outputs.stats import PipelineStats, RateLimitedWarnings
 from ebpfguard.enrich.wire.dns import DnsParseError
+from ebpfguard.respond.config import ResponseConfig
+from ebpfguard.respond.maps import ResponseMaps
+from ebpfguard.respond.responder import Responder
 
 Detect = Callable[[dict], list]
 
@@ -73,6 +77,13 @@ class Pipeline:
         self.last_event_time: Optional[float] = None  # wall clock, when an event was last written
         self._updates_state = {kind: getattr(enricher, name) for kind, name in STATE_ONLY.items()}
         self._to_event = {kind: getattr(enricher, name) for kind, name in TO_EVENT.items()}
+        self.responder: Optional[Responder] = None  # set when responses are on
+
+    def write_action(self, event: dict) -> None:
+        """An `action` event from the responder: written and counted."""
+        self.sink.write(event)
+        sandbox = self.sandboxes.label(str((event.get("sandbox") or {}).get("name")))
+        self.stats.count_action(event["action"], str(event.get("rule")), sandbox, event["outcome"])
 
     def on_record(self, raw: bytes) -> None:
         stage = "decode"
@@ -104,6 +115,8 @@ class Pipeline:
             self.last_event_time = time.time()
         latency_s = (self.now_ktime_ns() - ktime_ns) / 1e9 if written and ktime_ns is not None else None
         self.stats.count_event(event["kind"], label, latency_s)
+        if self.responder is not None:
+            self.responder.observe(event)
         if self.detect is None:
             return
         try:
@@ -119,6 +132,16 @@ class Pipeline:
         for alert in alerts:
             self.stats.count_alert(alert["rule"], alert["severity"], self.sandboxes.label(alert["sandbox"]["name"]))
             self.sink.write(alert)
+            if self.responder is not None:
+                self.act_on(alert)
+
+    def act_on(self, alert: dict) -> None:
+        """The configured actions for an alert, after it is written."""
+        try:
+            self.responder.on_alert(alert)
+        except Exception as exc:  # noqa: BLE001 - a failed action must not stop the agent
+            self.stats.drop("respond", "error")
+            self.warnings.warn("respond", f"acting on a {alert['rule']} alert failed: {type(exc).__name__}: {exc}")
 
 
 class Agent:
@@ -126,11 +149,13 @@ class Agent:
 
     def __init__(self, config: Mapping, output: Optional[str], cgroup_root: str,
                  detect: Optional[Detect] = None, log: TextIO = sys.stderr,
-                 socket_path: Optional[str] = None, late_alerts: Optional[Callable[[], list]] = None) -> None:
+                 socket_path: Optional[str] = None, late_alerts: Optional[Callable[[], list]] = None,
+                 response: Optional[ResponseConfig] = None, control_path: Optional[str] = None) -> None:
         """`late_alerts` returns alerts whose detection finished after their event (the
         executable scanner's); the main loop collects them between drains."""
         self.config = config
         self.late_alerts = late_alerts
+        self.response = response
         self.log = log
         self.cgroup_root = cgroup_root
         self.stats = PipelineStats()
@@ -173,6 +198,7 @@ class Agent:
         # from reading map fds while the main loop closes them.
         self._probes_lock = threading.Lock()
         self.gpus = self._gpu_watcher(config)
+        self.control = ControlServer.open(control_path) if control_path is not None else None
         self.notifier = Notifier()
         # Each family's attachments, as last checked: starts all-false until the probes load.
         self._attached: dict[str, bool] = {family: False for family in PROBE_FAMILIES}
@@ -204,6 +230,7 @@ class Agent:
             self.probes = probes
         self.seed_lineage(probes)
         self._attached = probes.attached()
+        responder = self._responder(probes)
         print("ready", file=self.log, flush=True)
         self.notifier.send("READY=1")
         busy_ms = int(self.config["probes"]["drain_interval_ms"])
@@ -222,7 +249,11 @@ class Agent:
                     wait_ms = busy_ms if drained else min(idle_ms, max(wait_ms, busy_ms) * 2)
                 self.collect_late_alerts()
                 now = time.monotonic()
+                if responder is not None:
+                    responder.poll()
                 self.sink.flush_if_due(now)
+                if self.control is not None:
+                    self.control.serve()
                 if now >= next_housekeeping:
                     self.check_losses()
                     self.report_floods()
@@ -238,10 +269,29 @@ class Agent:
             with self._probes_lock:
                 probes.close()
                 self.probes = None
+            if responder is not None:
+                responder.close()
+            if self.control is not None:
+                self.control.close()
             self.sink.close()
             self.notifier.send("STOPPING=1")
             self.notifier.close()
             print(f"ebpfguard: stopped: {json.dumps(self.summary())}", file=self.log, flush=True)
+
+    def _responder(self, probes: ProbeSet) -> Optional[Responder]:
+        """The responder (always, for `actions` and thaw; it acts only when configured), and
+        its control-socket operations."""
+        if self.response is None:
+            return None
+        maps = ResponseMaps(probes.bpf) if self.response.mode == "enforce" else None
+        responder = Responder(self.response, self.config["sandbox"], self.cgroup_root, maps,
+                              self.pipeline.write_action, socket.gethostname())
+        if self.response.active:
+            self.pipeline.responder = responder
+        if self.control is not None:
+            self.control.handle("actions.list", lambda _args: responder.listing())
+            self.control.handle("actions.lift", lambda args: _lift(responder, args))
+        return responder
 
     def seed_lineage(self, probes: ProbeSet) -> None:
         """Tell the kernel the sandboxes and sandboxed processes already there (the lineage
@@ -362,3 +412,15 @@ class Agent:
         with self._probes_lock:
             loaded = set(self.probes.families) if self.probes is not None else set()
         return {family: family in loaded for family in PROBE_FAMILIES}
+
+
+def _lift(responder: Responder, args: dict) -> dict:
+    from ebpfguard.control import ControlError
+
+    entry = args.get("id")
+    if not isinstance(entry, str):
+        raise ControlError('actions.lift needs {"id": ID} (ids from actions.list)')
+    try:
+        return responder.lift(entry)
+    except KeyError:
+        raise ControlError(f"nothing in force has id {entry!r}") from None

@@ -48,6 +48,14 @@ def socket_option(help_text: str):
                         envvar="EBPFGUARD_SOCKET", metavar="PATH", help=help_text)
 
 
+def control_socket_option(help_text: str):
+    """--control-socket PATH: the agent serves `actions` and other requests there."""
+    from ebpfguard.client import DEFAULT_CONTROL_SOCKET
+
+    return click.option("--control-socket", "control_path", default=DEFAULT_CONTROL_SOCKET, show_default=True,
+                        envvar="EBPFGUARD_CONTROL_SOCKET", metavar="PATH", help=help_text)
+
+
 rules_option = click.option(
     "--rules", "rule_files", multiple=True, metavar="FILE", envvar="EBPFGUARD_RULES",
     type=click.Path(dir_okay=False, path_type=Path), help="Rules file extending the shipped rules (repeatable).",
@@ -85,12 +93,13 @@ def _metrics_address(_ctx: click.Context, _param: click.Parameter, value: str) -
 @click.option("--output", type=click.Path(dir_okay=False), metavar="FILE",
               help="Append events to FILE instead of stdout (each line flushed within 100 ms).")
 @socket_option("Serve events to viewers (`ebpfguard watch`) on PATH, mode 0600; `none` disables.")
+@control_socket_option("Serve control requests (`ebpfguard actions`) on PATH, root only; `none` disables.")
 @click.option("--metrics-addr", "metrics_address", default="127.0.0.1:9477", show_default=True,
               envvar="EBPFGUARD_METRICS_ADDR", metavar="HOST:PORT", callback=_metrics_address,
               help="Serve Prometheus metrics on http://HOST:PORT/metrics; 'none' disables it.")
 @click.option("--ebpf", is_flag=True, hidden=True, help="Print the BPF program and its flags, then exit.")
 def run(config_path: Optional[Path], rule_files: tuple[Path, ...], output: Optional[str], socket_path: str,
-        metrics_address: Optional[tuple[str, int]], ebpf: bool) -> None:
+        control_path: str, metrics_address: Optional[tuple[str, int]], ebpf: bool) -> None:
     """Run the agent: events and alerts as JSON Lines on stdout, logs on stderr.
 
     Prints `ready` on stderr once every probe is attached; SIGINT or SIGTERM detach them all.
@@ -111,6 +120,7 @@ def run(config_path: Optional[Path], rule_files: tuple[Path, ...], output: Optio
         engine = DetectionEngine(rules, config["detect"], read_file=read_process_file)
     except (ValueError, DetectConfigError) as exc:
         fail(f"{config_path or 'default config'}: {exc}")
+    response = _response_or_fail(config, rules, config_path)
     if ebpf:
         click.echo(f"// cflags: {' '.join(compile_flags(config, tracefs_root() or '/sys/kernel/tracing'))}")
         click.echo(program_text())
@@ -132,9 +142,10 @@ def run(config_path: Optional[Path], rule_files: tuple[Path, ...], output: Optio
     logging.basicConfig(format="ebpfguard: %(levelname)s: %(message)s", level=logging.WARNING)
     try:
         agent = Agent(config, output, cgroup_root, detect=engine.process,
-                      socket_path=None if socket_path == "none" else socket_path, late_alerts=engine.poll)
+                      socket_path=None if socket_path == "none" else socket_path, late_alerts=engine.poll,
+                      response=response, control_path=None if control_path == "none" else control_path)
     except SocketBusy as exc:
-        fail(f"{exc} (stop it, or give this agent another --socket)")
+        fail(f"{exc} (stop it, or give this agent another --socket or --control-socket)")
     except OSError as exc:
         fail(f"cannot open {exc.filename or output}: {exc.strerror}")
     except ValueError as exc:  # an output's settings went bad since the config was read
@@ -147,6 +158,19 @@ def run(config_path: Optional[Path], rule_files: tuple[Path, ...], output: Optio
     finally:
         if server is not None:
             server.close()
+
+
+def _response_or_fail(config: dict, rules: "RuleSet", config_path: Optional[Path]):
+    """The checked `response` section: errors name file, line and key (exit 2)."""
+    from ebpfguard.detect.registry import DETECTORS
+    from ebpfguard.respond.config import parse_response
+
+    every_kind = ("exec", "exit", "socket", "connect", "flow", "dns", "open", "gpu")
+    kinds = {rule.id: getattr(DETECTORS.get(rule.id), "kinds", every_kind) for rule in rules.rules}
+    try:
+        return parse_response(config["response"], kinds, config_path)
+    except ConfigError as exc:
+        fail(str(exc))
 
 
 def _serve_metrics(agent: "Agent", host: str, port: int) -> "MetricsServer":
@@ -382,3 +406,100 @@ def _readable_or_exit(rule_file: Path) -> None:
     except (OSError, UnicodeDecodeError) as problem:
         click.echo(f"{rule_file}: cannot read: {problem}", err=True)
         sys.exit(EXIT_USAGE)
+
+
+# -- response: what is in force, and finishing a freeze -----------------------------------------
+
+
+@main.group(invoke_without_command=True)
+@control_socket_option("The agent's control socket.")
+@click.option("--json", "as_json", is_flag=True, help="The agent's answer as JSON.")
+@click.pass_context
+def actions(ctx: click.Context, control_path: str, as_json: bool) -> None:
+    """List what the agent's responses hold in force now (blocked flows, denied destinations,
+    quarantines, frozen sandboxes); `actions lift ID` ends one. Exit 2 if no agent is running."""
+    ctx.obj = control_path
+    if ctx.invoked_subcommand is not None:
+        return
+    import json
+
+    listing = _control_or_fail(control_path, "actions.list")
+    if as_json:
+        click.echo(json.dumps(listing, indent=2))
+        return
+    click.echo(f"mode: {listing['mode']}")
+    entries = listing["in_force"]
+    if not entries:
+        click.echo("nothing in force")
+    for entry in entries:
+        target = " ".join(f"{k}={v}" for k, v in entry["target"].items() if k not in ("sandbox", "allow"))
+        expires = f"  expires in {entry['expires_in_s']}s" if "expires_in_s" in entry else ""
+        rule = f"  rule {entry['rule']}" if entry.get("rule") else ""
+        click.echo(f"{entry['id']:<12}  {entry['action']:<12}  {entry['sandbox']:<24}  {target}{rule}{expires}")
+
+
+@actions.command("lift")
+@click.argument("ids", nargs=-1, required=True, metavar="ID...")
+@click.pass_obj
+def actions_lift(control_path: str, ids: tuple[str, ...]) -> None:
+    """End actions in force, by the ids `ebpfguard actions` lists (a frozen sandbox is thawed)."""
+    for entry in ids:
+        _control_or_fail(control_path, "actions.lift", {"id": entry})
+        click.echo(f"lifted {entry}")
+
+
+def _control_or_fail(path: str, op: str, args: Optional[dict] = None):
+    from ebpfguard import client
+
+    try:
+        return client.call(op, args, path)
+    except (client.NoAgent, client.Refused) as exc:
+        fail(str(exc))
+
+
+def _sandbox_cgroups_or_fail(name: str, config_path: Optional[Path]):
+    from ebpfguard.enrich.sandbox import cgroup_root_from_proc
+    from ebpfguard.respond.cgroups import contains, find_sandbox, own_cgroup_path
+
+    if name == "host":
+        fail("`host` is not a sandbox: thaw or kill its cgroups by hand")
+    mount = cgroup_root_from_proc()
+    if mount is None:
+        fail("no cgroup2 filesystem is mounted")
+    found = find_sandbox(mount, config_or_fail(config_path)["sandbox"], name)
+    if not found:
+        fail(f"no sandbox named {name!r} (as the config's sandbox matchers name cgroups)")
+    mine = own_cgroup_path()
+    for sandbox in found:
+        if mine is not None and contains(sandbox.path, mine):
+            fail(f"{name} holds this command's own cgroup ({mine})")
+    return mount, found
+
+
+@main.command()
+@click.argument("sandbox", metavar="SANDBOX")
+@config_option
+def thaw(sandbox: str, config_path: Optional[Path]) -> None:
+    """Thaw a frozen sandbox: its processes run again. Works with no agent running."""
+    from ebpfguard.respond.cgroups import thaw as thaw_cgroup
+
+    mount, found = _sandbox_cgroups_or_fail(sandbox, config_path)
+    for cgroup in found:
+        thaw_cgroup(mount, cgroup.path)
+        click.echo(f"thawed {cgroup.name} ({cgroup.path})")
+
+
+@main.command("kill")
+@click.argument("sandbox", metavar="SANDBOX")
+@config_option
+def kill_sandbox(sandbox: str, config_path: Optional[Path]) -> None:
+    """SIGKILL every process of a sandbox, frozen ones included (cgroup.kill, Linux 5.14+)."""
+    from ebpfguard.respond.cgroups import kill_all
+
+    mount, found = _sandbox_cgroups_or_fail(sandbox, config_path)
+    for cgroup in found:
+        try:
+            kill_all(mount, cgroup.path)
+        except OSError as exc:
+            fail(f"cannot kill {cgroup.path}: {exc.strerror} (cgroup.kill needs Linux 5.14+)")
+        click.echo(f"killed every process of {cgroup.name} ({cgroup.path})")

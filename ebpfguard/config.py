@@ -20,6 +20,14 @@ class ConfigError(Exception):
     """A configuration file that cannot be used; the message names file, line and key."""
 
 
+# Mappings whose keys are the user's (rule ids), not the default's: their values are checked
+# by the section's own parser (ebpfguard/respond/config.py), which reports lines with key_line().
+FREE_MAPPINGS = {"response.rules"}
+
+# YAML 1.1 reads an unquoted `off` as false: for these keys that means the string "off".
+OFF_STRINGS = {"response.mode"}
+
+
 def default_config_text() -> str:
     return resources.files("ebpfguard").joinpath("default_config.yaml").read_text()
 
@@ -74,16 +82,44 @@ def _overlay(base: Mapping[str, Any], node: yaml.Node, path: str, prefix: str, l
             known = ", ".join(sorted(base)) or "none"
             raise ConfigError(f"{path}:{line}: unknown key '{dotted}' (known here: {known})")
         default = base[key]
+        if dotted in FREE_MAPPINGS:
+            value = yaml.safe_load(yaml.serialize(value_node))
+            if not isinstance(value, dict):
+                raise ConfigError(f"{path}:{line}: '{dotted}' must be a mapping, not {_type_name(value)}")
+            merged[key] = value
+            continue
         if isinstance(default, dict):
             merged[key] = _overlay(default, value_node, path, dotted + ".", lines)
             continue
         value = yaml.safe_load(yaml.serialize(value_node))
+        if dotted in OFF_STRINGS and value is False:
+            value = "off"
         if not _same_type(default, value):
             raise ConfigError(
                 f"{path}:{line}: '{dotted}' must be {_type_name(default)}, not {_type_name(value)}"
             )
         merged[key] = value
     return merged
+
+
+def key_line(path: Optional[Path], keys: tuple[str, ...]) -> Optional[int]:
+    """The line (1-based) of a nested key in a YAML file, or None when the file does not
+    set it (the value is the default's) or cannot be read."""
+    if path is None:
+        return None
+    try:
+        node = yaml.compose(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    line = None
+    for key in keys:
+        if not isinstance(node, yaml.MappingNode):
+            return None
+        found = next(((k, v) for k, v in node.value if k.value == key), None)
+        if found is None:
+            return None
+        line, node = found[0].start_mark.line + 1, found[1]
+    return line
 
 
 def _same_type(default: Any, value: Any) -> bool:

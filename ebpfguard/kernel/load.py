@@ -78,8 +78,8 @@ PROBE_FAMILIES: dict[str, ProbeFamily] = {
 }
 
 # Shared by the families, first in the program text: the ring buffers and loss counters,
-# and the per-sandbox rate limit of the bulk kinds.
-SHARED_SOURCES = ("common.h", "ratelimit.bpf.c")
+# the per-sandbox rate limit of the bulk kinds, and the response maps and checks.
+SHARED_SOURCES = ("common.h", "ratelimit.bpf.c", "response.h")
 # The ring buffers, drained in this order: process records before the bulk ones, so an
 # exec is known before the network events of its process.
 RINGS = ("exec_events", "events")
@@ -163,6 +163,9 @@ def compile_flags(config: Mapping, tracefs: str, btf: str = "/sys/kernel/btf/vml
     # verifier refuses the whole exec family (a 5.10 kernel with BTF has no such helper).
     if btf_names(btf, "BPF_FUNC_task_pt_regs", "BPF_FUNC_get_current_task_btf"):
         flags.append("-DHAVE_STACK_ARGV")
+    # Response checks exist in the hooks only when they may act (bpf/response.h).
+    if config.get("response", {}).get("mode") == "enforce":
+        flags.append("-DRESPONSE_ENFORCE")
     if tracepoint_has_field(tracefs, "sched", "sched_process_exit", "group_dead"):
         flags.append("-DHAVE_GROUP_DEAD")
     # open(2) has no syscall of its own on arm64 (only openat)

@@ -53,6 +53,9 @@ LATENCY = MetricSpec("ebpfguard_pipeline_latency_seconds", "histogram",
 SANDBOXES = MetricSpec("ebpfguard_sandboxes", "gauge", "Sandboxes with a live process.")
 PROBE_UP = MetricSpec("ebpfguard_probe_up", "gauge",
                       "1 while the probe family is loaded and attached, else 0.", ("probe",))
+ACTIONS = MetricSpec("ebpfguard_actions_total", "counter",
+                     "Response actions, by action, rule, sandbox and outcome (done, failed, refused, "
+                     "skipped, dry-run).", ("action", "rule", "sandbox", "outcome"))
 PROBE_ATTACHED = MetricSpec("ebpfguard_probe_attached", "gauge",
                             "1 while every program of the probe family is still attached where the "
                             "agent attached it (checked every second), else 0.", ("probe",))
@@ -86,7 +89,8 @@ OUTPUT_QUEUE_DEPTH = MetricSpec("ebpfguard_output_queue_depth", "gauge",
 
 METRICS = (EVENTS, ALERTS, LOST, HELD_BACK, LOST_BY_SANDBOX, DROPPED, LATENCY, SANDBOXES, PROBE_UP,
            PROBE_ATTACHED, LAST_EVENT, LINEAGE_PROCESSES, LINEAGE_EVICTIONS, BUILD_INFO, GPU_MEMORY,
-           GPU_UTILIZATION, OUTPUT_SENT, OUTPUT_FAILED, OUTPUT_DROPPED, OUTPUT_QUEUE_DEPTH)
+           GPU_UTILIZATION, OUTPUT_SENT, OUTPUT_FAILED, OUTPUT_DROPPED, OUTPUT_QUEUE_DEPTH,
+           ACTIONS)
 
 
 class ProbeView(Protocol):
@@ -166,8 +170,12 @@ class AgentCollector:
             attached_family.add_metric([family], 1 if attached.get(family) else 0)
         build = new_family(BUILD_INFO)
         build.add_metric([self.version], 1)
+        actions = new_family(ACTIONS)
+        for key, n in sorted(snap.actions.items()):
+            actions.add_metric(list(key), n)
         return [events, alerts, lost, held_back, lost_by_sandbox, dropped, latency, sandboxes, probe_up,
-                attached_family, *self._liveness_families(), build, *self._gpu_families(), *self._output_families()]
+                attached_family, *self._liveness_families(), build, *self._gpu_families(), *self._output_families(),
+                actions]
 
     def _liveness_families(self) -> list[Metric]:
         last_event = new_family(LAST_EVENT)

@@ -32,7 +32,7 @@ class Sink(Protocol):
 
 class JsonLinesSink:
     """Buffered JSON Lines writer, flushed at least every `flush_interval_s`, and at the next
-    turn of the agent's loop once it holds an alert (alerts should not wait for a batch)."""
+    turn of the agent's loop once it holds an alert or action (those should not wait for a batch)."""
 
     def __init__(self, stream: TextIO, stats: PipelineStats, flush_interval_s: float = 0.05) -> None:
         self.stream = stream
@@ -55,7 +55,7 @@ class JsonLinesSink:
             self.stats.drop("output", "write_error")
             return False
         self._pending += 1
-        self._holds_alert = self._holds_alert or event.get("kind") == "alert"
+        self._holds_alert = self._holds_alert or event.get("kind") in ("alert", "action")
         return True
 
     def flush_if_due(self, now: Optional[float] = None) -> None:

@@ -26,6 +26,7 @@ LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
 KNOWN_DROPS = (
     ("decode", "malformed"), ("decode", "error"), ("enrich", "error"), ("enrich", "dns_malformed"),
     ("detect", "error"), ("output", "write_error"), ("viewer", "slow_reader"), ("gpu", "nvml_error"),
+    ("respond", "error"),
 )
 
 
@@ -43,6 +44,7 @@ class StatsSnapshot:
     alerts_written: int
     held_back: dict        # (kind, sandbox label) -> n: the kernel's per-sandbox rate limit
     lost_by_sandbox: dict  # (probe family, sandbox label) -> n: ring full, by whose record
+    actions: dict          # (action, rule, sandbox label, outcome) -> n
 
 
 class PipelineStats:
@@ -52,6 +54,7 @@ class PipelineStats:
         self._lock = threading.Lock()
         self._events: Counter = Counter()
         self._alerts: Counter = Counter()
+        self._actions: Counter = Counter()
         self._lost: Counter = Counter()
         self._dropped: Counter = Counter()
         self._latency = [0] * (len(LATENCY_BUCKETS_S) + 1)
@@ -75,6 +78,10 @@ class PipelineStats:
         with self._lock:
             self._alerts[(rule, severity, sandbox)] += 1
             self._alerts_written += 1
+
+    def count_action(self, action: str, rule: str, sandbox: str, outcome: str) -> None:
+        with self._lock:
+            self._actions[(action, rule, sandbox, outcome)] += 1
 
     def drop(self, stage: str, reason: str, n: int = 1) -> None:
         with self._lock:
@@ -100,7 +107,7 @@ class PipelineStats:
         """Remove a sandbox label's counters: its series end (the label value is reused)."""
         with self._lock:
             for counter, position in ((self._events, 1), (self._alerts, 2), (self._held_back, 1),
-                                      (self._lost_by_sandbox, 1)):
+                                      (self._lost_by_sandbox, 1), (self._actions, 2)):
                 for key in [k for k in counter if k[position] == sandbox]:
                     del counter[key]
 
@@ -117,6 +124,7 @@ class PipelineStats:
                 alerts_written=self._alerts_written,
                 held_back=dict(self._held_back),
                 lost_by_sandbox=dict(self._lost_by_sandbox),
+                actions=dict(self._actions),
             )
 
 

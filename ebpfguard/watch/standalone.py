@@ -31,7 +31,8 @@ def own_agent(extra_args: tuple[str, ...]) -> Iterator[str]:
         log_path = Path(workdir) / "agent.log"
         with open(log_path, "w") as log:
             child = subprocess.Popen(
-                [sys.executable, "-m", "ebpfguard", "run", "--socket", sock, "--output", os.devnull, *extra_args],
+                [sys.executable, "-m", "ebpfguard", "run", "--socket", sock, "--control-socket", "none",
+                 "--output", os.devnull, *extra_args],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
         try:
             _wait_ready(child, log_path)

@@ -53,8 +53,11 @@ class RunningAgent:
         self.stderr_path = workdir / "agent.stderr"
         self._stderr = open(self.stderr_path, "w")
         if "--socket" not in args:
-            # Agents in tests run side by side: none takes the host's default viewer socket.
+            # Agents in tests run side by side: none takes the host's default viewer socket...
             args = ("--socket", "none", *args)
+        if "--control-socket" not in args:
+            # ...or its default control socket.
+            args = ("--control-socket", "none", *args)
         if "--metrics-addr" not in args:
             args = (*args, "--metrics-addr", "127.0.0.1:0")
         self.proc = subprocess.Popen(

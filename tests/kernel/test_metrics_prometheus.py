@@ -188,7 +188,7 @@ def test_busy_metrics_port_is_a_clear_error_and_exit_2(tmp_path):
         started = time.monotonic()
         ran = subprocess.run(
             [sys.executable, "-m", "ebpfguard", "run", "--output", str(tmp_path / "out.jsonl"),
-             "--socket", "none", "--metrics-addr", f"127.0.0.1:{port}"],
+             "--socket", "none", "--control-socket", "none", "--metrics-addr", f"127.0.0.1:{port}"],
             capture_output=True, text=True, timeout=120,
         )
         took = time.monotonic() - started

@@ -116,6 +116,8 @@ class Harness:
 def test_every_metric_of_the_contract_is_exposed_with_its_labels():
     h = Harness(probes=Probes(gpus=[SandboxGpuUsage("sandbox-a", 0, 1 << 30, 0.5, (10,))], lineage=(5, 2, 3)))
     h.emit("exec", "sandbox-a", 10)
+    h.pipeline.write_action({"kind": "action", "action": "block-flow", "rule": "miner.stratum",
+                             "sandbox": {"name": "sandbox-a"}, "outcome": "done"})
     h.stats.count_sandbox_flood("sandbox-a", {"connect": 5}, {"net": 2})
     families = {f.name: f for f in text_string_to_metric_families(h.text())}
     # The parser strips _total from counter family names.
@@ -136,6 +138,7 @@ def test_every_metric_of_the_contract_is_exposed_with_its_labels():
         "ebpfguard_build_info": ("gauge", {"version"}),
         "ebpfguard_gpu_memory_bytes": ("gauge", {"sandbox", "gpu"}),
         "ebpfguard_gpu_utilization_ratio": ("gauge", {"sandbox", "gpu"}),
+        "ebpfguard_actions": ("counter", {"action", "rule", "sandbox", "outcome"}),
         "ebpfguard_output_sent": ("counter", {"output"}),
         "ebpfguard_output_failed": ("counter", {"output"}),
         "ebpfguard_output_dropped": ("counter", {"output", "reason"}),

@@ -1,0 +1,1 @@
+"""Response: acting on alerts at the sandbox boundary (docs/response.md)."""
