@@ -31,8 +31,8 @@ from ebpfguard.enrich.sandbox_tracker import SandboxTracker
 from ebpfguard.enrich.summary import CountDeltas, summary_event
 from ebpfguard.outputs.delivery import OutputSnapshot
 from ebpfguard.outputs.eventsocket import EventSocket
-from ebpfguard.outputs.forward import Forwarders
 from ebpfguard.outputs.history import HistoryBounds, SandboxHistory
+from ebpfguard.outputs.process import OutputProcess
 from ebpfguard.outputs.runner_access import RunnerAccess, parse_grants
 from ebpfguard.outputs.runner_service import register_runner_operations
 from ebpfguard.outputs.sdnotify import Notifier
@@ -177,7 +177,8 @@ class Agent:
             clock=BootClock(),
             pods=pods,
         )
-        self.sink: Sink = JsonLinesSink.open(output, self.stats, config["output"]["flush_interval_ms"] / 1000)
+        lines = JsonLinesSink.open(output, self.stats, config["output"]["flush_interval_ms"] / 1000)
+        self.sink: Sink = lines
         # Each sandbox's recent history, for `report` and the runner client.
         self.history = SandboxHistory(HistoryBounds.from_config(config["history"]))
         self.sink = FanOut(self.sink, self.history)
@@ -185,8 +186,8 @@ class Agent:
             viewers = EventSocket.open(socket_path, self.stats, config["viewer"]["buffer_bytes"],
                                        config["viewer"]["max_viewers"])
             self.sink = FanOut(self.sink, viewers)
-        # Alertmanager, Falco, syslog, webhooks: after the JSON Lines, each on its own thread.
-        self.outputs = Forwarders.from_config(config.get("outputs"), config["logging"]["warn_interval_s"], log)
+        # Alertmanager, Falco, syslog, webhooks: after the JSON Lines, in a process of their own.
+        self.outputs = OutputProcess(config.get("outputs"), config["logging"]["warn_interval_s"], lines.line_of)
         if self.outputs:
             self.sink = FanOut(self.sink, self.outputs)
         self.sandboxes = SandboxTracker(
@@ -261,6 +262,7 @@ class Agent:
                 if responder is not None:
                     responder.poll()
                 self.sink.flush_if_due(now)
+                self.notifier.ping_if_due(now)
                 if self.control is not None:
                     self.control.serve()
                 if now >= next_housekeeping:
@@ -268,6 +270,7 @@ class Agent:
                     self.report_floods()
                     self.expire_sandbox_labels()
                     self.history.expire()
+                    self.check_attached(probes)
                     next_housekeeping = now + 1.0
                 if self.gpus is not None:
                     self.poll_gpus()
