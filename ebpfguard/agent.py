@@ -21,6 +21,7 @@ from ebpfguard.kernel.events import (
     ConnectRecord, DecodeError, ExecArgsRecord, ExecArgvRecord, ExecRecord, ExitRecord, FlowRecord,
     ForkRecord, GuardRecord, OpenRecord, SocketRecord, decode,
 )
+from ebpfguard.detect.relays import RelayIndex
 from ebpfguard.enrich.gpu import GpuWatcher, cgroup_path_of_pid, load_nvml
 from ebpfguard.enrich.lineage import sandboxed_cgroups
 from ebpfguard.kernel.load import PROBE_FAMILIES, ProbeSet
@@ -80,6 +81,7 @@ class Pipeline:
         self._updates_state = {kind: getattr(enricher, name) for kind, name in STATE_ONLY.items()}
         self._to_event = {kind: getattr(enricher, name) for kind, name in TO_EVENT.items()}
         self.responder: Optional[Responder] = None  # set when responses are on
+        self.relays: Optional[RelayIndex] = None  # names the sandbox behind a host relay's alerts
 
     def write_action(self, event: dict) -> None:
         """An `action` event from the responder: written and counted."""
@@ -119,6 +121,8 @@ class Pipeline:
         self.stats.count_event(event["kind"], label, latency_s)
         if self.responder is not None:
             self.responder.observe(event)
+        if self.relays is not None:
+            self.relays.observe(event)
         if self.detect is None:
             return
         try:
@@ -127,6 +131,8 @@ class Pipeline:
             self.stats.drop("detect", "error")
             self.warnings.warn("detect", f"detection failed on a {event['kind']} event: {type(exc).__name__}: {exc}")
             return
+        if self.relays is not None:
+            alerts = [self.relays.attribute(alert) for alert in alerts]
         self.write_alerts(alerts)
 
     def write_alerts(self, alerts: list) -> None:
@@ -204,6 +210,7 @@ class Agent:
             register_runner_operations(self.control, self.history)
             self.sink = FanOut(self.sink, self.control)
         self.pipeline = Pipeline(enricher, self.sink, self.stats, self.sandboxes, self.warnings, detect)
+        self.pipeline.relays = RelayIndex()
         self.probes: Optional[ProbeSet] = None
         # The metrics endpoint reads the kernel's counters from its own thread: this keeps it
         # from reading map fds while the main loop closes them.
