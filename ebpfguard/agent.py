@@ -35,6 +35,8 @@ from ebpfguard.outputs.delivery import OutputSnapshot
 from ebpfguard.outputs.eventsocket import EventSocket
 from ebpfguard.outputs.history import HistoryBounds, SandboxHistory
 from ebpfguard.outputs.process import OutputProcess
+from ebpfguard.outputs.runner_access import RunnerAccess, parse_grants
+from ebpfguard.outputs.runner_service import register_runner_operations
 from ebpfguard.outputs.sdnotify import Notifier
 from ebpfguard.outputs.sinks import FanOut, JsonLinesSink, Sink
 from ebpfguard.outputs.stats import PipelineStats, RateLimitedWarnings
@@ -200,6 +202,14 @@ class Agent:
             retention_s=config["metrics"]["sandbox_label_retention_s"],
             max_pids=config["process_table"]["max_processes"],
         )
+        # The control socket: `actions`, and the runner operations over the history, whose
+        # watchers get alerts as they are written (so it is a sink too).
+        self.control = None
+        if control_path is not None:
+            access = RunnerAccess(parse_grants(config["clients"]["allow"]))
+            self.control = ControlServer.open(control_path, access, config["sandbox"])
+            register_runner_operations(self.control, self.history)
+            self.sink = FanOut(self.sink, self.control)
         self.pipeline = Pipeline(enricher, self.sink, self.stats, self.sandboxes, self.warnings, detect)
         self.pipeline.relays = RelayIndex()
         self.probes: Optional[ProbeSet] = None
@@ -207,7 +217,6 @@ class Agent:
         # from reading map fds while the main loop closes them.
         self._probes_lock = threading.Lock()
         self.gpus = self._gpu_watcher(config)
-        self.control = ControlServer.open(control_path) if control_path is not None else None
         self.notifier = Notifier()
         # Each family's attachments, as last checked: starts all-false until the probes load.
         self._attached: dict[str, bool] = {family: False for family in PROBE_FAMILIES}
@@ -301,8 +310,8 @@ class Agent:
         if self.response.active:
             self.pipeline.responder = responder
         if self.control is not None:
-            self.control.handle("actions.list", lambda _args: responder.listing())
-            self.control.handle("actions.lift", lambda args: _lift(responder, args))
+            self.control.handle("actions.list", lambda _args, _peer: responder.listing())
+            self.control.handle("actions.lift", lambda args, _peer: _lift(responder, args))
         return responder
 
     def seed_lineage(self, probes: ProbeSet) -> None:
