@@ -21,6 +21,7 @@ from ebpfguard.kernel.events import (
     ConnectRecord, DecodeError, ExecArgsRecord, ExecArgvRecord, ExecRecord, ExitRecord, FlowRecord,
     ForkRecord, GuardRecord, OpenRecord, SocketRecord, decode,
 )
+from ebpfguard.detect.relays import RelayIndex
 from ebpfguard.enrich.gpu import GpuWatcher, cgroup_path_of_pid, load_nvml
 from ebpfguard.enrich.lineage import sandboxed_cgroups
 from ebpfguard.kernel.load import PROBE_FAMILIES, ProbeSet
@@ -33,6 +34,8 @@ from ebpfguard.outputs.delivery import OutputSnapshot
 from ebpfguard.outputs.eventsocket import EventSocket
 from ebpfguard.outputs.history import HistoryBounds, SandboxHistory
 from ebpfguard.outputs.process import OutputProcess
+from ebpfguard.outputs.runner_access import RunnerAccess, parse_grants
+from ebpfguard.outputs.runner_service import register_runner_operations
 from ebpfguard.outputs.sdnotify import Notifier
 from ebpfguard.outputs.sinks import FanOut, JsonLinesSink, Sink
 from ebpfguard.outputs.stats import PipelineStats, RateLimitedWarnings
@@ -78,6 +81,7 @@ class Pipeline:
         self._updates_state = {kind: getattr(enricher, name) for kind, name in STATE_ONLY.items()}
         self._to_event = {kind: getattr(enricher, name) for kind, name in TO_EVENT.items()}
         self.responder: Optional[Responder] = None  # set when responses are on
+        self.relays: Optional[RelayIndex] = None  # names the sandbox behind a host relay's alerts
 
     def write_action(self, event: dict) -> None:
         """An `action` event from the responder: written and counted."""
@@ -117,6 +121,8 @@ class Pipeline:
         self.stats.count_event(event["kind"], label, latency_s)
         if self.responder is not None:
             self.responder.observe(event)
+        if self.relays is not None:
+            self.relays.observe(event)
         if self.detect is None:
             return
         try:
@@ -125,6 +131,8 @@ class Pipeline:
             self.stats.drop("detect", "error")
             self.warnings.warn("detect", f"detection failed on a {event['kind']} event: {type(exc).__name__}: {exc}")
             return
+        if self.relays is not None:
+            alerts = [self.relays.attribute(alert) for alert in alerts]
         self.write_alerts(alerts)
 
     def write_alerts(self, alerts: list) -> None:
@@ -193,13 +201,21 @@ class Agent:
             retention_s=config["metrics"]["sandbox_label_retention_s"],
             max_pids=config["process_table"]["max_processes"],
         )
+        # The control socket: `actions`, and the runner operations over the history, whose
+        # watchers get alerts as they are written (so it is a sink too).
+        self.control = None
+        if control_path is not None:
+            access = RunnerAccess(parse_grants(config["clients"]["allow"]))
+            self.control = ControlServer.open(control_path, access, config["sandbox"])
+            register_runner_operations(self.control, self.history)
+            self.sink = FanOut(self.sink, self.control)
         self.pipeline = Pipeline(enricher, self.sink, self.stats, self.sandboxes, self.warnings, detect)
+        self.pipeline.relays = RelayIndex()
         self.probes: Optional[ProbeSet] = None
         # The metrics endpoint reads the kernel's counters from its own thread: this keeps it
         # from reading map fds while the main loop closes them.
         self._probes_lock = threading.Lock()
         self.gpus = self._gpu_watcher(config)
-        self.control = ControlServer.open(control_path) if control_path is not None else None
         self.notifier = Notifier()
         # Each family's attachments, as last checked: starts all-false until the probes load.
         self._attached: dict[str, bool] = {family: False for family in PROBE_FAMILIES}
@@ -290,8 +306,8 @@ class Agent:
         if self.response.active:
             self.pipeline.responder = responder
         if self.control is not None:
-            self.control.handle("actions.list", lambda _args: responder.listing())
-            self.control.handle("actions.lift", lambda args: _lift(responder, args))
+            self.control.handle("actions.list", lambda _args, _peer: responder.listing())
+            self.control.handle("actions.lift", lambda args, _peer: _lift(responder, args))
         return responder
 
     def seed_lineage(self, probes: ProbeSet) -> None:

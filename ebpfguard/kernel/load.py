@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Mapping, Optional
 
 from ebpfguard.kernel.events import BPF_DIR, C
@@ -133,6 +134,17 @@ def _ring_pages(probes: Mapping, key: str) -> int:
     return pages
 
 
+def btf_names(btf: str, *names: str) -> bool:
+    """Whether the kernel's BTF names each of `names` (its string table holds every type and
+    enumerator name): a BPF helper exists in this kernel when its BPF_FUNC_* enumerator does,
+    a feature probe instead of a guess from the version. False without BTF."""
+    try:
+        data = Path(btf).read_bytes()
+    except OSError:
+        return False
+    return all(b"\0" + name.encode() + b"\0" in data for name in names)
+
+
 def compile_flags(config: Mapping, tracefs: str, btf: str = "/sys/kernel/btf/vmlinux",
                   agent_pid: Optional[int] = None) -> list[str]:
     """cflags: include path, ring sizes, rate limit, features found in this kernel, the
@@ -152,8 +164,9 @@ def compile_flags(config: Mapping, tracefs: str, btf: str = "/sys/kernel/btf/vml
              f"-DEXEC_RINGBUF_PAGES={_ring_pages(probes, 'exec_ring_buffer_pages')}",
              f"-DBULK_RATE={rate}", f"-DBULK_BURST={burst}", f"-DARGV_STACK_RATE={stack_pieces}"]
     # The exec probe finds the new image's stack through bpf_task_pt_regs (Linux 5.15),
-    # whose result the verifier types from the kernel's BTF.
-    if os.path.exists(btf):
+    # whose result the verifier types from the kernel's BTF: both must be there, or the
+    # verifier refuses the whole exec family (a 5.10 kernel with BTF has no such helper).
+    if btf_names(btf, "BPF_FUNC_task_pt_regs", "BPF_FUNC_get_current_task_btf"):
         flags.append("-DHAVE_STACK_ARGV")
     # Response checks exist in the hooks only when they may act (bpf/response.h).
     if config.get("response", {}).get("mode") == "enforce":
