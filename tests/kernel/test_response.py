@@ -461,3 +461,16 @@ def test_sigkill_of_the_agent_leaves_none_of_its_programs_and_the_blocked_destin
         assert restarted.stop() == 0, restarted.stderr[-4000:]
     assert not ours & attached_anywhere(cgroup_root)
     assert connect_from(miner, server.port) == "ok"
+
+
+def test_kill_sandbox_ends_every_process_even_frozen_ones_without_an_agent(make_cgroup):
+    cg = make_cgroup(PREFIX + "kill-")
+    sleepers = [cg.popen(["sleep", "60"]), cg.child("inner").popen(["sleep", "60"])]
+    (cg.path / "cgroup.freeze").write_text("1")
+    killed = subprocess.run([sys.executable, "-m", "ebpfguard", "kill", cg.path.name], capture_output=True,
+                            text=True, timeout=30)
+    assert killed.returncode == 0, killed.stderr
+    assert [p.wait(timeout=10) for p in sleepers] == [-signal.SIGKILL, -signal.SIGKILL]
+    missing = subprocess.run([sys.executable, "-m", "ebpfguard", "thaw", PREFIX + "no-such-sandbox"],
+                             capture_output=True, text=True, timeout=30)
+    assert missing.returncode == 2 and "no sandbox named" in missing.stderr
