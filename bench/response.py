@@ -12,7 +12,13 @@ named `sandbox-rbench<id>-*` (the agents act on no other sandbox).
      event's kernel timestamp to the map update).
    * deny-connect: a sandboxed client sends a TLS ClientHello naming a pool, then connects
      again every 0.5 ms until one fails with EPERM.
-2. Per-packet cost: a bulk loopback transfer from a sandbox (never acted on) to a host
+2. Per-packet cost of the cgroup_skb egress program itself, with BPF_PROG_TEST_RUN (the
+   kernel runs the loaded program `repeat` times on one TCP packet and reports ns per run:
+   insensitive to the host's load, unlike throughput): compiled without the checks (mode
+   off), enforcing with nothing in force, with a flow blocked (a hash lookup per packet),
+   with a sandbox quarantined (an ancestor lookup per packet; a test packet has no socket,
+   so the walk stops at its first level).
+3. Throughput: a bulk loopback transfer from a sandbox (never acted on) to a host
    listener, in alternating rounds: no agent; an agent with responses off (the checks are not
    compiled in); enforcing with nothing in force (one array lookup per packet); with a
    blocked flow elsewhere (plus a hash lookup per packet); with a quarantined sandbox
@@ -25,12 +31,15 @@ The host is shared and noisy: read ratios near 1 as "no difference measured".
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import json
 import os
 import shutil
 import signal
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -42,7 +51,9 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from bench.stats import percentile
+from ebpfguard.config import load_config
 from ebpfguard.enrich.sandbox import cgroup_root_from_proc
+from ebpfguard.kernel.links import SYS_BPF
 
 PREFIX = f"sandbox-rbench{uuid.uuid4().hex[:6]}-"
 WALLET = "48edfHu7V9Z84YzzMa6fUueoELZ9ZRXq9VetWzYGzKt52XU5xvqgzYnDK9URnRoJMk1j8nLwEVsaSWJ4fhdUyZijBGUicoD"
@@ -55,6 +66,7 @@ def stratum_hello(n: int) -> str:
 STAMPER = textwrap.dedent("""
     import socket, sys, time
     s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     s.setblocking(False)
     start = time.time_ns()
     s.send(sys.argv[2].encode() + b"\\n")
@@ -250,9 +262,10 @@ def time_to_effect(agent: Agent, cgroups: Cgroups, runs: int) -> dict:
             event = agent.wait_for(action_in(cg, "block-flow"))
             client.wait(timeout=30)
             last = sink.last_stamp.get(stratum_hello(i))
-            if event.get("outcome") == "done" and last is not None:
-                block_ms.append((last - start) / 1e6)
+            if event.get("outcome") == "done":
                 delay_ms.append(event["delay_ms"])
+                if last is not None:  # else no stamped line got through at all
+                    block_ms.append((last - start) / 1e6)
             cg = cgroups.make(f"act-deny-{i}")
             out = cgroups.popen(cg, [sys.executable, "-c", DENIED, str(pool.port)]).communicate(timeout=30)[0]
             if out.strip():
@@ -275,7 +288,7 @@ def bulk_rate(cgroups: Cgroups, cgroup: Path, seconds: float) -> float:
     return float(out)
 
 
-def per_packet_cost(workdir: Path, cgroups: Cgroups, rounds: int, seconds: float) -> dict:
+def bulk_cost(workdir: Path, cgroups: Cgroups, rounds: int, seconds: float) -> dict:
     bulk = cgroups.make("bulk")  # not matched by the agents' `sandboxes`: never acted on
     rates: dict[str, list[float]] = {}
     for r in range(rounds):
@@ -308,11 +321,77 @@ def per_packet_cost(workdir: Path, cgroups: Cgroups, rounds: int, seconds: float
     return rates
 
 
+BPF_PROG_TEST_RUN = 10
+
+
+class TestRunAttr(ctypes.Structure):
+    """union bpf_attr, as BPF_PROG_TEST_RUN reads it (include/uapi/linux/bpf.h)."""
+
+    _fields_ = [("prog_fd", ctypes.c_uint32), ("retval", ctypes.c_uint32), ("data_size_in", ctypes.c_uint32),
+                ("data_size_out", ctypes.c_uint32), ("data_in", ctypes.c_uint64), ("data_out", ctypes.c_uint64),
+                ("repeat", ctypes.c_uint32), ("duration", ctypes.c_uint32), ("ctx_size_in", ctypes.c_uint32),
+                ("ctx_size_out", ctypes.c_uint32), ("ctx_in", ctypes.c_uint64), ("ctx_out", ctypes.c_uint64),
+                ("flags", ctypes.c_uint32), ("cpu", ctypes.c_uint32), ("batch_size", ctypes.c_uint32),
+                ("_pad", ctypes.c_uint32)]
+
+
+def tcp_packet(payload: bytes = b"x" * 64) -> bytes:
+    """An Ethernet frame with a loopback IPv4 TCP segment (test runs strip the Ethernet header)."""
+    tcp = struct.pack("!HHIIBBHHH", 40000, 3333, 1, 0, 5 << 4, 0x18, 65535, 0, 0)
+    total = 20 + len(tcp) + len(payload)
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, total, 0, 0, 64, 6, 0, bytes([127, 0, 0, 1]), bytes([127, 0, 0, 1]))
+    return b"\0" * 12 + b"\x08\x00" + ip + tcp + payload
+
+
+def test_run_ns(prog_fd: int, repeat: int) -> int:
+    """Mean ns per run of a loaded program over `repeat` runs on one packet."""
+    packet = tcp_packet()
+    data_in = ctypes.create_string_buffer(packet, len(packet))
+    data_out = ctypes.create_string_buffer(len(packet) + 256)
+    attr = TestRunAttr(prog_fd=prog_fd, data_size_in=len(packet), data_in=ctypes.addressof(data_in),
+                       data_size_out=len(data_out), data_out=ctypes.addressof(data_out), repeat=repeat)
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    if libc.syscall(SYS_BPF, BPF_PROG_TEST_RUN, ctypes.byref(attr), ctypes.sizeof(attr)) != 0:
+        raise OSError(ctypes.get_errno(), "BPF_PROG_TEST_RUN: " + os.strerror(ctypes.get_errno()))
+    return attr.duration
+
+
+def program_cost(reps: int, repeat: int = 200_000) -> dict[str, list[int]]:
+    """ns per packet of the egress program in each state, states alternated `reps` times."""
+    from bcc import BPF
+
+    from ebpfguard.kernel.load import compile_flags, program_text, tracefs_root
+    from ebpfguard.respond.maps import ResponseMaps
+
+    def load(mode: str):
+        config = load_config()
+        config["response"]["mode"] = mode
+        bpf = BPF(text=program_text(("flow",)), cflags=compile_flags(config, tracefs_root() or "/sys/kernel/tracing"))
+        return bpf, bpf.load_func("cgroup_skb__egress", BPF.CGROUP_SKB).fd
+
+    _off_bpf, off_fd = load("off")
+    enforce_bpf, enforce_fd = load("enforce")
+    maps = ResponseMaps(enforce_bpf)
+    elsewhere = 1 << 40  # a cgroup id no packet here belongs to
+    runs: dict[str, list[int]] = {}
+    for _ in range(reps):
+        runs.setdefault("responses off (checks compiled out)", []).append(test_run_ns(off_fd, repeat))
+        runs.setdefault("enforce, nothing in force", []).append(test_run_ns(enforce_fd, repeat))
+        maps.block_flow(12345, 1)
+        runs.setdefault("enforce, a flow blocked", []).append(test_run_ns(enforce_fd, repeat))
+        maps.quarantine(elsewhere, 1, True)
+        runs.setdefault("enforce, a flow blocked and a sandbox quarantined", []).append(test_run_ns(enforce_fd, repeat))
+        maps.quarantine(elsewhere, 1, False)
+        maps.unblock_flow(12345)
+    return runs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--test-runs", type=int, default=15)
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root: it starts agents and makes cgroups")
@@ -325,7 +404,8 @@ def main() -> None:
             latencies = time_to_effect(agent, cgroups, args.runs)
         finally:
             agent.stop()
-        rates = per_packet_cost(workdir, cgroups, args.rounds, args.seconds)
+        prog_ns = program_cost(args.test_runs)
+        rates = bulk_cost(workdir, cgroups, args.rounds, args.seconds)
     finally:
         cgroups.remove_all()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -337,6 +417,12 @@ def main() -> None:
         if values:
             print(f"| {name} | {len(values)} | {percentile(values, 50):.2f} | {percentile(values, 99):.2f} "
                   f"| {values[-1]:.2f} |")
+    idle = statistics.median(prog_ns["enforce, nothing in force"])
+    print("\n| egress program per packet (BPF_PROG_TEST_RUN) | ns median (min-max) | ns added to nothing in force |"
+          "\n| --- | --- | --- |")
+    for name, values in prog_ns.items():
+        median = statistics.median(values)
+        print(f"| {name} | {median:.0f} ({min(values)}-{max(values)}) | {median - idle:+.0f} |")
     base = statistics.median(rates["enforce, nothing in force"])
     print("\n| bulk loopback transfer | MB/s median (min-max) | ratio to enforce, nothing in force |"
           "\n| --- | --- | --- |")
