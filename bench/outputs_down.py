@@ -82,7 +82,7 @@ def output_counters(metrics: str) -> dict:
 
 def run_once(config: str, execs: int, workdir: Path, cgroup_root: Path) -> dict:
     workdir.mkdir(parents=True)
-    args = [sys.executable, "-m", "ebpfguard", "run", "--output", str(workdir / "events.jsonl"),
+    args = [sys.executable, "-X", "faulthandler", "-m", "ebpfguard", "run", "--output", str(workdir / "events.jsonl"),
             "--socket", "none", "--metrics-addr", "127.0.0.1:0"]
     silent = None
     if config != "none":
@@ -123,7 +123,12 @@ def run_once(config: str, execs: int, workdir: Path, cgroup_root: Path) -> dict:
             cgroup.rmdir()
     finally:
         agent.send_signal(signal.SIGINT)
-        agent.wait(timeout=60)
+        try:
+            agent.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            agent.send_signal(signal.SIGABRT)  # faulthandler writes every thread's stack
+            agent.wait()
+            raise SystemExit(f"agent did not stop:\n{(workdir / 'agent.stderr').read_text()[-6000:]}")
         stderr.close()
         if silent is not None:
             silent.close()
@@ -138,16 +143,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--execs", type=int, default=1500)
+    parser.add_argument("--configs", default="none,refused,silent", help="which of none,refused,silent to run")
     options = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root (the agent loads BPF programs)")
     cgroup_root = Path(cgroup_root_from_proc() or "/sys/fs/cgroup")
-    configs = ["none", "refused", "silent"]
+    configs = options.configs.split(",")
     results: list[dict] = []
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="ebpfguard-outputs-bench-") as tmp:
         for round_no in range(options.rounds):
-            order = configs[round_no % 3:] + configs[:round_no % 3]
+            order = configs[round_no % len(configs):] + configs[:round_no % len(configs)]
             for config in order:
                 result = run_once(config, options.execs, Path(tmp) / f"r{round_no}-{config}", cgroup_root)
                 result["round"] = round_no
@@ -167,7 +173,7 @@ def main() -> None:
               f"{statistics.median(r['p99_ms_bound'] for r in rows):g} | "
               f"{statistics.median(r['events'] for r in rows):.0f} | {statistics.median(r['alerts'] for r in rows):.0f} |")
     print("\nOutputs' counters in the last round:")
-    for r in results[-3:]:
+    for r in results[-len(configs):]:
         if r["outputs"]:
             print(f"- {r['config']}: {json.dumps(r['outputs'], sort_keys=True)}")
 

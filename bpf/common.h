@@ -8,7 +8,7 @@
 #define RINGBUF_PAGES 4096
 #endif
 #ifndef EXEC_RINGBUF_PAGES
-#define EXEC_RINGBUF_PAGES 1024
+#define EXEC_RINGBUF_PAGES 2048
 #endif
 
 /* Two rings, so that network volume cannot crowd out process events: exec and proc records

@@ -21,6 +21,7 @@ from ebpfguard.kernel.events import (
     ConnectRecord, DecodeError, ExecArgsRecord, ExecArgvRecord, ExecRecord, ExitRecord, FlowRecord,
     ForkRecord, GuardRecord, OpenRecord, SocketRecord, decode,
 )
+from ebpfguard.detect.relays import RelayIndex
 from ebpfguard.enrich.gpu import GpuWatcher, cgroup_path_of_pid, load_nvml
 from ebpfguard.enrich.lineage import sandboxed_cgroups
 from ebpfguard.kernel.load import PROBE_FAMILIES, ProbeSet
@@ -31,8 +32,8 @@ from ebpfguard.enrich.sandbox_tracker import SandboxTracker
 from ebpfguard.enrich.summary import CountDeltas, summary_event
 from ebpfguard.outputs.delivery import OutputSnapshot
 from ebpfguard.outputs.eventsocket import EventSocket
-from ebpfguard.outputs.forward import Forwarders
 from ebpfguard.outputs.history import HistoryBounds, SandboxHistory
+from ebpfguard.outputs.process import OutputProcess
 from ebpfguard.outputs.sdnotify import Notifier
 from ebpfguard.outputs.sinks import FanOut, JsonLinesSink, Sink
 from ebpfguard.outputs.stats import PipelineStats, RateLimitedWarnings
@@ -78,6 +79,7 @@ class Pipeline:
         self._updates_state = {kind: getattr(enricher, name) for kind, name in STATE_ONLY.items()}
         self._to_event = {kind: getattr(enricher, name) for kind, name in TO_EVENT.items()}
         self.responder: Optional[Responder] = None  # set when responses are on
+        self.relays: Optional[RelayIndex] = None  # names the sandbox behind a host relay's alerts
 
     def write_action(self, event: dict) -> None:
         """An `action` event from the responder: written and counted."""
@@ -117,6 +119,8 @@ class Pipeline:
         self.stats.count_event(event["kind"], label, latency_s)
         if self.responder is not None:
             self.responder.observe(event)
+        if self.relays is not None:
+            self.relays.observe(event)
         if self.detect is None:
             return
         try:
@@ -125,6 +129,8 @@ class Pipeline:
             self.stats.drop("detect", "error")
             self.warnings.warn("detect", f"detection failed on a {event['kind']} event: {type(exc).__name__}: {exc}")
             return
+        if self.relays is not None:
+            alerts = [self.relays.attribute(alert) for alert in alerts]
         self.write_alerts(alerts)
 
     def write_alerts(self, alerts: list) -> None:
@@ -175,7 +181,8 @@ class Agent:
             clock=BootClock(),
             pods=pods,
         )
-        self.sink: Sink = JsonLinesSink.open(output, self.stats, config["output"]["flush_interval_ms"] / 1000)
+        lines = JsonLinesSink.open(output, self.stats, config["output"]["flush_interval_ms"] / 1000)
+        self.sink: Sink = lines
         # Each sandbox's recent history, for `report` and the runner client.
         self.history = SandboxHistory(HistoryBounds.from_config(config["history"]))
         self.sink = FanOut(self.sink, self.history)
@@ -183,8 +190,8 @@ class Agent:
             viewers = EventSocket.open(socket_path, self.stats, config["viewer"]["buffer_bytes"],
                                        config["viewer"]["max_viewers"])
             self.sink = FanOut(self.sink, viewers)
-        # Alertmanager, Falco, syslog, webhooks: after the JSON Lines, each on its own thread.
-        self.outputs = Forwarders.from_config(config.get("outputs"), config["logging"]["warn_interval_s"], log)
+        # Alertmanager, Falco, syslog, webhooks: after the JSON Lines, in a process of their own.
+        self.outputs = OutputProcess(config.get("outputs"), config["logging"]["warn_interval_s"], lines.line_of)
         if self.outputs:
             self.sink = FanOut(self.sink, self.outputs)
         self.sandboxes = SandboxTracker(
@@ -193,6 +200,7 @@ class Agent:
             max_pids=config["process_table"]["max_processes"],
         )
         self.pipeline = Pipeline(enricher, self.sink, self.stats, self.sandboxes, self.warnings, detect)
+        self.pipeline.relays = RelayIndex()
         self.probes: Optional[ProbeSet] = None
         # The metrics endpoint reads the kernel's counters from its own thread: this keeps it
         # from reading map fds while the main loop closes them.
@@ -252,6 +260,7 @@ class Agent:
                 if responder is not None:
                     responder.poll()
                 self.sink.flush_if_due(now)
+                self.notifier.ping_if_due(now)
                 if self.control is not None:
                     self.control.serve()
                 if now >= next_housekeeping:
@@ -259,6 +268,7 @@ class Agent:
                     self.report_floods()
                     self.expire_sandbox_labels()
                     self.history.expire()
+                    self.check_attached(probes)
                     next_housekeeping = now + 1.0
                 if self.gpus is not None:
                     self.poll_gpus()

@@ -26,7 +26,7 @@ HINT_NAMES = (
 )
 # The exec event's `argv_anomalies` (ebpfguard/enrich/exec_join.py) that mean the command line
 # was built past what a probe reads at once: padded, or placed where it cannot read it.
-HIDING_ANOMALIES = ("past_entry_bounds", "unreadable_at_entry", "truncated", "stack_incomplete")
+HIDING_ANOMALIES = ("past_entry_bounds", "unreadable_at_entry", "truncated", "stack_incomplete", "stack_held_back")
 MAX_MATCH_CHARS = 160
 MAX_CONFIG_BYTES = 256 * 1024
 

@@ -82,8 +82,8 @@ SHARED_SOURCES = ("common.h", "ratelimit.bpf.c", "response.h")
 # The ring buffers, drained in this order: process records before the bulk ones, so an
 # exec is known before the network events of its process.
 RINGS = ("exec_events", "events")
-# Record kinds the rate limit may hold back (the EVENT_* they would have been).
-RATE_LIMITED_KINDS = ("socket", "connect", "flow")
+# Record kinds the rate limits may hold back (the EVENT_* they would have been).
+RATE_LIMITED_KINDS = ("socket", "connect", "flow", "exec_argv")
 
 TRACEFS_CANDIDATES = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 
@@ -143,9 +143,14 @@ def compile_flags(config: Mapping, tracefs: str, btf: str = "/sys/kernel/btf/vml
     if rate < 0 or rate > 1_000_000_000 or (rate and burst < 1):
         raise ProbeError("probes.rate_limit: events_per_s must be 0 (off) to 1e9, and burst at least 1 "
                          f"(not {rate} and {burst})")
+    stack_kib = int(limit["stack_argv_kib_per_s"])
+    if stack_kib < 0 or stack_kib > 1 << 30:
+        raise ProbeError(f"probes.rate_limit.stack_argv_kib_per_s must be 0 (off) or more, not {stack_kib}")
+    # In the kernel's unit, ARGV_STACK_CHUNK-byte pieces; at least one when on.
+    stack_pieces = 0 if stack_kib == 0 else max(1, stack_kib * 1024 // C["ARGV_STACK_CHUNK"])
     flags = [f"-I{BPF_DIR}", f"-DRINGBUF_PAGES={_ring_pages(probes, 'ring_buffer_pages')}",
              f"-DEXEC_RINGBUF_PAGES={_ring_pages(probes, 'exec_ring_buffer_pages')}",
-             f"-DBULK_RATE={rate}", f"-DBULK_BURST={burst}"]
+             f"-DBULK_RATE={rate}", f"-DBULK_BURST={burst}", f"-DARGV_STACK_RATE={stack_pieces}"]
     # The exec probe finds the new image's stack through bpf_task_pt_regs (Linux 5.15),
     # whose result the verifier types from the kernel's BTF.
     if os.path.exists(btf):

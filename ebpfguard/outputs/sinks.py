@@ -41,6 +41,7 @@ class JsonLinesSink:
         self._last_flush = time.monotonic()
         self._pending = 0
         self._holds_alert = False
+        self._last: tuple = (None, "")
 
     @classmethod
     def open(cls, path: Optional[str], stats: PipelineStats, flush_interval_s: float) -> "JsonLinesSink":
@@ -48,9 +49,17 @@ class JsonLinesSink:
         stream = sys.stdout if path is None else open(path, "a", encoding="ascii", buffering=1 << 16)
         return cls(stream, stats, flush_interval_s)
 
+    def line_of(self, event: dict) -> Optional[str]:
+        """The line just written for this very event object, if it was the last one: later
+        sinks of the same write (the outputs) reuse it instead of encoding it again."""
+        last, line = self._last
+        return line if last is event else None
+
     def write(self, event: dict) -> bool:
+        line = to_json_line(event)
+        self._last = (event, line)
         try:
-            self.stream.write(to_json_line(event))
+            self.stream.write(line)
         except (OSError, ValueError):
             self.stats.drop("output", "write_error")
             return False
