@@ -29,11 +29,13 @@ from ebpfguard.enrich.pods import PodDirectory
 from ebpfguard.enrich.proctable import ProcessTable
 from ebpfguard.enrich.sandbox import CgroupIndex
 from ebpfguard.enrich.sandbox_tracker import SandboxTracker
-from ebpfguard.enrich.summary import CountDeltas, summary_event
+from ebpfguard.enrich.summary import per_cgroup, summary_event
 from ebpfguard.outputs.delivery import OutputSnapshot
 from ebpfguard.outputs.eventsocket import EventSocket
 from ebpfguard.outputs.history import HistoryBounds, SandboxHistory
 from ebpfguard.outputs.process import OutputProcess
+from ebpfguard.outputs.runner_access import RunnerAccess, parse_grants
+from ebpfguard.outputs.runner_service import register_runner_operations
 from ebpfguard.outputs.sdnotify import Notifier
 from ebpfguard.outputs.sinks import FanOut, JsonLinesSink, Sink
 from ebpfguard.outputs.stats import PipelineStats, RateLimitedWarnings
@@ -199,6 +201,14 @@ class Agent:
             retention_s=config["metrics"]["sandbox_label_retention_s"],
             max_pids=config["process_table"]["max_processes"],
         )
+        # The control socket: `actions`, and the runner operations over the history, whose
+        # watchers get alerts as they are written (so it is a sink too).
+        self.control = None
+        if control_path is not None:
+            access = RunnerAccess(parse_grants(config["clients"]["allow"]))
+            self.control = ControlServer.open(control_path, access, config["sandbox"])
+            register_runner_operations(self.control, self.history)
+            self.sink = FanOut(self.sink, self.control)
         self.pipeline = Pipeline(enricher, self.sink, self.stats, self.sandboxes, self.warnings, detect)
         self.pipeline.relays = RelayIndex()
         self.probes: Optional[ProbeSet] = None
@@ -206,13 +216,10 @@ class Agent:
         # from reading map fds while the main loop closes them.
         self._probes_lock = threading.Lock()
         self.gpus = self._gpu_watcher(config)
-        self.control = ControlServer.open(control_path) if control_path is not None else None
         self.notifier = Notifier()
         # Each family's attachments, as last checked: starts all-false until the probes load.
         self._attached: dict[str, bool] = {family: False for family in PROBE_FAMILIES}
         self._stop = False
-        self._held_back = CountDeltas()
-        self._lost_by_cgroup = CountDeltas()
         self._floods_read_at = time.monotonic()
 
     def _gpu_watcher(self, config: Mapping) -> Optional[GpuWatcher]:
@@ -299,8 +306,8 @@ class Agent:
         if self.response.active:
             self.pipeline.responder = responder
         if self.control is not None:
-            self.control.handle("actions.list", lambda _args: responder.listing())
-            self.control.handle("actions.lift", lambda args: _lift(responder, args))
+            self.control.handle("actions.list", lambda _args, _peer: responder.listing())
+            self.control.handle("actions.lift", lambda args, _peer: _lift(responder, args))
         return responder
 
     def seed_lineage(self, probes: ProbeSet) -> None:
@@ -386,10 +393,10 @@ class Agent:
         with self._probes_lock:
             if self.probes is None:
                 return
-            held_back, lost = self.probes.held_back(), self.probes.lost_by_cgroup()
+            held_back, lost = self.probes.take_held_back(), self.probes.take_lost_by_cgroup()
         now = time.monotonic()
         window_s, self._floods_read_at = now - self._floods_read_at, now
-        held_grew, lost_grew = self._held_back.grew(held_back), self._lost_by_cgroup.grew(lost)
+        held_grew, lost_grew = per_cgroup(held_back), per_cgroup(lost)
         envelope = self.pipeline.enricher.envelope
         for cgroup_id in sorted(held_grew.keys() | lost_grew.keys()):
             held, gone = held_grew.get(cgroup_id, {}), lost_grew.get(cgroup_id, {})

@@ -2,18 +2,17 @@
 
 A condition is a mapping of fields to glob lists, shared by rules files (`conditions:` and a
 rule's `allow:`) and the agent config (`detect.allow`). Every field given must match; a field
-matches when any of its globs does. Globs are compiled once, so matching costs one regex per
+matches when any of its globs does. Globs are compiled once, so matching costs one linear-time glob set per
 field, and only for events that already produced a finding.
 """
 
 from __future__ import annotations
 
-import fnmatch
-import re
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Optional, Pattern
+from typing import Any, Iterable, Mapping, Optional
 
 from ebpfguard.detect.registry import Event
+from ebpfguard.globs import GlobSet
 
 # field -> what it is matched against
 CONDITION_FIELDS = {
@@ -24,23 +23,21 @@ CONDITION_FIELDS = {
 }
 
 
-def compile_globs(globs: Iterable[str]) -> Pattern[str]:
-    """One regex that matches a whole string when any of the shell globs does (and, for an
-    empty list, matches nothing: an empty allowlist must not allow everything)."""
-    globs = list(globs)
-    if not globs:
-        return re.compile(r"(?!)")
-    return re.compile("|".join(fnmatch.translate(glob) for glob in globs))
+def compile_globs(globs: Iterable[str]) -> GlobSet:
+    """A matcher for a whole string that any of the shell globs matches (and, for an empty
+    list, matches nothing: an empty allowlist must not allow everything). Linear time: the
+    strings matched (comm, exe, sandbox names) are the sandbox's choice."""
+    return GlobSet(globs)
 
 
 @dataclass(frozen=True)
 class Condition:
     """A compiled allow condition; fields left out match everything."""
 
-    sandboxes: Optional[Pattern[str]] = None
-    comm: Optional[Pattern[str]] = None
-    exe: Optional[Pattern[str]] = None
-    ancestors: Optional[Pattern[str]] = None
+    sandboxes: Optional[GlobSet] = None
+    comm: Optional[GlobSet] = None
+    exe: Optional[GlobSet] = None
+    ancestors: Optional[GlobSet] = None
 
     def matches(self, event: Event) -> bool:
         """Whether every field of this condition matches the event."""
@@ -63,8 +60,8 @@ class Condition:
         return True
 
 
-def _matches(pattern: Pattern[str], value: Any) -> bool:
-    return isinstance(value, str) and pattern.match(value) is not None
+def _matches(globs: GlobSet, value: Any) -> bool:
+    return isinstance(value, str) and globs.match(value)
 
 
 def parse_condition(spec: Any, lists: Mapping[str, tuple]) -> Condition:

@@ -27,7 +27,6 @@ signal, and `retval` is in the evidence.
 
 from __future__ import annotations
 
-import fnmatch
 import ipaddress
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Optional, Sequence, Union
@@ -35,6 +34,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 from ebpfguard.detect.addresses import IPAddress, parse_address
 from ebpfguard.detect.execinfo import sandbox_name
 from ebpfguard.detect.registry import Detector, Event, Finding, RuleContext, detector
+from ebpfguard.globs import glob_match
 
 IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
@@ -65,7 +65,7 @@ class AllowedDestination:
                    ports=tuple(int(p) for p in entry.get("ports", ())))
 
     def allows(self, sandbox: str, address: IPAddress, port: Any) -> bool:
-        return (fnmatch.fnmatchcase(sandbox, self.sandbox)
+        return (glob_match(self.sandbox, sandbox)
                 and any(address in cidr for cidr in self.cidrs if cidr.version == address.version)
                 and (not self.ports or port in self.ports))
 

@@ -17,10 +17,10 @@ own root), bounded, and honest about what it could not read:
 from __future__ import annotations
 
 import posixpath
-import re
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
+from ebpfguard.globs import glob_match
 from ebpfguard.detect.ssh_command import (
     RemoteForwardSpec, SshCommand, is_yes, remote_forward_from_config, split_config_line,
 )
@@ -57,11 +57,8 @@ def host_matches(patterns: list[str], host: str) -> bool:
     matched = False
     for pattern in patterns:
         negated = pattern.startswith("!")
-        regex = "".join(
-            ".*" if c == "*" else "." if c == "?" else re.escape(c)
-            for c in pattern.lstrip("!").lower()
-        )
-        if re.fullmatch(regex, host):
+        # The config is the sandbox's: a linear-time glob, never a backtracking regex.
+        if glob_match(pattern.lstrip("!"), host, casefold=True, classes=False):
             if negated:
                 return False
             matched = True

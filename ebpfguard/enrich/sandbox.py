@@ -10,7 +10,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
-import fnmatch
 import os
 import re
 import struct
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Optional, Sequence
 
 from ebpfguard.enrich.pods import PodDirectory
+from ebpfguard.globs import glob_match
 
 RUNTIMES = ("pattern", "kubernetes", "docker", "containerd", "systemd", "host")
 
@@ -70,7 +70,7 @@ _CONTAINERD = re.compile(rf"^cri-containerd-({_HEX64})\.scope$")
 def _match_pattern(parts: Sequence[str], settings: Mapping) -> Optional[Sandbox]:
     # Outermost match: a sandbox cannot rename itself by creating a child cgroup.
     for part in parts:
-        if any(fnmatch.fnmatchcase(part, pat) for pat in settings.get("patterns", ())):
+        if any(glob_match(pat, part) for pat in settings.get("patterns", ())):
             return Sandbox(part, "pattern")
     return None
 

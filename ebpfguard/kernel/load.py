@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Mapping, Optional
 
 from ebpfguard.kernel.events import BPF_DIR, C
@@ -133,6 +134,17 @@ def _ring_pages(probes: Mapping, key: str) -> int:
     return pages
 
 
+def btf_names(btf: str, *names: str) -> bool:
+    """Whether the kernel's BTF names each of `names` (its string table holds every type and
+    enumerator name): a BPF helper exists in this kernel when its BPF_FUNC_* enumerator does,
+    a feature probe instead of a guess from the version. False without BTF."""
+    try:
+        data = Path(btf).read_bytes()
+    except OSError:
+        return False
+    return all(b"\0" + name.encode() + b"\0" in data for name in names)
+
+
 def compile_flags(config: Mapping, tracefs: str, btf: str = "/sys/kernel/btf/vmlinux",
                   agent_pid: Optional[int] = None) -> list[str]:
     """cflags: include path, ring sizes, rate limit, features found in this kernel, the
@@ -152,8 +164,9 @@ def compile_flags(config: Mapping, tracefs: str, btf: str = "/sys/kernel/btf/vml
              f"-DEXEC_RINGBUF_PAGES={_ring_pages(probes, 'exec_ring_buffer_pages')}",
              f"-DBULK_RATE={rate}", f"-DBULK_BURST={burst}", f"-DARGV_STACK_RATE={stack_pieces}"]
     # The exec probe finds the new image's stack through bpf_task_pt_regs (Linux 5.15),
-    # whose result the verifier types from the kernel's BTF.
-    if os.path.exists(btf):
+    # whose result the verifier types from the kernel's BTF: both must be there, or the
+    # verifier refuses the whole exec family (a 5.10 kernel with BTF has no such helper).
+    if btf_names(btf, "BPF_FUNC_task_pt_regs", "BPF_FUNC_get_current_task_btf"):
         flags.append("-DHAVE_STACK_ARGV")
     # Response checks exist in the hooks only when they may act (bpf/response.h).
     if config.get("response", {}).get("mode") == "enforce":
@@ -325,15 +338,16 @@ class ProbeSet:
         live = sum(1 for _ in self.bpf["lineage"].keys())
         return inserts, deletes, live
 
-    def held_back(self) -> dict[tuple[int, str], int]:
-        """What the rate limit held back since load: (cgroup id, kind) -> count."""
+    def take_held_back(self) -> dict[tuple[int, str], int]:
+        """What the rate limits held back since the last call: (cgroup id, kind) -> count.
+        Read and cleared in batches, so the map holds only cgroups active since."""
         kinds = {C[f"EVENT_{kind.upper()}"]: kind for kind in RATE_LIMITED_KINDS}
-        return _per_cgroup(self.bpf["held_back"], kinds)
+        return _take_per_cgroup(self.bpf["held_back"], kinds)
 
-    def lost_by_cgroup(self) -> dict[tuple[int, str], int]:
-        """Records a full ring lost since load: (cgroup id, probe family) -> count."""
+    def take_lost_by_cgroup(self) -> dict[tuple[int, str], int]:
+        """Records a full ring lost since the last call: (cgroup id, probe family) -> count."""
         families = {C[f"PROBE_{family.upper()}"]: family for family in self.families}
-        return _per_cgroup(self.bpf["lost_by_cgroup"], families)
+        return _take_per_cgroup(self.bpf["lost_by_cgroup"], families)
 
     def close(self) -> None:
         """Detach every probe: close the cgroup links, and let bcc detach the tracepoints."""
@@ -342,7 +356,12 @@ class ProbeSet:
         self.bpf.cleanup()
 
 
-def _per_cgroup(table, names: Mapping[int, str]) -> dict[tuple[int, str], int]:
-    """A cgroup_count_key -> u64 map as {(cgroup id, name of its kind): count}."""
-    return {(int(key.cgroup_id), names.get(int(key.kind), str(int(key.kind)))): int(value.value)
-            for key, value in table.items()}
+def _take_per_cgroup(table, names: Mapping[int, str]) -> dict[tuple[int, str], int]:
+    """A cgroup_count_key -> u64 map as {(cgroup id, name of its kind): count}, emptied as it
+    is read (BPF_MAP_LOOKUP_AND_DELETE_BATCH: one syscall per batch, not two per key). An
+    increment racing the delete of its entry can be lost: a count or two, never a flood."""
+    out: dict[tuple[int, str], int] = {}
+    for key, value in table.items_lookup_and_delete_batch():
+        name = names.get(int(key.kind), str(int(key.kind)))
+        out[(int(key.cgroup_id), name)] = out.get((int(key.cgroup_id), name), 0) + int(value)
+    return out

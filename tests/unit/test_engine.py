@@ -79,6 +79,6 @@ def test_event_time_keeps_nanoseconds():
 def test_an_empty_sandbox_allowlist_allows_nothing():
     from ebpfguard.detect.conditions import compile_globs
 
-    assert compile_globs([]).match("sandbox-1") is None
-    assert compile_globs([]).match("") is None
+    assert compile_globs([]).match("sandbox-1") is False
+    assert compile_globs([]).match("") is False
     assert compile_globs(["sandbox-*"]).match("sandbox-1")
