@@ -11,6 +11,8 @@ of BEFORE:
 
 * added ns/op: a configuration's wall-clock ns/op minus no agent's in the same round. On a
   small shared host this is mostly the agent's userspace competing for the CPUs: noisy.
+* agent CPU ns/op: the agent process's own CPU time (userspace and the syscalls it makes)
+  during the workload, per op; it also includes what the rest of the host made it do.
 * BPF ns/op: for each of the agent's BPF programs that ran at least once per op of the
   workload, its mean run time per run (BPF_ENABLE_STATS counters, via bpftool), summed: the
   probes' own cost per op, which neither the host's noise nor its other processes' events
@@ -73,6 +75,13 @@ def probe_counters(pid: int) -> dict[str, tuple[int, int]]:
             time_ns, count = out.get(label, (0, 0))
             out[label] = (time_ns + prog.get("run_time_ns", 0), count + prog.get("run_cnt", 0))
     return out
+
+
+def cpu_ns(pid: int) -> int:
+    """User plus system CPU time of process `pid` so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
 
 
 def per_run(before: dict, after: dict, ops: int) -> dict[str, float]:
@@ -148,6 +157,7 @@ def main() -> None:
         ns: dict = {(c, w.name): [] for c, _, _ in configs for w in workloads}
         bpf_ns: dict = {(c, w.name): [] for c, _, _ in configs[1:] for w in workloads}
         probes_ns: dict = {}
+        agent_cpu: dict = {}
         agents: dict = {}
         stats_fd = enable_bpf_stats()
         for round_no in range(args.rounds):
@@ -157,9 +167,12 @@ def main() -> None:
                 agent = TreeAgent(tree, workdir, config, args.rules) if tree else None
                 for workload in workloads:
                     counters = probe_counters(agent.proc.pid) if agent else {}
+                    cpu_before = cpu_ns(agent.proc.pid) if agent else 0
                     run = run_workload(driver, workload, args.seconds)
                     ns[(name, workload.name)].append(run.ns_per_op)
                     if agent:
+                        agent_cpu.setdefault((name, workload.name), []).append(
+                            (cpu_ns(agent.proc.pid) - cpu_before) / run.ops)
                         runs = per_run(counters, probe_counters(agent.proc.pid), run.ops)
                         bpf_ns[(name, workload.name)].append(sum(runs.values()))
                         probes_ns.setdefault((name, workload.name), []).append(runs)
@@ -180,6 +193,9 @@ def main() -> None:
                                  "bpf_ns_before": bpf_before, "bpf_ns_after": bpf_after,
                                  "bpf_after_over_before": bpf_after / bpf_before if bpf_before > 0 else None,
                                  "bpf_ns_per_round": {c: bpf_ns[(c, workload.name)] for c in ("before", "after")},
+                                 "agent_cpu_ns_before": statistics.median(agent_cpu[("before", workload.name)]),
+                                 "agent_cpu_ns_after": statistics.median(agent_cpu[("after", workload.name)]),
+                                 "agent_cpu_ns_per_round": {c: agent_cpu[(c, workload.name)] for c in ("before", "after")},
                                  "per_probe_median_ns": {c: _median_per_probe(probes_ns[(c, workload.name)])
                                                          for c in ("before", "after")}}
     print(json.dumps(report, indent=1))

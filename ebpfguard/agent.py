@@ -30,7 +30,7 @@ from ebpfguard.enrich.pods import PodDirectory
 from ebpfguard.enrich.proctable import ProcessTable
 from ebpfguard.enrich.sandbox import CgroupIndex
 from ebpfguard.enrich.sandbox_tracker import SandboxTracker
-from ebpfguard.enrich.summary import CountDeltas, summary_event
+from ebpfguard.enrich.summary import per_cgroup, summary_event
 from ebpfguard.outputs.delivery import OutputSnapshot
 from ebpfguard.outputs.eventsocket import EventSocket
 from ebpfguard.outputs.history import HistoryBounds, SandboxHistory
@@ -221,8 +221,6 @@ class Agent:
         # Each family's attachments, as last checked: starts all-false until the probes load.
         self._attached: dict[str, bool] = {family: False for family in PROBE_FAMILIES}
         self._stop = False
-        self._held_back = CountDeltas()
-        self._lost_by_cgroup = CountDeltas()
         self._floods_read_at = time.monotonic()
 
     def _gpu_watcher(self, config: Mapping) -> Optional[GpuWatcher]:
@@ -397,10 +395,10 @@ class Agent:
         with self._probes_lock:
             if self.probes is None:
                 return
-            held_back, lost = self.probes.held_back(), self.probes.lost_by_cgroup()
+            held_back, lost = self.probes.take_held_back(), self.probes.take_lost_by_cgroup()
         now = time.monotonic()
         window_s, self._floods_read_at = now - self._floods_read_at, now
-        held_grew, lost_grew = self._held_back.grew(held_back), self._lost_by_cgroup.grew(lost)
+        held_grew, lost_grew = per_cgroup(held_back), per_cgroup(lost)
         envelope = self.pipeline.enricher.envelope
         for cgroup_id in sorted(held_grew.keys() | lost_grew.keys()):
             held, gone = held_grew.get(cgroup_id, {}), lost_grew.get(cgroup_id, {})

@@ -338,15 +338,16 @@ class ProbeSet:
         live = sum(1 for _ in self.bpf["lineage"].keys())
         return inserts, deletes, live
 
-    def held_back(self) -> dict[tuple[int, str], int]:
-        """What the rate limit held back since load: (cgroup id, kind) -> count."""
+    def take_held_back(self) -> dict[tuple[int, str], int]:
+        """What the rate limits held back since the last call: (cgroup id, kind) -> count.
+        Read and cleared in batches, so the map holds only cgroups active since."""
         kinds = {C[f"EVENT_{kind.upper()}"]: kind for kind in RATE_LIMITED_KINDS}
-        return _per_cgroup(self.bpf["held_back"], kinds)
+        return _take_per_cgroup(self.bpf["held_back"], kinds)
 
-    def lost_by_cgroup(self) -> dict[tuple[int, str], int]:
-        """Records a full ring lost since load: (cgroup id, probe family) -> count."""
+    def take_lost_by_cgroup(self) -> dict[tuple[int, str], int]:
+        """Records a full ring lost since the last call: (cgroup id, probe family) -> count."""
         families = {C[f"PROBE_{family.upper()}"]: family for family in self.families}
-        return _per_cgroup(self.bpf["lost_by_cgroup"], families)
+        return _take_per_cgroup(self.bpf["lost_by_cgroup"], families)
 
     def close(self) -> None:
         """Detach every probe: close the cgroup links, and let bcc detach the tracepoints."""
@@ -355,7 +356,12 @@ class ProbeSet:
         self.bpf.cleanup()
 
 
-def _per_cgroup(table, names: Mapping[int, str]) -> dict[tuple[int, str], int]:
-    """A cgroup_count_key -> u64 map as {(cgroup id, name of its kind): count}."""
-    return {(int(key.cgroup_id), names.get(int(key.kind), str(int(key.kind)))): int(value.value)
-            for key, value in table.items()}
+def _take_per_cgroup(table, names: Mapping[int, str]) -> dict[tuple[int, str], int]:
+    """A cgroup_count_key -> u64 map as {(cgroup id, name of its kind): count}, emptied as it
+    is read (BPF_MAP_LOOKUP_AND_DELETE_BATCH: one syscall per batch, not two per key). An
+    increment racing the delete of its entry can be lost: a count or two, never a flood."""
+    out: dict[tuple[int, str], int] = {}
+    for key, value in table.items_lookup_and_delete_batch():
+        name = names.get(int(key.kind), str(int(key.kind)))
+        out[(int(key.cgroup_id), name)] = out.get((int(key.cgroup_id), name), 0) + int(value)
+    return out
