@@ -1,6 +1,6 @@
 """Event latency with every alert output's receiver down, against no outputs, in the same run.
 
-    sudo .venv/bin/python -m bench.outputs_down [--rounds 3] [--execs 1500]
+    sudo .venv/bin/python -m bench.outputs_down [--rounds 3] [--execs 1500] [--alert-every 1]
 
 Each round starts the agent three ways, in rotated order: no outputs; all four outputs on
 (Alertmanager, Falco, webhook with disk spools, syslog over TCP) against closed loopback ports
@@ -80,9 +80,9 @@ def output_counters(metrics: str) -> dict:
     return found
 
 
-def run_once(config: str, execs: int, workdir: Path, cgroup_root: Path) -> dict:
+def run_once(config: str, execs: int, workdir: Path, cgroup_root: Path, alert_every: int = 1) -> dict:
     workdir.mkdir(parents=True)
-    args = [sys.executable, "-m", "ebpfguard", "run", "--output", str(workdir / "events.jsonl"),
+    args = [sys.executable, "-X", "faulthandler", "-m", "ebpfguard", "run", "--output", str(workdir / "events.jsonl"),
             "--socket", "none", "--metrics-addr", "127.0.0.1:0"]
     silent = None
     if config != "none":
@@ -105,13 +105,16 @@ def run_once(config: str, execs: int, workdir: Path, cgroup_root: Path) -> dict:
                 raise SystemExit(f"agent did not start:\n{(workdir / 'agent.stderr').read_text()[-3000:]}")
             time.sleep(0.1)
         url = re.search(r"metrics on (\S+)", (workdir / "agent.stderr").read_text()).group(1)
-        miner = workdir / "xmrig"
+        miner, worker = workdir / "xmrig", workdir / "worker"
         shutil.copy("/bin/true", miner)
+        shutil.copy("/bin/true", worker)
         cgroup = cgroup_root / f"sandbox-bench-{uuid.uuid4().hex[:8]}"
         cgroup.mkdir()
         try:
-            script = f'i=0; while [ $i -lt {execs} ]; do {miner} -o stratum+tcp://pool.example.net:3333 ' \
-                     f'-u {WALLET} -p $i --donate-level 1; i=$((i+1)); done'
+            # One exec in `alert_every` is miner-like (an alert); the others are plain.
+            script = f'i=0; while [ $i -lt {execs} ]; do if [ $((i % {alert_every})) -eq 0 ]; then ' \
+                     f'{miner} -o stratum+tcp://pool.example.net:3333 -u {WALLET} -p $i --donate-level 1; ' \
+                     f'else {worker} --epoch $i; fi; i=$((i+1)); done'
             started = time.monotonic()
             subprocess.run(["sh", "-c", script], check=True,
                            preexec_fn=lambda: (cgroup / "cgroup.procs").write_text("0"))
@@ -123,7 +126,12 @@ def run_once(config: str, execs: int, workdir: Path, cgroup_root: Path) -> dict:
             cgroup.rmdir()
     finally:
         agent.send_signal(signal.SIGINT)
-        agent.wait(timeout=60)
+        try:
+            agent.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            agent.send_signal(signal.SIGABRT)  # faulthandler writes every thread's stack
+            agent.wait()
+            raise SystemExit(f"agent did not stop:\n{(workdir / 'agent.stderr').read_text()[-6000:]}")
         stderr.close()
         if silent is not None:
             silent.close()
@@ -138,24 +146,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--execs", type=int, default=1500)
+    parser.add_argument("--configs", default="none,refused,silent", help="which of none,refused,silent to run")
+    parser.add_argument("--alert-every", type=int, default=1,
+                        help="one exec in N is miner-like (1: every exec is an alert, a flood)")
     options = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root (the agent loads BPF programs)")
     cgroup_root = Path(cgroup_root_from_proc() or "/sys/fs/cgroup")
-    configs = ["none", "refused", "silent"]
+    configs = options.configs.split(",")
     results: list[dict] = []
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="ebpfguard-outputs-bench-") as tmp:
         for round_no in range(options.rounds):
-            order = configs[round_no % 3:] + configs[:round_no % 3]
+            order = configs[round_no % len(configs):] + configs[:round_no % len(configs)]
             for config in order:
-                result = run_once(config, options.execs, Path(tmp) / f"r{round_no}-{config}", cgroup_root)
+                result = run_once(config, options.execs, Path(tmp) / f"r{round_no}-{config}", cgroup_root,
+                                  options.alert_every)
                 result["round"] = round_no
                 results.append(result)
                 print(json.dumps(result), file=sys.stderr, flush=True)
     load_after = os.getloadavg()
     print(f"# Event latency with the alert receivers down ({options.rounds} rounds, {options.execs} "
-          f"miner-like execs each; load average {load_before[0]:.2f} before, {load_after[0]:.2f} after)\n")
+          f"execs each, one in {options.alert_every} miner-like; load average {load_before[0]:.2f} before, "
+          f"{load_after[0]:.2f} after)\n")
     print("| outputs | mean latency ms (median of rounds) | ratio to none (median, min-max) | p99 bucket bound ms | events | alerts |")
     print("| --- | --- | --- | --- | --- | --- |")
     baseline = {r["round"]: r for r in results if r["config"] == "none"}
@@ -167,7 +180,7 @@ def main() -> None:
               f"{statistics.median(r['p99_ms_bound'] for r in rows):g} | "
               f"{statistics.median(r['events'] for r in rows):.0f} | {statistics.median(r['alerts'] for r in rows):.0f} |")
     print("\nOutputs' counters in the last round:")
-    for r in results[-3:]:
+    for r in results[-len(configs):]:
         if r["outputs"]:
             print(f"- {r['config']}: {json.dumps(r['outputs'], sort_keys=True)}")
 

@@ -159,6 +159,12 @@ def render_markdown(results: dict, figures: dict) -> str:
                   f"({soak['anon_rss_kib_start'] / 1024:.0f} MiB own); peak {soak['peak_rss_kib'] / 1024:.0f} MiB "
                   f"(the start-up compile included); "
                   f"lost {soak['lost']}; {soak['cpu_s'] / soak['events'] * 1e5:.2f} CPU s per 100k events.", ""]
+    if "pipeline" in results:
+        lines += ["## Userspace pipeline alone (recorded raw records, bench/pipeline_cpu.py)", "",
+                  "| storm | events | CPU s | CPU s per 100k events |", "| --- | --- | --- | --- |"]
+        lines += [f"| {r['storm']} | {r['events']:,} | {r['cpu_s']:.2f} | {r['cpu_s_per_100k_events']:.2f} |"
+                  for r in results["pipeline"]]
+        lines.append("")
     if "profile" in results:
         p = results["profile"]
         lines += ["## Where ebpfguard's time goes (cProfile, connect and exec storms)", "",

@@ -5,7 +5,9 @@ Phases, in order:
            configurations alternating within each round, the order rotated between rounds;
   ramp     ebpfguard alone, the exec and connect storms paced at rising rates, until one loses;
   soak     ebpfguard idle (its CPU), then storms until a million events (its memory);
-  profile  ebpfguard under cProfile through a connect and an exec storm: where its time goes.
+  profile  ebpfguard under cProfile through a connect and an exec storm: where its time goes;
+  pipeline the userspace pipeline alone fed recorded raw records (bench/pipeline_cpu.py): CPU s
+           per 100k events, free of the kernel and of the load generator.
 Writes bench/results/results.json and results.md (the latest run), raw files beside them.
 """
 
@@ -23,6 +25,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
 
+from bench import pipeline_cpu
 from bench.latency import latencies_by_window, latency_summary
 from bench.procinfo import footprint
 from bench.report import aggregate, render_markdown
@@ -31,7 +34,8 @@ from bench.workloads import WORKLOADS, Workload, build_driver, run_workload
 
 RESULTS = REPO / "bench" / "results"
 SETTLE_S = 1.0  # between configurations: let the last one's teardown finish
-RAMP_STEPS = {"connect": (2000, 5000, 10000, 20000, 0), "exec": (250, 500, 1000, 0)}
+# 0 is flat out: each storm's last step is its first-class "flat-out" row.
+RAMP_STEPS = {"connect": (2000, 5000, 10000, 20000, 0), "refused": (10000, 50000, 0), "exec": (250, 500, 1000, 0)}
 SOAK_EVENTS = 1_000_000
 SOAK_CHUNK_S = 5.0
 EVENTS_PER_OP = 2  # exec+exit per fork+exec; socket+connect per connect
@@ -160,12 +164,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=2.0, help="length of each workload run")
     parser.add_argument("--no-peers", action="store_true", help="skip bpftrace and auditd")
-    parser.add_argument("--phases", default="rounds,ramp,soak,profile", help="comma-separated subset to run")
+    parser.add_argument("--phases", default="rounds,ramp,soak,profile,pipeline", help="comma-separated subset to run")
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.seconds = 1, 1.0
     phases = set(args.phases.split(","))
-    if os.geteuid() != 0:
+    if os.geteuid() != 0 and phases - {"pipeline"}:
         parser.error("run as root: the tracers load eBPF programs and audit rules")
 
     raw = RESULTS / "raw" / time.strftime("%Y%m%dT%H%M%S")
@@ -183,6 +187,10 @@ def main() -> None:
         results["soak"] = run_soak(driver, 3.0 if args.quick else 10.0, SOAK_EVENTS // (20 if args.quick else 1), raw)
     if "profile" in phases:
         results["profile"] = run_profile(driver, args.seconds, raw)
+    if "pipeline" in phases:
+        n = 20_000 if args.quick else 100_000
+        results["pipeline"] = [{k: v for k, v in pipeline_cpu.measure(storm, n).items() if k != "dropped"}
+                               for storm in pipeline_cpu.STORMS]
     results["machine"]["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
     results["machine"]["minutes"] = round((time.monotonic() - started) / 60, 1)
 

@@ -8,7 +8,7 @@
 #define RINGBUF_PAGES 4096
 #endif
 #ifndef EXEC_RINGBUF_PAGES
-#define EXEC_RINGBUF_PAGES 1024
+#define EXEC_RINGBUF_PAGES 2048
 #endif
 
 /* Two rings, so that network volume cannot crowd out process events: exec and proc records
@@ -113,15 +113,29 @@ static __always_inline void fill_header(struct event_header *hdr, u32 kind)
 	bpf_get_current_comm(&hdr->comm, sizeof(hdr->comm));
 }
 
+/* Records that can raise an alert (an exec's result, a flow the prefilter kept, a GPU open,
+ * escape and tamper) wake the reader at once; bulk ones (fork, exit, socket, connect, an
+ * exec's arguments, which its result follows) wait for its next drain, so a storm costs no
+ * wakeup per record. Forced: the adaptive default wakes only a reader that has consumed
+ * everything before, which a bulk record just ahead defeats. */
+static __always_inline u64 wakeup_flags(u32 kind)
+{
+	if (kind == EVENT_EXEC || kind == EVENT_FLOW || kind == EVENT_OPEN || kind == EVENT_ESCAPE
+	    || kind == EVENT_TAMPER)
+		return BPF_RB_FORCE_WAKEUP;
+	return BPF_RB_NO_WAKEUP;
+}
+
 /* Every record starts with its event_header: a lost one is charged to its cgroup. */
 static __always_inline void submit(void *record, u64 size, u32 family)
 {
+	u64 flags = wakeup_flags(((struct event_header *)record)->kind);
 	long err;
 
 	if (family == PROBE_EXEC || family == PROBE_PROC || family == PROBE_ESCAPE || family == PROBE_TAMPER)
-		err = exec_events.ringbuf_output(record, size, BPF_RB_NO_WAKEUP);
+		err = exec_events.ringbuf_output(record, size, flags);
 	else
-		err = events.ringbuf_output(record, size, BPF_RB_NO_WAKEUP);
+		err = events.ringbuf_output(record, size, flags);
 	if (err == 0)
 		return;
 	count_lost(family);

@@ -73,6 +73,7 @@ enum probe_family {
 #define EXEC_STACK_ARGV 0x1         /* argv follows from the stack: exec_argv_events came first */
 #define EXEC_STACK_TRUNCATED 0x2    /* more than ARGV_STACK_MAX bytes: the rest is not sent */
 #define EXEC_STACK_UNREADABLE 0x4   /* the stack could not be read: argv is what entry saw */
+#define EXEC_STACK_HELD_BACK 0x8    /* the cgroup's stack-read budget was spent: not read */
 
 /* Counts per cgroup that userspace reads from maps (not records): what a per-sandbox rate
  * limit held back (kind: the EVENT_* not sent) and what a full ring lost (kind: PROBE_*). */

@@ -69,6 +69,10 @@ static __always_inline void send_stack_argv(struct exec_event *x)
 		x->flags |= EXEC_STACK_TRUNCATED;
 		total = ARGV_STACK_MAX;
 	}
+	if (!stack_argv_admit(x->hdr.cgroup_id, (total + ARGV_STACK_CHUNK - 1) / ARGV_STACK_CHUNK)) {
+		x->flags |= EXEC_STACK_HELD_BACK;
+		return;
+	}
 	fill_header(&c->hdr, EVENT_EXEC_ARGV);
 	for (u32 i = 0; i < ARGV_STACK_CHUNKS; i++) {
 		u32 off = i * ARGV_STACK_CHUNK;

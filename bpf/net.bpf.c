@@ -76,7 +76,7 @@ static __always_inline void remember_connect(struct bpf_sock_addr *ctx, u16 fami
 		__builtin_memcpy(e.daddr + 12, &a3, 4);
 	}
 	if (!in_connect.lookup(&tid)) {
-		if (!bulk_admit(bpf_get_current_cgroup_id(), EVENT_CONNECT))
+		if (!connect_admit(family, e.daddr))
 			return;
 		fill_header(&e.hdr, EVENT_CONNECT);
 		e.flags = CONNECT_OUTSIDE_SYSCALL;
@@ -118,7 +118,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_connect)
 	in_connect.delete(&tid);
 	if (!e)
 		return 0;
-	if (!bulk_admit(bpf_get_current_cgroup_id(), EVENT_CONNECT)) {
+	if (!connect_admit(e->family, e->daddr)) {
 		connect_calls.delete(&tid);
 		return 0;
 	}

@@ -1,4 +1,5 @@
-/* Per-sandbox rate limit of the bulk record kinds (socket, connect, flow).
+/* Per-sandbox rate limits: of the bulk record kinds (socket, connect, flow), and of the bytes
+ * of argv read again from new images' stacks (exec_exit.bpf.c).
  *
  * A sandbox looping on connect() to a closed port makes hundreds of thousands of records a
  * second; sent whole they would fill the ring and cost every other sandbox its events. Each
@@ -34,26 +35,71 @@ static __always_inline void count_held_back(struct cgroup_count_key *key)
 	}
 }
 
+/* Takes `cost_ns` from the bucket of `key`, whose depth is `depth_ns`: 1 if it had that
+ * much, else 0 and the refusal is counted under `key`. */
+static __always_inline int bucket_take(struct cgroup_count_key *key, u64 cost_ns, u64 depth_ns)
+{
+	u64 now = bpf_ktime_get_boot_ns();
+	u64 *empty_at = bulk_buckets.lookup(key);
+
+	if (!empty_at) {
+		u64 next = now + cost_ns;
+		bulk_buckets.update(key, &next);
+		return 1;
+	}
+	u64 from = *empty_at > now ? *empty_at : now;
+	if (from - now + cost_ns > depth_ns) {
+		count_held_back(key);
+		return 0;
+	}
+	*empty_at = from + cost_ns;
+	return 1;
+}
+
 /* 1 when a record of `kind` from `cgroup_id` may be sent; 0 (and counted) when held back. */
 static __always_inline int bulk_admit(u64 cgroup_id, u32 kind)
 {
 #if BULK_RATE > 0
 	const u64 interval = 1000000000ULL / BULK_RATE;
 	struct cgroup_count_key key = { .cgroup_id = cgroup_id, .kind = kind };
-	u64 now = bpf_ktime_get_boot_ns();
-	u64 *empty_at = bulk_buckets.lookup(&key);
 
-	if (!empty_at) {
-		u64 next = now + interval;
-		bulk_buckets.update(&key, &next);
-		return 1;
-	}
-	u64 from = *empty_at > now ? *empty_at : now;
-	if (from - now >= BULK_BURST * interval) {
-		count_held_back(&key);
-		return 0;
-	}
-	*empty_at = from + interval;
-#endif
+	return bucket_take(&key, interval, BULK_BURST * interval);
+#else
 	return 1;
+#endif
+}
+
+/* Connects to link-local addresses (the cloud metadata service: 169.254.169.254, fe80::/10,
+ * fd00:ec2::254) are never held back: a flood must not hide the one connect that matters
+ * most (egress.internal, critical). Flooding them instead sends every one. */
+static __always_inline int connect_admit(u16 family, const u8 *daddr)
+{
+	if (family == 2 && daddr[0] == 169 && daddr[1] == 254)
+		return 1;
+	if (family == 10 && ((daddr[0] == 0xfe && (daddr[1] & 0xc0) == 0x80) ||
+			     (daddr[0] == 0xfd && daddr[1] == 0 && daddr[2] == 0x0e && daddr[3] == 0xc2) ||
+			     (daddr[10] == 0xff && daddr[11] == 0xff && daddr[12] == 169 && daddr[13] == 254)))
+		return 1;
+	return bulk_admit(bpf_get_current_cgroup_id(), EVENT_CONNECT);
+}
+
+#ifndef ARGV_STACK_RATE
+#define ARGV_STACK_RATE 128   /* ARGV_STACK_CHUNK pieces a second: 1 MiB/s */
+#endif
+
+/* Reading argv from the stack sends up to ARGV_STACK_MAX per exec into the exec ring; a
+ * sandbox exec'ing huge command lines in a loop must not fill it for everyone. Each cgroup may
+ * have ARGV_STACK_RATE pieces a second read (bursts of two seconds' worth, a quarter of the
+ * default exec ring); past that the exec is still sent, with what entry read, flagged
+ * EXEC_STACK_HELD_BACK and counted. */
+static __always_inline int stack_argv_admit(u64 cgroup_id, u32 pieces)
+{
+#if ARGV_STACK_RATE > 0
+	const u64 interval = 1000000000ULL / ARGV_STACK_RATE;
+	struct cgroup_count_key key = { .cgroup_id = cgroup_id, .kind = EVENT_EXEC_ARGV };
+
+	return bucket_take(&key, pieces * interval, 2 * ARGV_STACK_RATE * interval);
+#else
+	return 1;
+#endif
 }

@@ -22,18 +22,22 @@ from ebpfguard.kernel.events import (
     ConnectRecord, DecodeError, ExecArgsRecord, ExecArgvRecord, ExecRecord, ExitRecord, FlowRecord,
     ForkRecord, GuardRecord, OpenRecord, SocketRecord, decode,
 )
+from ebpfguard.detect.relays import RelayIndex
 from ebpfguard.enrich.gpu import GpuWatcher, cgroup_path_of_pid, load_nvml
 from ebpfguard.enrich.lineage import sandboxed_cgroups
+from ebpfguard.kernel.footprint import release_compiler_pages
 from ebpfguard.kernel.load import PROBE_FAMILIES, ProbeSet
 from ebpfguard.enrich.pods import PodDirectory
 from ebpfguard.enrich.proctable import ProcessTable
 from ebpfguard.enrich.sandbox import CgroupIndex
 from ebpfguard.enrich.sandbox_tracker import SandboxTracker
-from ebpfguard.enrich.summary import CountDeltas, summary_event
+from ebpfguard.enrich.summary import per_cgroup, summary_event
 from ebpfguard.outputs.delivery import OutputSnapshot
 from ebpfguard.outputs.eventsocket import EventSocket
-from ebpfguard.outputs.forward import Forwarders
 from ebpfguard.outputs.history import HistoryBounds, SandboxHistory
+from ebpfguard.outputs.process import OutputProcess
+from ebpfguard.outputs.runner_access import RunnerAccess, parse_grants
+from ebpfguard.outputs.runner_service import register_runner_operations
 from ebpfguard.outputs.sdnotify import Notifier
 from ebpfguard.outputs.sinks import FanOut, JsonLinesSink, Sink
 from ebpfguard.outputs.stats import PipelineStats, RateLimitedWarnings
@@ -94,6 +98,7 @@ class Pipeline:
         self._updates_state = {kind: getattr(enricher, name) for kind, name in STATE_ONLY.items()}
         self._to_event = {kind: getattr(enricher, name) for kind, name in TO_EVENT.items()}
         self.responder: Optional[Responder] = None  # set when responses are on
+        self.relays: Optional[RelayIndex] = None  # names the sandbox behind a host relay's alerts
 
     def write_action(self, event: dict) -> None:
         """An `action` event from the responder: written and counted."""
@@ -142,12 +147,14 @@ class Pipeline:
         self.stats.count_event(event["kind"], label, latency_s)
         if self.responder is not None:
             self.responder.observe(event)
+        if self.relays is not None:
+            self.relays.observe(event)
         if self.detect is not None:
             self.submit(event)
 
     def detect_and_write(self, event: dict) -> None:
         """Detection inline: run it on one event and write the alerts it raises."""
-        self.write_alerts(self.run_detect(event))
+        self.write_alerts(self.attribute(self.run_detect(event)))
 
     def run_detect(self, event: dict) -> list:
         """The alerts one event raises (none when detection fails: counted and warned)."""
@@ -158,6 +165,12 @@ class Pipeline:
             self.stats.drop("detect", "error")
             self.warnings.warn("detect", f"detection failed on a {event['kind']} event: {type(exc).__name__}: {exc}")
             return []
+
+    def attribute(self, alerts: list) -> list:
+        """Alerts of detection as the relays name them (on the main loop, beside observe)."""
+        if self.relays is None:
+            return alerts
+        return [self.relays.attribute(alert) for alert in alerts]
 
     def write_alerts(self, alerts: list) -> None:
         """Count and write alerts (those of an event, or those that came later)."""
@@ -209,7 +222,8 @@ class Agent:
             clock=BootClock(),
             pods=pods,
         )
-        self.sink: Sink = JsonLinesSink.open(output, self.stats, config["output"])
+        lines = JsonLinesSink.open(output, self.stats, config["output"])
+        self.sink: Sink = lines
         # Each sandbox's recent history, for `report` and the runner client.
         self.history = SandboxHistory(HistoryBounds.from_config(config["history"]))
         self.sink = FanOut(self.sink, self.history)
@@ -217,8 +231,8 @@ class Agent:
             viewers = EventSocket.open(socket_path, self.stats, config["viewer"]["buffer_bytes"],
                                        config["viewer"]["max_viewers"])
             self.sink = FanOut(self.sink, viewers)
-        # Alertmanager, Falco, syslog, webhooks: after the JSON Lines, each on its own thread.
-        self.outputs = Forwarders.from_config(config.get("outputs"), config["logging"]["warn_interval_s"], log)
+        # Alertmanager, Falco, syslog, webhooks: after the JSON Lines, in a process of their own.
+        self.outputs = OutputProcess(config.get("outputs"), config["logging"]["warn_interval_s"], lines.line_of)
         if self.outputs:
             self.sink = FanOut(self.sink, self.outputs)
         self.sandboxes = SandboxTracker(
@@ -226,8 +240,17 @@ class Agent:
             retention_s=config["metrics"]["sandbox_label_retention_s"],
             max_pids=config["process_table"]["max_processes"],
         )
+        # The control socket: `actions`, and the runner operations over the history, whose
+        # watchers get alerts as they are written (so it is a sink too).
+        self.control = None
+        if control_path is not None:
+            access = RunnerAccess(parse_grants(config["clients"]["allow"]))
+            self.control = ControlServer.open(control_path, access, config["sandbox"])
+            register_runner_operations(self.control, self.history)
+            self.sink = FanOut(self.sink, self.control)
         self.pipeline = Pipeline(enricher, self.sink, self.stats, self.sandboxes, self.warnings, detect,
                                  event_budget_s=limits["event_budget_ms"] / 1000)
+        self.pipeline.relays = RelayIndex()
         # Detection beside the main loop: what a sandbox can make slow never holds up the drain.
         self.worker: Optional[DetectWorker] = None
         if detect is not None:
@@ -242,13 +265,10 @@ class Agent:
         # from reading map fds while the main loop closes them.
         self._probes_lock = threading.Lock()
         self.gpus = self._gpu_watcher(config)
-        self.control = ControlServer.open(control_path) if control_path is not None else None
         self.notifier = Notifier()
         # Each family's attachments, as last checked: starts all-false until the probes load.
         self._attached: dict[str, bool] = {family: False for family in PROBE_FAMILIES}
         self._stop = False
-        self._held_back = CountDeltas()
-        self._lost_by_cgroup = CountDeltas()
         self._floods_read_at = time.monotonic()
 
     def _gpu_watcher(self, config: Mapping) -> Optional[GpuWatcher]:
@@ -271,6 +291,7 @@ class Agent:
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
         probes = ProbeSet.load(self.config, self.cgroup_root, self.pipeline.on_record)
+        release_compiler_pages()  # the compiler has done its work: its ~80 MiB go back
         with self._probes_lock:
             self.probes = probes
         self.seed_lineage(probes)
@@ -297,6 +318,7 @@ class Agent:
                 if responder is not None:
                     responder.poll()
                 self.sink.flush_if_due(now)
+                self.notifier.ping_if_due(now)
                 if self.control is not None:
                     self.control.serve()
                 if now >= next_housekeeping:
@@ -304,6 +326,7 @@ class Agent:
                     self.report_floods()
                     self.expire_sandbox_labels()
                     self.history.expire()
+                    self.check_attached(probes)
                     next_housekeeping = now + 1.0
                 if self.gpus is not None:
                     self.poll_gpus()
@@ -343,8 +366,8 @@ class Agent:
         if self.response.active:
             self.pipeline.responder = responder
         if self.control is not None:
-            self.control.handle("actions.list", lambda _args: responder.listing())
-            self.control.handle("actions.lift", lambda args: _lift(responder, args))
+            self.control.handle("actions.list", lambda _args, _peer: responder.listing())
+            self.control.handle("actions.lift", lambda args, _peer: _lift(responder, args))
         return responder
 
     def seed_lineage(self, probes: ProbeSet) -> None:
@@ -387,7 +410,7 @@ class Agent:
         """Write the alerts found off the hot path since the last call: the detection
         worker's (which also polls for late ones), or else the late ones themselves."""
         if self.worker is not None:
-            self.pipeline.write_alerts(self.worker.take_alerts())
+            self.pipeline.write_alerts(self.pipeline.attribute(self.worker.take_alerts()))
         elif self.late_alerts is not None:
             self.pipeline.write_alerts(self.poll_late_alerts())
 
@@ -437,10 +460,10 @@ class Agent:
         with self._probes_lock:
             if self.probes is None:
                 return
-            held_back, lost = self.probes.held_back(), self.probes.lost_by_cgroup()
+            held_back, lost = self.probes.take_held_back(), self.probes.take_lost_by_cgroup()
         now = time.monotonic()
         window_s, self._floods_read_at = now - self._floods_read_at, now
-        held_grew, lost_grew = self._held_back.grew(held_back), self._lost_by_cgroup.grew(lost)
+        held_grew, lost_grew = per_cgroup(held_back), per_cgroup(lost)
         envelope = self.pipeline.enricher.envelope
         for cgroup_id in sorted(held_grew.keys() | lost_grew.keys()):
             held, gone = held_grew.get(cgroup_id, {}), lost_grew.get(cgroup_id, {})

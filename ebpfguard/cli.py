@@ -94,7 +94,7 @@ def _metrics_address(_ctx: click.Context, _param: click.Parameter, value: str) -
 @click.option("--output", type=click.Path(dir_okay=False), metavar="FILE",
               help="Append events to FILE instead of stdout (each line flushed within 100 ms).")
 @socket_option("Serve events to viewers (`ebpfguard watch`) on PATH, mode 0600; `none` disables.")
-@control_socket_option("Serve control requests (`ebpfguard actions`) on PATH, root only; `none` disables.")
+@control_socket_option("Serve control requests on PATH (`ebpfguard actions`, root only; `report` and the runner client, for root and the config's clients.allow); `none` disables.")
 @click.option("--metrics-addr", "metrics_address", default="127.0.0.1:9477", show_default=True,
               envvar="EBPFGUARD_METRICS_ADDR", metavar="HOST:PORT", callback=_metrics_address,
               help="Serve Prometheus metrics on http://HOST:PORT/metrics; 'none' disables it.")

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import socket
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 DEFAULT_CONTROL_SOCKET = "/run/ebpfguard/control.sock"
 MAX_LINE_BYTES = 16 << 20
@@ -62,9 +62,13 @@ class _Lines:
         while b"\n" not in self.buffer:
             if len(self.buffer) > MAX_LINE_BYTES:
                 raise Refused("the agent sent a line longer than this client accepts")
-            chunk = self.conn.recv(65536)
+            try:
+                chunk = self.conn.recv(65536)
+            except ConnectionResetError:
+                chunk = b""
             if not chunk:
-                raise NoAgent("the agent closed the connection (this uid may not be allowed to ask)")
+                raise Refused("the agent closed the connection: this caller is not allowed to ask "
+                              "(root on the host, or a uid or group in the config's clients.allow)")
             self.buffer += chunk
         line, self.buffer = self.buffer.split(b"\n", 1)
         return json.loads(line)
@@ -95,17 +99,40 @@ def verdict(sandbox: str, path: str = DEFAULT_CONTROL_SOCKET, timeout_s: float =
     return call("report", {"sandbox": sandbox}, path, timeout_s)
 
 
-def watch(sandbox: str, path: str = DEFAULT_CONTROL_SOCKET, timeout_s: Optional[float] = None) -> Iterator[dict]:
-    """Yield the sandbox's alerts (and actions) as the agent writes them, until the caller
-    stops iterating or the agent goes away (NoAgent). `timeout_s` bounds each wait for the
-    next one (socket.timeout past it); None waits for ever."""
-    conn = _connect(path, 5.0)
-    try:
-        conn.sendall(json.dumps({"op": "watch", "args": {"sandbox": sandbox}}).encode() + b"\n")
-        lines = _Lines(conn)
-        _check(lines.next())
-        conn.settimeout(timeout_s)
-        while True:
-            yield lines.next()
-    finally:
-        conn.close()
+class Watch:
+    """The stream `watch()` returns: iterate it for alerts and actions; `close()` it (or use
+    it as a context manager) when done. Subscribed when made, so nothing written after the
+    call is missed."""
+
+    def __init__(self, sandbox: str, path: str, timeout_s: Optional[float]) -> None:
+        self.conn = _connect(path, 5.0)
+        try:
+            self.conn.sendall(json.dumps({"op": "watch", "args": {"sandbox": sandbox}}).encode() + b"\n")
+            self.lines = _Lines(self.conn)
+            _check(self.lines.next())
+        except BaseException:
+            self.conn.close()
+            raise
+        self.conn.settimeout(timeout_s)
+
+    def __iter__(self) -> "Watch":
+        return self
+
+    def __next__(self) -> dict:
+        return self.lines.next()
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> "Watch":
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.close()
+
+
+def watch(sandbox: str, path: str = DEFAULT_CONTROL_SOCKET, timeout_s: Optional[float] = None) -> Watch:
+    """The sandbox's alerts (and actions) as the agent writes them, until the caller closes
+    the stream or the agent goes away (NoAgent). `timeout_s` bounds each wait for the next
+    one (TimeoutError past it); None waits for ever."""
+    return Watch(sandbox, path, timeout_s)

@@ -15,7 +15,12 @@ _RFC3339 = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\
 def rfc3339_ns(epoch_ns: int) -> str:
     """RFC 3339 UTC time with nanoseconds, e.g. 2026-11-27T20:29:38.123456789Z."""
     sec, frac = divmod(epoch_ns, NS_PER_S)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + f".{frac:09d}Z"
+    return f"{_rfc3339_second(sec)}.{frac:09d}Z"
+
+
+@functools.lru_cache(maxsize=64)  # every event formats its time: they share few seconds
+def _rfc3339_second(sec: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
 
 
 def event_time_ns(value: Any) -> Optional[int]:

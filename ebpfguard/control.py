@@ -7,10 +7,19 @@ several requests on one connection):
     response: {"ok": true, "result": <any JSON>}
               {"ok": false, "error": "<why>", "code": "<machine-readable why>"}  (code optional)
 
-Operations are registered by name (`ControlServer.handle(name, fn)`); `fn(args) -> result`
-runs on the agent's main loop, so it must be quick. Registered now: `ping` and, with a
-responder, `actions.list` and `actions.lift` ({"id": ...}). Access: the socket is created
-mode 0600 and only root may use it (checked with SO_PEERCRED on each connection).
+Operations are registered by name (`ControlServer.handle(name, fn)`); `fn(args, peer) ->
+result` runs on the agent's main loop, so it must be quick. Registered: `ping`; with a
+responder, `actions.list` and `actions.lift` ({"id": ...}), root only; for runners
+(docs/runners.md), `report` ({"sandbox"}), `sandboxes`, and `watch` ({"sandbox"}), after whose
+response the connection receives that sandbox's alerts and actions as JSON lines, as they are
+written (a watcher that falls behind by MAX_PENDING_BYTES is told `{"kind": "skipped",
+"missed": N}` once it catches up).
+
+Access (ebpfguard/outputs/runner_access.py): the caller is known by SO_PEERCRED. Root on the
+host may do everything; uids and groups the config's `clients.allow` names may connect and use
+the runner operations for their sandboxes only; a caller inside a sandbox is refused. The
+socket is mode 0600 unless some grant opens it to others (then 0666, access decided per
+connection as above).
 
 The server never blocks the agent's loop: the listener and connections are non-blocking,
 requests are bounded (MAX_REQUEST_BYTES; a longer line closes the connection), and a client
@@ -24,19 +33,20 @@ from __future__ import annotations
 import json
 import os
 import socket
-import struct
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
 from ebpfguard.client import DEFAULT_CONTROL_SOCKET
-from ebpfguard.outputs.eventsocket import SocketBusy, _remove_stale
+from ebpfguard.outputs.eventsocket import SocketBusy, _remove_stale, skipped_line
+from ebpfguard.outputs.runner_access import Peer, RunnerAccess, peer_of
+from ebpfguard.outputs.sinks import to_json_line
 
 __all__ = ["DEFAULT_CONTROL_SOCKET", "ControlError", "ControlServer"]
 MAX_REQUEST_BYTES = 65536
 MAX_PENDING_BYTES = 1 << 20
 MAX_CLIENTS = 16
 
-Handler = Callable[[dict], Any]
+Handler = Callable[[dict, Peer], Any]
 
 
 class ControlError(Exception):
@@ -48,32 +58,45 @@ class ControlError(Exception):
         self.code = code
 
 
+class Subscription:
+    """What a handler returns to make its connection a stream: `result` answers the request,
+    then every written line for which `wants(line)` is true follows."""
+
+    def __init__(self, result: Any, wants: Callable[[dict], bool]) -> None:
+        self.result = result
+        self.wants = wants
+
+
 class _Client:
-    def __init__(self, conn: socket.socket) -> None:
+    def __init__(self, conn: socket.socket, peer: Peer) -> None:
         self.conn = conn
+        self.peer = peer
         self.inbox = b""
         self.outbox = b""
-
-
-def peer_uid(conn: socket.socket) -> int:
-    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    return struct.unpack("3i", creds)[1]
+        self.wants: Optional[Callable[[dict], bool]] = None
+        self.missed = 0  # streamed lines dropped since the watcher last caught up
 
 
 class ControlServer:
     """Serves registered operations on a Unix socket, from the agent's loop (`serve()`)."""
 
-    def __init__(self, listener: socket.socket, path: Path) -> None:
+    def __init__(self, listener: socket.socket, path: Path, access: RunnerAccess,
+                 sandbox_settings: Mapping, proc_root: str = "/proc") -> None:
         self.listener = listener
         self.path = path
-        self.handlers: dict[str, Handler] = {"ping": lambda _args: {"pid": os.getpid()}}
+        self.access = access
+        self.sandbox_settings = sandbox_settings
+        self.proc_root = proc_root
+        self.handlers: dict[str, Handler] = {"ping": lambda _args, _peer: {"pid": os.getpid()}}
+        self.root_only: set[str] = set()
         self.clients: list[_Client] = []
-        self.may_connect: Callable[[int], bool] = lambda uid: uid == 0
+        self.refused = 0  # connections refused (not allowed, or too many)
 
     @classmethod
-    def open(cls, path: str) -> "ControlServer":
-        """Bind `path` mode 0600 (its directory made root-only if new). A socket left by a dead
-        agent is replaced; one a live agent answers on raises SocketBusy."""
+    def open(cls, path: str, access: RunnerAccess = RunnerAccess(()), sandbox_settings: Mapping = {}) -> "ControlServer":
+        """Bind `path`, mode 0600, or 0666 when `access` lets others in (its directory made
+        root-only if new, traversable when others may connect). A socket left by a dead agent
+        is replaced; one a live agent answers on raises SocketBusy."""
         where = Path(path)
         where.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
@@ -86,13 +109,43 @@ class ControlServer:
             listener.bind(str(where))
         finally:
             os.umask(old)
+        if access.open_to_others:
+            os.chmod(where, 0o666)
+            os.chmod(where.parent, os.stat(where.parent).st_mode & 0o7777 | 0o011)
         listener.listen(MAX_CLIENTS)
         listener.setblocking(False)
-        return cls(listener, where)
+        return cls(listener, where, access, sandbox_settings)
 
-    def handle(self, op: str, handler: Handler) -> None:
-        """Register `handler(args) -> result` for requests of `op`."""
+    def handle(self, op: str, handler: Handler, root_only: bool = True) -> None:
+        """Register `handler(args, peer) -> result` (or a Subscription) for requests of `op`;
+        only root on the host may use it unless `root_only` is False (the handler then
+        checks what the peer may ask about)."""
         self.handlers[op] = handler
+        if root_only:
+            self.root_only.add(op)
+        else:
+            self.root_only.discard(op)
+
+    def write(self, line: dict) -> bool:
+        """Stream a written line to the watchers that want it (part of the sink protocol);
+        sent now where the socket takes it, so a watcher hears of an alert at once."""
+        for client in self.clients:
+            if client.wants is None or not client.wants(line):
+                continue
+            data = (skipped_line(client.missed) if client.missed else b"") + to_json_line(line).encode("ascii")
+            if len(client.outbox) + len(data) > MAX_PENDING_BYTES:
+                client.missed += 1
+                continue
+            client.outbox += data
+            client.missed = 0
+            try:
+                self._send(client)
+            except OSError:
+                pass  # dropped at the next serve()
+        return True
+
+    def flush_if_due(self, now: Optional[float] = None) -> None:
+        """Streams are sent as they are written (part of the sink protocol)."""
 
     def serve(self) -> None:
         """Accept, read, answer: whatever can be done now without waiting."""
@@ -110,8 +163,10 @@ class ControlServer:
         self.listener.close()
         self.path.unlink(missing_ok=True)
 
-    def answer(self, line: bytes) -> dict:
-        """The response to one request line."""
+    def answer(self, line: bytes, peer: Peer = Peer(0, 0, frozenset({0}), "host"),
+               client: Optional[_Client] = None) -> dict:
+        """The response to one request line from `peer` (a Subscription's result streams on
+        `client`)."""
         try:
             request = json.loads(line)
         except ValueError:
@@ -124,8 +179,15 @@ class ControlServer:
         args = request.get("args") or {}
         if not isinstance(args, dict):
             return {"ok": False, "error": "args must be an object"}
+        if request["op"] in self.root_only and not (peer.uid == 0 and self.access.may_connect(peer)):
+            return {"ok": False, "error": f"{request['op']} is for root only", "code": "forbidden"}
         try:
-            return {"ok": True, "result": handler(args)}
+            result = handler(args, peer)
+            if isinstance(result, Subscription):
+                if client is not None:
+                    client.wants = result.wants
+                result = result.result
+            return {"ok": True, "result": result}
         except ControlError as exc:
             refused = {"ok": False, "error": str(exc)}
             if exc.code is not None:
@@ -140,11 +202,17 @@ class ControlServer:
                 conn, _ = self.listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            if len(self.clients) >= MAX_CLIENTS or not self.may_connect(peer_uid(conn)):
+            try:
+                peer = peer_of(conn, self.sandbox_settings, self.proc_root)
+            except OSError:
+                conn.close()
+                continue
+            if len(self.clients) >= MAX_CLIENTS or not self.access.may_connect(peer):
+                self.refused += 1
                 conn.close()
                 continue
             conn.setblocking(False)
-            self.clients.append(_Client(conn))
+            self.clients.append(_Client(conn, peer))
 
     def _read(self, client: _Client) -> None:
         while True:
@@ -160,7 +228,8 @@ class ControlServer:
             while b"\n" in client.inbox:
                 line, client.inbox = client.inbox.split(b"\n", 1)
                 if line.strip():
-                    client.outbox += json.dumps(self.answer(line), separators=(",", ":")).encode() + b"\n"
+                    response = self.answer(line, client.peer, client)
+                    client.outbox += json.dumps(response, separators=(",", ":")).encode() + b"\n"
             if len(client.inbox) > MAX_REQUEST_BYTES or len(client.outbox) > MAX_PENDING_BYTES:
                 raise OSError("request too long, or responses not read")
 

@@ -65,7 +65,8 @@ def check_ring_buffer() -> Check:
 def check_btf() -> Check:
     ok = os.path.exists("/sys/kernel/btf/vmlinux")
     return Check("BTF", ok, "/sys/kernel/btf/vmlinux present" if ok else "no /sys/kernel/btf/vmlinux",
-                 "not needed: ebpfguard's probes use tracepoint formats, not CO-RE", required=False)
+                 "without it, argv past the exec probe's entry bounds (or in pages not faulted in) "
+                 "is not read again from the new image's stack (docs/argv.md)", required=False)
 
 
 def check_tracepoints() -> list[Check]:

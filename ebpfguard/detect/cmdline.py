@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import re
 import shlex
 from dataclasses import dataclass
@@ -63,6 +64,7 @@ class Command:
     wrappers: tuple[str, ...] = ()
 
 
+@functools.lru_cache(maxsize=4096)  # several detectors ask for the same few names per exec
 def program_name(arg0: str) -> str:
     """`/tmp/.x/XMRig.exe` -> `xmrig`: base name, lower case, without a Windows suffix."""
     name = arg0.rsplit("/", 1)[-1].lower()
@@ -187,6 +189,17 @@ def commands_of(argv: Sequence[str], source: str = "argv", depth: int = 0) -> It
         # Base64 handed straight to a program (`python -c "...b64decode('...')"`, `perl -e`).
         for decoded in decoded_base64_scripts(" ".join(inner)):
             yield from _script_commands(decoded, "base64", depth + 1)
+
+
+def command_list(argv: Sequence[str]) -> tuple[Command, ...]:
+    """All of `commands_of(argv)`, remembered for the last few argvs: the exec detectors
+    (miner, tunnels, tuning) each take apart the same exec's command line."""
+    return _command_list(tuple(argv))
+
+
+@functools.lru_cache(maxsize=256)
+def _command_list(argv: tuple[str, ...]) -> tuple[Command, ...]:
+    return tuple(commands_of(argv))
 
 
 def _script_commands(script: str, source: str, depth: int) -> Iterator[Command]:

@@ -27,6 +27,7 @@ signal, and `retval` is in the evidence.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Optional, Sequence, Union
@@ -99,6 +100,12 @@ class InternalEgress(Detector):
         self.include_host = bool(ctx.params.get("include_host", False))
         self.allowed = [AllowedDestination.from_param(e)
                         for e in ctx.params.get("allowed_destinations", ())]
+        # A connect storm goes to few addresses: each is classified (and written) once.
+        self._classified = functools.lru_cache(maxsize=4096)(self._classify)
+
+    def _classify(self, address: IPAddress, host_netns: bool) -> Optional[tuple[str, str, str]]:
+        found = classify(address, self.metadata, self.host, host_netns)
+        return None if found is None else (*found, str(address))
 
     def on_event(self, event: Event) -> Iterable[Finding]:
         sandbox = sandbox_name(event)
@@ -108,14 +115,14 @@ class InternalEgress(Detector):
         if address is None:
             return []
         port = event.get("dport")
-        found = classify(address, self.metadata, self.host, event.get("host_netns") is True)
+        found = self._classified(address, event.get("host_netns") is True)
         if found is None or any(a.allows(sandbox, address, port) for a in self.allowed):
             return []
-        category, network = found
+        category, network, text = found
         return [Finding(
             summary=f"sandbox {sandbox} connects to {category.replace('_', '-')} address "
-                    f"{address} port {port}",
-            evidence={"daddr": str(address), "dport": port, "category": category,
+                    f"{text} port {port}",
+            evidence={"daddr": text, "dport": port, "category": category,
                       "network": network, "retval": event.get("retval")},
             severity=SEVERITY.get(category),
         )]

@@ -18,6 +18,8 @@ import time
 from collections import OrderedDict
 from typing import Any, Mapping, Optional
 
+import orjson
+
 from ebpfguard.clock import event_time_ns, rfc3339_ns
 from ebpfguard.detect.config import DetectConfig, parse_detect_config
 from ebpfguard.detect.fields import EventView, FieldEnv
@@ -160,8 +162,18 @@ def _dedup_key(rule: Rule, event: Event, finding: Finding) -> Optional[tuple]:
     if pid is None or not event.get("time"):
         return None
     sandbox = (event.get("sandbox") or {}).get("name")
-    same = finding.same_as if finding.same_as is not None else json.dumps(finding.evidence, sort_keys=True, default=str)
+    same = finding.same_as if finding.same_as is not None else _evidence_key(finding.evidence)
     return (rule.id, sandbox, pid, same)
+
+
+def _evidence_key(evidence: Mapping) -> str:
+    """Evidence as canonical text: equal evidence, equal text. orjson does the common case
+    (an alerting storm repeats it per event); what it refuses (non-str keys, ints past 64
+    bits) goes through the stdlib."""
+    try:
+        return orjson.dumps(evidence, option=orjson.OPT_SORT_KEYS, default=str).decode()
+    except TypeError:
+        return json.dumps(evidence, sort_keys=True, default=str)
 
 
 class _Deduplicator:

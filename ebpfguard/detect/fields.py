@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping, Optional
 
 from ebpfguard.detect.registry import Event
 
-KINDS = ("exec", "exit", "socket", "connect", "flow", "dns", "open", "gpu")
+KINDS = ("exec", "exit", "socket", "connect", "flow", "dns", "open", "gpu", "summary")
 TYPES = ("str", "int", "float", "bool", "ip", "list[str]", "list[int]")
 
 
@@ -89,6 +89,10 @@ FIELDS: tuple[Field, ...] = (
     Field("busy_seconds", "float", ("gpu",), "how long the GPU has been kept busy"),
     Field("gpu.name", "str", ("gpu",), "the GPU's model name"),
     Field("gpu.uuid", "str", ("gpu",), "the GPU's UUID"),
+    Field("window_s", "float", ("summary",), "seconds the summary covers"),
+    Field("held_back.socket", "int", ("summary",), "socket events the per-sandbox rate limit held back"),
+    Field("held_back.connect", "int", ("summary",), "connect events held back"),
+    Field("held_back.flow", "int", ("summary",), "flow events held back"),
     Field("exec.miner.score", "int", ("exec",), "miner.exec's score of the command line (the best command)", derived=True),
     Field("exec.miner.min_score", "int", ("exec",), "the score miner.exec needs for that command", derived=True),
     Field("exec.miner.binary", "str", ("exec",), "the known miner binary matched, if any", derived=True),

@@ -274,8 +274,3 @@ def _describe(token: Token) -> str:
         return "the end of the condition"
     return f"`{token.text}`" if len(token.text) <= 40 else f"`{token.text[:40]}...`"
 
-
-def line_and_column(text: str, offset: int) -> tuple[int, int]:
-    """1-based line and column of an offset in a condition's own text."""
-    line = text.count("\n", 0, offset) + 1
-    return line, offset - (text.rfind("\n", 0, offset) + 1) + 1

@@ -10,12 +10,14 @@ live agent, the `-c`/`--config` file is read and scored as part of its command.
 
 from __future__ import annotations
 
+import functools
+
 import posixpath
 import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Optional, Sequence
 
-from ebpfguard.detect.cmdline import Command, commands_of, program_name
+from ebpfguard.detect.cmdline import Command, command_list, program_name
 from ebpfguard.detect.conditions import compile_globs
 from ebpfguard.detect.registry import Detector, Event, Finding, RuleContext, detector
 
@@ -26,7 +28,7 @@ HINT_NAMES = (
 )
 # The exec event's `argv_anomalies` (ebpfguard/enrich/exec_join.py) that mean the command line
 # was built past what a probe reads at once: padded, or placed where it cannot read it.
-HIDING_ANOMALIES = ("past_entry_bounds", "unreadable_at_entry", "truncated", "stack_incomplete")
+HIDING_ANOMALIES = ("past_entry_bounds", "unreadable_at_entry", "truncated", "stack_incomplete", "stack_held_back")
 MAX_MATCH_CHARS = 160
 MAX_CONFIG_BYTES = 256 * 1024
 
@@ -124,6 +126,9 @@ class MinerExec(Detector):
         if self.min_score < 1 or self.inert_factor < 1:
             raise ValueError("min_score and inert_factor must be at least 1")
         self._assessed: Optional[tuple[Event, tuple[Assessment, ...]]] = None
+        # A command's own hints depend on nothing else, and hosts run the same few command
+        # lines over and over. Bounded: an argv is at most ARGV_BUF_LEN bytes.
+        self._hints_of = functools.lru_cache(maxsize=512)(lambda command: tuple(self.command_hints(command)))
 
     def on_event(self, event: Event) -> Iterable[Finding]:
         best = None
@@ -155,8 +160,8 @@ class MinerExec(Detector):
         argv = process.get("argv") or event.get("argv") or ()
         assessed: list[Assessment] = []
         if isinstance(argv, (list, tuple)) and argv:
-            for index, command in enumerate(commands_of([str(arg) for arg in argv])):
-                hints = self.command_hints(command)
+            for index, command in enumerate(command_list([str(arg) for arg in argv])):
+                hints = list(self._hints_of(command))
                 if index == 0:
                     hints += self.exec_hints(event, command)
                 needed = self.min_score * (self.inert_factor if self._is_inert(command, hints) else 1)

@@ -22,7 +22,7 @@ from typing import Iterable, Optional
 
 import re2
 
-from ebpfguard.detect.cmdline import commands_of, program_name, shell_script
+from ebpfguard.detect.cmdline import command_list, program_name, shell_script
 from ebpfguard.detect.execinfo import exec_argv, exec_succeeded, sandbox_name
 from ebpfguard.detect.registry import Detector, Event, Finding, RuleContext, detector
 
@@ -57,7 +57,7 @@ class MinerTuning(Detector):
             return self.on_open(event)
         if not exec_succeeded(event):
             return []
-        for command in list(commands_of(exec_argv(event)))[:16]:
+        for command in command_list(exec_argv(event))[:16]:
             found = self.judge_command(list(command.argv))
             if found is not None:
                 action, target = found

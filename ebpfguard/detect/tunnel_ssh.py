@@ -36,7 +36,7 @@ from typing import Iterable, Optional
 import re2
 
 from ebpfguard.detect.addresses import parse_address
-from ebpfguard.detect.cmdline import WRAPPERS, commands_of, program_name
+from ebpfguard.detect.cmdline import WRAPPERS, command_list, program_name
 from ebpfguard.detect.execinfo import event_pid, exec_argv, exec_succeeded, program_and_args
 from ebpfguard.detect.registry import Detector, Event, Finding, RuleContext, detector
 from ebpfguard.detect.ssh_command import SshCommand, parse_ssh_command
@@ -112,7 +112,7 @@ class SshRemoteForward(Detector):
         name, args = program_and_args(event)
         candidates = [(name, args, True)]
         candidates += [(program_name(c.argv[0]), list(c.argv[1:]), False)
-                       for c in list(commands_of(exec_argv(event)))[:16]]
+                       for c in command_list(exec_argv(event))[:16]]
         for index, (program, arguments, own) in enumerate(candidates):
             if index == 1 and candidates[0][0] == program and not own:
                 continue  # the unwrapped exec itself, read already

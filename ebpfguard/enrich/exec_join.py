@@ -123,7 +123,9 @@ def argv_anomalies(asked: Optional[ExecArgsRecord], rec: ExecRecord, from_stack:
     * `changed_after_entry`: the argv the program received is not the one entry read (another
       thread rewrote it during the call);
     * `truncated`: longer than even the stack read takes (ARGV_STACK_MAX);
-    * `stack_incomplete`: the stack read failed or a piece of it was lost.
+    * `stack_incomplete`: the stack read failed or a piece of it was lost;
+    * `stack_held_back`: the sandbox spent its budget of stack reads (it execs huge command
+      lines in a loop): argv is what entry read, and the summary counts it.
     """
     found = set()
     if asked is not None:
@@ -137,6 +139,8 @@ def argv_anomalies(asked: Optional[ExecArgsRecord], rec: ExecRecord, from_stack:
         found.add("truncated")
     if rec.stack_unreadable or (rec.stack_argv and from_stack is None):
         found.add("stack_incomplete")
+    if rec.stack_held_back:
+        found.add("stack_held_back")
     return sorted(found)
 
 

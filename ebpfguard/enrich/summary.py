@@ -1,8 +1,9 @@
 """`summary` events: what the kernel held back (per-sandbox rate limit) or lost (ring full),
 per sandbox, each second.
 
-The kernel keeps running counts per (cgroup id, kind) in maps; `CountDeltas` turns two
-readings into what grew in between, and `summary_event` names the sandbox behind a cgroup id.
+The kernel counts per (cgroup id, kind) in maps that the agent reads and empties each second
+(ebpfguard/kernel/load.py); `per_cgroup` groups those counts by cgroup, and `summary_event`
+names the sandbox behind a cgroup id.
 Nothing a rate limit refuses is silently gone: it is counted here, per sandbox and kind.
 """
 
@@ -17,24 +18,13 @@ from ebpfguard.kernel.events import Header
 CgroupCounts = Mapping[tuple[int, str], int]
 
 
-class CountDeltas:
-    """What grew in a kernel counter map since the previous reading. Bounded by the map: a
-    key the map no longer holds (an LRU map evicted it) is forgotten here too."""
-
-    def __init__(self) -> None:
-        self._last: dict[tuple[int, str], int] = {}
-
-    def grew(self, totals: CgroupCounts) -> dict[int, dict[str, int]]:
-        """{cgroup id: {kind: growth}} for every key that grew."""
-        out: dict[int, dict[str, int]] = {}
-        for key, total in totals.items():
-            before = self._last.get(key, 0)
-            # Smaller than before: evicted and counted again from zero in between.
-            delta = total - before if total >= before else total
-            if delta > 0:
-                out.setdefault(key[0], {})[key[1]] = delta
-        self._last = dict(totals)
-        return out
+def per_cgroup(counts: CgroupCounts) -> dict[int, dict[str, int]]:
+    """{(cgroup id, kind): n} as {cgroup id: {kind: n}}, zero counts left out."""
+    out: dict[int, dict[str, int]] = {}
+    for (cgroup_id, kind), n in counts.items():
+        if n > 0:
+            out.setdefault(cgroup_id, {})[kind] = n
+    return out
 
 
 def summary_event(envelope: EventEnvelope, cgroup_id: int, held_back: Mapping[str, int],

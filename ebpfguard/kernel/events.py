@@ -231,6 +231,7 @@ class ExecRecord:
     stack_size: int = 0
     stack_truncated: bool = False
     stack_unreadable: bool = False
+    stack_held_back: bool = False  # the cgroup's budget for stack reads was spent
 
 
 @dataclass(frozen=True)
@@ -387,6 +388,7 @@ def _exec(data: memoryview) -> ExecRecord:
         stack_argv=bool(flags & C["EXEC_STACK_ARGV"]), stack_argc=stack_argc, stack_size=stack_size,
         stack_truncated=bool(flags & C["EXEC_STACK_TRUNCATED"]),
         stack_unreadable=bool(flags & C["EXEC_STACK_UNREADABLE"]),
+        stack_held_back=bool(flags & C["EXEC_STACK_HELD_BACK"]),
     )
 
 

@@ -10,6 +10,7 @@ import ctypes
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Mapping, Optional
 
 from ebpfguard.kernel.events import BPF_DIR, C
@@ -83,8 +84,8 @@ SHARED_SOURCES = ("common.h", "ratelimit.bpf.c", "response.h")
 # The ring buffers, drained in this order: process records before the bulk ones, so an
 # exec is known before the network events of its process.
 RINGS = ("exec_events", "events")
-# Record kinds the rate limit may hold back (the EVENT_* they would have been).
-RATE_LIMITED_KINDS = ("socket", "connect", "flow")
+# Record kinds the rate limits may hold back (the EVENT_* they would have been).
+RATE_LIMITED_KINDS = ("socket", "connect", "flow", "exec_argv")
 
 TRACEFS_CANDIDATES = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 
@@ -134,6 +135,17 @@ def _ring_pages(probes: Mapping, key: str) -> int:
     return pages
 
 
+def btf_names(btf: str, *names: str) -> bool:
+    """Whether the kernel's BTF names each of `names` (its string table holds every type and
+    enumerator name): a BPF helper exists in this kernel when its BPF_FUNC_* enumerator does,
+    a feature probe instead of a guess from the version. False without BTF."""
+    try:
+        data = Path(btf).read_bytes()
+    except OSError:
+        return False
+    return all(b"\0" + name.encode() + b"\0" in data for name in names)
+
+
 def compile_flags(config: Mapping, tracefs: str, btf: str = "/sys/kernel/btf/vmlinux",
                   agent_pid: Optional[int] = None) -> list[str]:
     """cflags: include path, ring sizes, rate limit, features found in this kernel, the
@@ -144,12 +156,18 @@ def compile_flags(config: Mapping, tracefs: str, btf: str = "/sys/kernel/btf/vml
     if rate < 0 or rate > 1_000_000_000 or (rate and burst < 1):
         raise ProbeError("probes.rate_limit: events_per_s must be 0 (off) to 1e9, and burst at least 1 "
                          f"(not {rate} and {burst})")
+    stack_kib = int(limit["stack_argv_kib_per_s"])
+    if stack_kib < 0 or stack_kib > 1 << 30:
+        raise ProbeError(f"probes.rate_limit.stack_argv_kib_per_s must be 0 (off) or more, not {stack_kib}")
+    # In the kernel's unit, ARGV_STACK_CHUNK-byte pieces; at least one when on.
+    stack_pieces = 0 if stack_kib == 0 else max(1, stack_kib * 1024 // C["ARGV_STACK_CHUNK"])
     flags = [f"-I{BPF_DIR}", f"-DRINGBUF_PAGES={_ring_pages(probes, 'ring_buffer_pages')}",
              f"-DEXEC_RINGBUF_PAGES={_ring_pages(probes, 'exec_ring_buffer_pages')}",
-             f"-DBULK_RATE={rate}", f"-DBULK_BURST={burst}"]
+             f"-DBULK_RATE={rate}", f"-DBULK_BURST={burst}", f"-DARGV_STACK_RATE={stack_pieces}"]
     # The exec probe finds the new image's stack through bpf_task_pt_regs (Linux 5.15),
-    # whose result the verifier types from the kernel's BTF.
-    if os.path.exists(btf):
+    # whose result the verifier types from the kernel's BTF: both must be there, or the
+    # verifier refuses the whole exec family (a 5.10 kernel with BTF has no such helper).
+    if btf_names(btf, "BPF_FUNC_task_pt_regs", "BPF_FUNC_get_current_task_btf"):
         flags.append("-DHAVE_STACK_ARGV")
     # Response checks exist in the hooks only when they may act (bpf/response.h).
     if config.get("response", {}).get("mode") == "enforce":
@@ -322,15 +340,16 @@ class ProbeSet:
         live = sum(1 for _ in self.bpf["lineage"].keys())
         return inserts, deletes, live
 
-    def held_back(self) -> dict[tuple[int, str], int]:
-        """What the rate limit held back since load: (cgroup id, kind) -> count."""
+    def take_held_back(self) -> dict[tuple[int, str], int]:
+        """What the rate limits held back since the last call: (cgroup id, kind) -> count.
+        Read and cleared in batches, so the map holds only cgroups active since."""
         kinds = {C[f"EVENT_{kind.upper()}"]: kind for kind in RATE_LIMITED_KINDS}
-        return _per_cgroup(self.bpf["held_back"], kinds)
+        return _take_per_cgroup(self.bpf["held_back"], kinds)
 
-    def lost_by_cgroup(self) -> dict[tuple[int, str], int]:
-        """Records a full ring lost since load: (cgroup id, probe family) -> count."""
+    def take_lost_by_cgroup(self) -> dict[tuple[int, str], int]:
+        """Records a full ring lost since the last call: (cgroup id, probe family) -> count."""
         families = {C[f"PROBE_{family.upper()}"]: family for family in self.families}
-        return _per_cgroup(self.bpf["lost_by_cgroup"], families)
+        return _take_per_cgroup(self.bpf["lost_by_cgroup"], families)
 
     def close(self) -> None:
         """Detach every probe: close the cgroup links, and let bcc detach the tracepoints."""
@@ -345,7 +364,12 @@ class ProbeSet:
         self.bpf.cleanup()
 
 
-def _per_cgroup(table, names: Mapping[int, str]) -> dict[tuple[int, str], int]:
-    """A cgroup_count_key -> u64 map as {(cgroup id, name of its kind): count}."""
-    return {(int(key.cgroup_id), names.get(int(key.kind), str(int(key.kind)))): int(value.value)
-            for key, value in table.items()}
+def _take_per_cgroup(table, names: Mapping[int, str]) -> dict[tuple[int, str], int]:
+    """A cgroup_count_key -> u64 map as {(cgroup id, name of its kind): count}, emptied as it
+    is read (BPF_MAP_LOOKUP_AND_DELETE_BATCH: one syscall per batch, not two per key). An
+    increment racing the delete of its entry can be lost: a count or two, never a flood."""
+    out: dict[tuple[int, str], int] = {}
+    for key, value in table.items_lookup_and_delete_batch():
+        name = names.get(int(key.kind), str(int(key.kind)))
+        out[(int(key.cgroup_id), name)] = out.get((int(key.cgroup_id), name), 0) + int(value)
+    return out

@@ -394,6 +394,9 @@ class Delivery:
                 self._keep(payload)
             else:
                 self._submit(payload)
+        # Give the GIL back between items: the agent's main loop, waking for the ring buffer,
+        # then waits for one item's work at most, not for CPython's 5 ms switch interval.
+        time.sleep(0)
 
     def _submit(self, payload: bytes, refresh: bool = False) -> None:
         """Send now if nothing waits before it; else keep it, in order, in the backlog.

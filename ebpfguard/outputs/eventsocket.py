@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Optional
 
 from ebpfguard.clock import rfc3339_ns
-from ebpfguard.outputs.sinks import to_json_line
+from ebpfguard.outputs.sinks import to_json_bytes
 from ebpfguard.outputs.stats import PipelineStats
 
 DEFAULT_SOCKET = "/run/ebpfguard/events.sock"
@@ -35,7 +35,7 @@ class SocketBusy(Exception):
 def skipped_line(missed: int) -> bytes:
     """The marker a skipped-ahead viewer gets before the stream resumes."""
     marker = {"kind": SKIPPED_KIND, "time": rfc3339_ns(time.time_ns()), "missed": missed}
-    return to_json_line(marker).encode("ascii")
+    return to_json_bytes(marker)
 
 
 class Viewer:
@@ -107,7 +107,7 @@ class EventSocket:
         """Queue one event for every viewer, skipping any viewer whose buffer is full."""
         if not self.viewers:
             return True
-        line = to_json_line(event).encode("ascii")
+        line = to_json_bytes(event)
         for viewer in self.viewers:
             if viewer.missed or viewer.queued_bytes + len(line) > self.buffer_bytes:
                 viewer.missed += 1

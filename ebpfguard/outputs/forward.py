@@ -1,8 +1,9 @@
-"""The configured outputs (Alertmanager, Falco, syslog, webhook) as one sink of the agent.
+"""The configured outputs (Alertmanager, Falco, syslog, webhook) as one sink.
 
-The agent writes every event here after the JSON Lines output; each output takes what it wants
-(alerts, and the Alertmanager output the exits of processes it alerted on) onto its own queue,
-without blocking. Delivery problems are warned about at most once per interval per output.
+The outputs process (ebpfguard/outputs/process.py) writes every alert it gets from the agent
+here; each output takes what it wants (alerts, and the Alertmanager output the exits of
+processes it alerted on) onto its own queue, without blocking. Delivery problems are warned
+about at most once per interval per output.
 """
 
 from __future__ import annotations

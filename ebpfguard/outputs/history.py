@@ -20,6 +20,7 @@ from typing import BinaryIO, Callable, Iterable, Mapping, Optional, TextIO
 from ebpfguard.detect.replay import LineError, numbered_lines, parse_line
 
 HOST = "host"
+MAX_IMAGES = 4  # exec images kept per process: the first and the latest ones
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,13 @@ class SandboxRecord:
         entry.update(comm=process.get("comm"), exe=process.get("exe"), ppid=process.get("ppid", entry["ppid"]))
         entry["argv"], entry["argv_cut"] = _short_argv(process.get("argv") or [], self.bounds.argv_chars)
         entry["execs"] += 1
+        # A shell that execs its last command keeps its pid: the images it ran, the first and
+        # the latest ones, show who started what.
+        images = entry.setdefault("images", [])
+        if len(images) >= MAX_IMAGES:
+            del images[1]
+        images.append({"exe": entry["exe"], "argv": entry["argv"], "argv_cut": entry["argv_cut"],
+                       "time": event.get("time")})
         entry["first_time"] = entry["first_time"] or event.get("time")
         entry["ancestry"] = [{"pid": a.get("pid"), "comm": a.get("comm")} for a in (process.get("ancestry") or [])[:4]]
 

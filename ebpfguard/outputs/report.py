@@ -54,10 +54,16 @@ def summary_line(report: dict) -> str:
     return f"{safe(report['sandbox'])}: FLAGGED — {fired}"
 
 
+def _image_text(image: dict, comm: object) -> str:
+    argv = image.get("argv") or []
+    text = " ".join(safe(a) for a in argv) if argv else f"[{safe(comm)}]"
+    return text + (" …" if image.get("argv_cut") else "")
+
+
 def _command(process: dict) -> str:
-    argv = process.get("argv") or []
-    text = " ".join(safe(a) for a in argv) if argv else f"[{safe(process.get('comm'))}]"
-    return text + (" …" if process.get("argv_cut") else "")
+    """Its command line; a process that exec'd again shows each image kept, in order."""
+    images = process.get("images") or [process]
+    return " ⇒ ".join(_image_text(image, process.get("comm")) for image in images)
 
 
 def process_tree(processes: list[dict]) -> list[tuple[int, dict]]:

@@ -23,12 +23,34 @@ import time
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Protocol, TextIO
 
+import orjson
+
 from ebpfguard.outputs.stats import PipelineStats
+
+
+def to_json_bytes(event: dict) -> bytes:
+    """One event as one line of ASCII JSON, newline included (control characters, DEL and
+    non-ASCII escaped).
+
+    orjson does the common case, several times faster than the stdlib; it writes UTF-8 and
+    leaves DEL raw, so a line that is not plain printable ASCII (a sandbox's non-ASCII
+    argv, say) is encoded again by the stdlib with `ensure_ascii`. So are what orjson
+    refuses: integers beyond 64 bits, non-string keys, lone surrogates, deep nesting. Both
+    paths give the same JSON text (orjson writes NaN as null where the stdlib writes the
+    non-JSON NaN)."""
+    try:
+        line = orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE)
+    except TypeError:
+        pass
+    else:
+        if line.isascii() and b"\x7f" not in line:
+            return line
+    return (json.dumps(event, ensure_ascii=True, separators=(",", ":")) + "\n").encode("ascii")
 
 
 def to_json_line(event: dict) -> str:
     """One event as one line of ASCII JSON (control characters and non-ASCII escaped)."""
-    return json.dumps(event, ensure_ascii=True, separators=(",", ":")) + "\n"
+    return to_json_bytes(event).decode("ascii")
 
 
 class Sink(Protocol):
@@ -99,6 +121,7 @@ class JsonLinesSink:
         self._last_flush = time.monotonic()
         self._pending = 0
         self._holds_alert = False
+        self._last: tuple = (None, "")
 
     @classmethod
     def open(cls, path: Optional[str], stats: PipelineStats, output: Mapping[str, Any]) -> "JsonLinesSink":
@@ -109,9 +132,17 @@ class JsonLinesSink:
         file = EventFile.from_config(path, output)
         return cls(file.open(), stats, flush_interval_s, file)
 
+    def line_of(self, event: dict) -> Optional[str]:
+        """The line just written for this very event object, if it was the last one: later
+        sinks of the same write (the outputs) reuse it instead of encoding it again."""
+        last, line = self._last
+        return line if last is event else None
+
     def write(self, event: dict) -> bool:
+        line = to_json_line(event)
+        self._last = (event, line)
         try:
-            self.stream.write(to_json_line(event))
+            self.stream.write(line)
         except (OSError, ValueError):
             self.stats.drop("output", "write_error")
             return False

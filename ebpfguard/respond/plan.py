@@ -4,7 +4,8 @@ the response configuration and who the agent is.
 Targets come only from the alert (the event that raised it): the flow its socket cookie
 names, the destination it connected or sent to, its sandbox, its process. The guards keep
 actions off `host` (unless listed by name), off sandboxes not listed, and off the agent
-itself: its own cgroup or any cgroup above it, its own pid and its parents.
+itself: its own cgroup (and, for actions on a whole sandbox, any cgroup above it), its own pid
+and its parents.
 """
 
 from __future__ import annotations
@@ -16,6 +17,15 @@ from typing import Optional
 
 from ebpfguard.respond.cgroups import contains
 from ebpfguard.respond.config import ResponseConfig
+
+
+# Actions on a whole sandbox subtree; the others act on one flow or one process.
+SANDBOX_ACTIONS = frozenset({"deny-connect", "quarantine", "freeze"})
+
+
+def _process_cgroup(sandbox: dict) -> Optional[str]:
+    """The cgroup the alert's process was in (lineage may name the sandbox it came from)."""
+    return sandbox.get("current_cgroup") or sandbox.get("cgroup")
 
 
 @dataclass(frozen=True)
@@ -93,9 +103,15 @@ def plan(alert: dict, action: str, config: ResponseConfig, agent: Self, sandbox_
         return Planned(action, {"sandbox": name}, "refused", why)
     if sandbox_root is None:
         return Planned(action, {"sandbox": name}, "skipped", "the sandbox's cgroup is gone")
-    if agent.cgroup is not None and contains(sandbox_root, agent.cgroup):
-        return Planned(action, {"sandbox": name, "cgroup": sandbox_root}, "refused",
-                       "the agent runs in this cgroup or below it")
+    if action in SANDBOX_ACTIONS:
+        if sandbox_root == "/":
+            return Planned(action, {"sandbox": name, "cgroup": sandbox_root}, "refused", "the root cgroup")
+        if agent.cgroup is not None and contains(sandbox_root, agent.cgroup):
+            return Planned(action, {"sandbox": name, "cgroup": sandbox_root}, "refused",
+                           "the agent runs in this cgroup or below it")
+    elif agent.cgroup is not None and _process_cgroup(sandbox) == agent.cgroup:
+        return Planned(action, {"sandbox": name, "cgroup": agent.cgroup}, "refused",
+                       "the process is in the agent's own cgroup")
     pid = process.get("pid")
     if pid is not None and (pid == agent.pid or pid in agent.ancestors):
         return Planned(action, {"sandbox": name, "pid": pid}, "refused", "the process is the agent or its parent")
@@ -114,6 +130,4 @@ def plan(alert: dict, action: str, config: ResponseConfig, agent: Self, sandbox_
         if not isinstance(pid, int) or pid <= 1:
             return Planned(action, {"sandbox": name}, "skipped", "the alert names no process")
         return Planned(action, {"sandbox": name, "pid": pid, "comm": process.get("comm")})
-    if sandbox_root == "/":
-        return Planned(action, {"sandbox": name, "cgroup": sandbox_root}, "refused", "the root cgroup")
     return Planned(action, {"sandbox": name, "cgroup": sandbox_root})

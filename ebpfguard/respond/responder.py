@@ -103,6 +103,7 @@ class Responder:
         self.pending: list[PendingFreeze] = []
         self.dns = DnsAnswers()
         self._next_id = 1
+        self._next_expiry_check = 0
         if maps is not None and config.quarantine_allow:
             maps.set_allowlist(config.quarantine_allow)
 
@@ -147,6 +148,9 @@ class Responder:
                 self._emit(pending.alert, pending.planned, "failed", pending.started_ns,
                            reason=f"not reported frozen within {self.config.freeze_timeout_s:g}s "
                                   "(the freeze stays asked for)")
+        if now < self._next_expiry_check:
+            return
+        self._next_expiry_check = now + 1_000_000_000  # TTLs are seconds: once a second will do
         for entry in [e for e in self.in_force.values() if e.expires_mono_ns and e.expires_mono_ns <= now]:
             self._lift_entry(entry, "expired")
 

@@ -88,13 +88,32 @@ def summary(event: dict) -> str:
         where = event.get("to_cgroup") or event.get("target") or event.get("filename") or event.get("bpf_cmd")
         return safe(f"{event.get('what')} {where or ''}".rstrip())
     if kind == "action":
-        return safe(f"{event.get('action')} {event.get('target')} for {event.get('rule')}: {event.get('outcome')}")
+        return action_summary(event)
     if kind == "summary":
         counts = {**(event.get("held_back") or {}), **{f"lost {k}": v for k, v in (event.get("lost") or {}).items()}}
         return safe("held back " + ", ".join(f"{k} {v}" for k, v in counts.items()) + f" in {event.get('window_s')}s")
     if kind == "skipped":
         return f"this viewer read too slowly: the agent skipped {event.get('missed')} events for it"
     return ""
+
+
+def action_summary(event: dict) -> str:
+    """`block-flow flow 8231 to 203.0.113.9:3333 for miner.stratum: done` (and why, if not done)."""
+    target = event.get("target") if isinstance(event.get("target"), dict) else {}
+    parts = []
+    if target.get("flow_id") is not None:
+        parts.append(f"flow {target['flow_id']}")
+    if target.get("daddr") is not None:
+        parts.append(f"to {destination(target)}")
+    for dest in target.get("destinations") or ():
+        if isinstance(dest, dict):
+            parts.append(f"to {destination(dest)}")
+    if target.get("pid") is not None:
+        parts.append(f"pid {target['pid']}")
+    if target.get("cgroup") and not parts:
+        parts.append(f"cgroup {target['cgroup']}")
+    why = f" ({event['reason']})" if event.get("reason") else ""
+    return safe(f"{event.get('action')} {' '.join(parts)} for {event.get('rule')}: {event.get('outcome')}{why}")
 
 
 def short_time(event: dict) -> str:

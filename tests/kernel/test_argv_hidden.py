@@ -121,3 +121,31 @@ def test_argv_in_untouched_pages_rewritten_by_the_new_program_is_seen_as_it_was_
         assert cmdline.startswith(b"[kworker/0:1]\0") and WALLET.encode() not in cmdline
     finally:
         proc.wait(timeout=10)
+
+
+def test_a_sandbox_execing_huge_command_lines_in_a_loop_spends_only_its_own_budget(agent, make_cgroup):
+    cg = make_cgroup("sandbox-")
+    # 250 KB a command line (two arguments: the kernel takes 128 KiB each), 200 of them as
+    # fast as they go: 50 MB, far past the default 1 MiB/s (2 MiB burst) the stack reads of
+    # one sandbox may take.
+    cg.run(["sh", "-c", 'big=$(head -c 125000 /dev/zero | tr "\\0" x); i=0; '
+                        'while [ $i -lt 200 ]; do /bin/true "$big" "$big"; i=$((i+1)); done'], check=True)
+    summary = agent.wait_for(lambda e: e["kind"] == "summary" and e["sandbox"]["cgroup"] == cg.rel
+                             and e["held_back"].get("exec_argv", 0) > 0)
+    assert summary["sandbox"]["name"] == cg.path.name and summary["lost"] == {}
+    def execs_of_the_loop():
+        return [e for e in agent.events() if e["kind"] == "exec" and e["sandbox"]["cgroup"] == cg.rel
+                and e["process"]["argv"][:1] == ["/bin/true"]]
+
+    deadline = time.monotonic() + 30
+    while len(execs := execs_of_the_loop()) < 200 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    whole = [e for e in execs if e.get("argv_source") == "stack"]
+    held = [e for e in execs if "stack_held_back" in e.get("argv_anomalies", ())]
+    assert len(execs) == 200 and whole and held and len(whole) + len(held) == len(execs)
+    assert all([len(a) for a in e["process"]["argv"][1:]] == [125000, 125000] for e in whole)
+    # Another sandbox's long command line is still read whole.
+    other = make_cgroup("sandbox-")
+    other.run(["/bin/true", *(c * 4090 for c in "wxyz"), *MINER_TAIL], check=True)
+    alert = miner_alert(agent, other)
+    assert alert["event"]["argv_source"] == "stack"

@@ -164,10 +164,11 @@ def test_uninstall_removes_the_venv_unit_logrotate_and_link(installed):
     assert left == []
 
 
-def test_make_run_writes_only_json_events_on_stdout(make_cgroup):
-    make = subprocess.Popen(["make", "--no-print-directory", "run", "ARGS=--socket none --metrics-addr none"],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                            start_new_session=True)
+def test_make_run_writes_only_json_events_on_stdout(make_cgroup, tmp_path):
+    stderr = tmp_path / "make.stderr"
+    with open(stderr, "w") as err:
+        make = subprocess.Popen(["make", "--no-print-directory", "run", "ARGS=--socket none --metrics-addr none"],
+                                cwd=REPO, stdout=subprocess.PIPE, stderr=err, text=True, start_new_session=True)
     sandbox, token, seen = make_cgroup("sandbox-"), marker(), threading.Event()
     driver = execs_until(sandbox, token, seen, lambda: make.poll() is None)
     lines = []
@@ -176,9 +177,11 @@ def test_make_run_writes_only_json_events_on_stdout(make_cgroup):
             lines.append(json.loads(line))  # the first line too: no make chatter before it
             if token in (lines[-1].get("process") or {}).get("argv", []):
                 break
-        assert lines and token in lines[-1]["process"]["argv"], f"make run ended: {make.poll()}"
+        assert lines and token in lines[-1]["process"]["argv"], (
+            f"make run ended ({make.poll()}):\n{stderr.read_text()[-4000:]}")
     finally:
         seen.set()
         driver.join()
-        os.killpg(make.pid, signal.SIGTERM)
+        if make.poll() is None:
+            os.killpg(make.pid, signal.SIGTERM)
         make.wait(timeout=60)

@@ -5,10 +5,15 @@ raises nothing."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
 import urllib.request
+from pathlib import Path
+from typing import Iterator
+
+import pytest
 
 from conftest import RunningAgent, alert_for, has_arg, marker, miner_command_line
 from prometheus_client.parser import text_string_to_metric_families
@@ -116,19 +121,61 @@ def scrape(url: str) -> dict[str, float]:
             if not s.labels}
 
 
-def test_the_lineage_map_stays_bounded_under_pid_churn_and_counts_what_it_pushed_out(make_cgroup, tmp_path):
-    config = tmp_path / "small-lineage.yaml"
+def scrape_labelled(url: str, name: str) -> list[tuple[dict, float]]:
+    """(labels, value) of each sample of one metric."""
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    return [(s.labels, s.value) for family in text_string_to_metric_families(text) for s in family.samples
+            if s.name == name]
+
+
+@pytest.fixture(scope="module")
+def own_agent(tmp_path_factory) -> Iterator[RunningAgent]:
+    """An agent of these tests alone (its probes get detached): a lineage map of 64."""
+    workdir = tmp_path_factory.mktemp("own-agent")
+    config = workdir / "small-lineage.yaml"
     config.write_text("sandbox:\n  lineage_max_processes: 64\n")
-    small = RunningAgent(tmp_path, ("--config", str(config)))
+    running = RunningAgent(workdir, ("--config", str(config)))
+    yield running
+    running.stop()
+
+
+def test_the_lineage_map_stays_bounded_under_pid_churn_and_counts_what_it_pushed_out(own_agent, make_cgroup):
     cg = make_cgroup("sandbox-")
+    # More sandboxed processes alive at once than the map holds, then churn through more.
+    sleepers = cg.popen(["sh", "-c", "for i in $(seq 200); do sleep 120 & done; wait"])
     try:
-        # More sandboxed processes alive at once than the map holds, then churn through more.
-        sleepers = cg.popen(["sh", "-c", "for i in $(seq 200); do sleep 120 & done; wait"])
         cg.run(["sh", "-c", "i=0; while [ $i -lt 2000 ]; do /bin/true; i=$((i+1)); done"])
-        counts = scrape(small.metrics_url)
+        counts = scrape(own_agent.metrics_url)
         assert 0 < counts["ebpfguard_lineage_processes"] <= 64
         assert counts["ebpfguard_lineage_evictions_total"] >= 200 - 64
+    finally:
         (cg.path / "cgroup.kill").write_text("1")
         sleepers.wait(timeout=30)
-    finally:
-        assert small.stop() == 0, small.stderr[-4000:]
+
+
+def agent_link_ids(pid: int) -> list[int]:
+    """The BPF links an agent holds, from its file descriptors' fdinfo."""
+    ids = []
+    for info in Path(f"/proc/{pid}/fdinfo").iterdir():
+        try:
+            found = re.search(r"^link_id:\s+(\d+)$", info.read_text(), re.MULTILINE)
+        except OSError:
+            continue
+        if found:
+            ids.append(int(found.group(1)))
+    return ids
+
+
+def test_detaching_the_agents_probes_is_an_alert_and_a_metric(own_agent):
+    links = agent_link_ids(own_agent.proc.pid)
+    assert links, "the agent holds no BPF link"
+    for link in links:
+        subprocess.run(["bpftool", "link", "detach", "id", str(link)], check=True)
+    for family in ("net", "flow"):  # the families with cgroup links
+        alert = own_agent.wait_for(alert_for(
+            "agent.tamper", lambda e: e.get("what") == "probe_detached" and e.get("probe") == family))
+        assert alert["severity"] == "critical"
+    attached = {labels["probe"]: value for labels, value in scrape_labelled(
+        own_agent.metrics_url, "ebpfguard_probe_attached")}
+    assert attached["net"] == 0 and attached["flow"] == 0 and attached["exec"] == 1

@@ -27,6 +27,7 @@ class Fleet:
     """The receivers, and one agent whose config turns every output on."""
 
     def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
         self.notifications = HttpReceiver().up()  # where Alertmanager sends firing/resolved
         self.alertmanager = Alertmanager(workdir, self.notifications.url)
         self.rsyslog = Rsyslog(workdir)
@@ -37,7 +38,7 @@ class Fleet:
         config = workdir / "outputs.yaml"
         config.write_text(json.dumps({"outputs": {  # JSON is YAML
             "alertmanager": {"url": self.alertmanager.url, "resend_interval_s": 1.0, "labels": {"cluster": "test"},
-                             "spool_dir": str(workdir / "spool")},
+                             "spool_dir": str(workdir / "spool"), "retry_initial_s": 0.2, "retry_max_s": 1.0},
             "falco": {"file": str(self.falco_file)},
             "syslog": {"address": f"tcp://127.0.0.1:{self.rsyslog.tcp_port}"},
             "webhook": {"url": self.webhook.url, "headers_file": str(headers), "spool_dir": str(workdir / "spool")},
@@ -158,12 +159,70 @@ def test_the_same_alert_reaches_rsyslog_falco_lines_and_the_webhook_and_is_count
     assert "fleet-test-secret" not in fleet.agent.output.read_text()
 
 
-    # Each output counted what it delivered, and dropped nothing.
-    with urllib.request.urlopen(fleet.agent.metrics_url, timeout=10) as response:
-        metrics = response.read().decode()
+    # Each output counted what it delivered, and dropped nothing (counters reach the agent's
+    # metrics within half a second).
+    def metrics() -> str:
+        with urllib.request.urlopen(fleet.agent.metrics_url, timeout=10) as response:
+            return response.read().decode()
+
+    def all_sent(text: str) -> bool:
+        return all(float(m.group(1)) >= 1 for o in ("alertmanager", "falco", "syslog", "webhook")
+                   for m in [re.search(rf'^ebpfguard_output_sent_total{{output="{o}"}} (\S+)$', text, re.M)] if m) \
+            and text.count("ebpfguard_output_sent_total{") == 4
+
+    wait_until(lambda: all_sent(metrics()), RECEIVE_TIMEOUT_S, "every output counted a delivery")
+    text = metrics()
     for output in ("alertmanager", "falco", "syslog", "webhook"):
-        sent = re.search(rf'^ebpfguard_output_sent_total{{output="{output}"}} (\S+)$', metrics, re.MULTILINE)
-        assert sent and float(sent.group(1)) >= 1, output
         for reason in ("queue_full", "spool_full", "rejected"):
-            assert f'ebpfguard_output_dropped_total{{output="{output}",reason="{reason}"}} 0.0' in metrics
-        assert re.search(rf'^ebpfguard_output_queue_depth{{output="{output}"}} ', metrics, re.MULTILINE)
+            assert f'ebpfguard_output_dropped_total{{output="{output}",reason="{reason}"}} 0.0' in text
+        assert re.search(rf'^ebpfguard_output_queue_depth{{output="{output}"}} ', text, re.MULTILINE)
+
+def output_metric(agent: RunningAgent, name: str, output: str) -> float:
+    with urllib.request.urlopen(agent.metrics_url, timeout=10) as response:
+        metrics = response.read().decode()
+    found = re.search(rf'^ebpfguard_output_{name}{{output="{output}"}} (\S+)$', metrics, re.MULTILINE)
+    assert found, name
+    return float(found.group(1))
+
+
+def test_alerts_raised_while_alertmanager_is_down_are_spooled_and_arrive_in_order_when_it_is_back(
+        fleet, make_cgroup, tmp_path):
+    port = fleet.alertmanager.port
+    fleet.alertmanager.stop()
+    failed_before = output_metric(fleet.agent, "failed_total", "alertmanager")
+    sandboxes = [make_cgroup("sandbox-") for _ in range(3)]
+    miners = []
+    try:
+        for cg in sandboxes:  # three alerts, one per sandbox, while Alertmanager is down
+            token = marker()
+            miners.append(start_miner(cg, tmp_path, token))
+            fleet.agent.wait_for(alert_for("miner.exec", lambda e, t=token: t in e["process"]["argv"]))
+        wait_until(lambda: output_metric(fleet.agent, "queue_depth", "alertmanager") >= 3, RECEIVE_TIMEOUT_S,
+                   "the alerts spooled")
+        assert output_metric(fleet.agent, "failed_total", "alertmanager") > failed_before
+        spooled = [json.loads(record[4:])[0]["labels"]["sandbox"]
+                   for record in _spool_records(fleet.workdir / "spool" / "alertmanager")]
+        assert spooled[-3:] == [cg.path.name for cg in sandboxes]  # in the order they were raised
+
+        fleet.alertmanager = Alertmanager(fleet.workdir, fleet.notifications.url, port=port)
+        for cg in sandboxes:
+            wait_until(lambda cg=cg: fleet.alertmanager.alerts(sandbox=cg.path.name), RECEIVE_TIMEOUT_S,
+                       "the spooled alert in Alertmanager")
+        wait_until(lambda: output_metric(fleet.agent, "queue_depth", "alertmanager") == 0, RECEIVE_TIMEOUT_S,
+                   "the spool drained")
+    finally:
+        for proc in miners:
+            proc.kill()
+            proc.wait()
+
+
+def _spool_records(directory: Path) -> list[bytes]:
+    """The spool's records as on disk (a 4-byte length, then the payload), oldest first."""
+    records = []
+    for segment in sorted(directory.glob("*.seg")):
+        data, at = segment.read_bytes(), 0
+        while at + 4 <= len(data):
+            size = int.from_bytes(data[at:at + 4], "big")
+            records.append(data[at:at + 4 + size])
+            at += 4 + size
+    return records

@@ -95,16 +95,16 @@ class Alertmanager:
     """Debian's prometheus-alertmanager on loopback with a temp config and storage; its
     notifications (firing and resolved) go to `webhook_url`, unless `config` is given."""
 
-    def __init__(self, workdir: Path, webhook_url: str, config: Optional[dict] = None) -> None:
+    def __init__(self, workdir: Path, webhook_url: str, config: Optional[dict] = None, port: int = 0) -> None:
         binary = need("prometheus-alertmanager")
-        self.port = free_port()
+        self.port = port or free_port()
         self.config = workdir / "alertmanager.yml"
         self.config.write_text(json.dumps(config or {  # JSON is YAML
             "route": {"receiver": "hook", "group_by": ["alertname", "sandbox"],
                       "group_wait": "1s", "group_interval": "1s", "repeat_interval": "1h"},
             "receivers": [{"name": "hook", "webhook_configs": [{"url": webhook_url, "send_resolved": True}]}],
         }))
-        self.log = open(workdir / "alertmanager.log", "w")
+        self.log = open(workdir / "alertmanager.log", "a")
         self.proc = subprocess.Popen(
             [binary, f"--config.file={self.config}", f"--storage.path={workdir / 'am-data'}",
              f"--web.listen-address=127.0.0.1:{self.port}", "--cluster.listen-address=", "--log.level=warn"],

@@ -207,7 +207,7 @@ def test_detector_results_are_fields():
 
 @pytest.mark.parametrize(("condition", "message", "offset"), [
     ('proces.comm = "x"', "unknown field 'proces.comm' (did you mean 'process.comm'?)", 0),
-    ('kind = "conect"', "kind is never 'conect' (it is one of: exec, exit, socket, connect, flow, dns, open, gpu)", 7),
+    ('kind = "conect"', "kind is never 'conect' (it is one of: exec, exit, socket, connect, flow, dns, open, gpu, summary)", 7),
     ('dport = "25"', "dport is a number: compare it with a number, not '25'", 8),
     ('dport = 25.5', "dport is an integer: it never equals 25.5", 8),
     ('process.comm = 3', "process.comm is a str: compare it with a quoted string, not 3", 15),

@@ -9,14 +9,17 @@ import threading
 import pytest
 
 from ebpfguard.client import NoAgent, Refused, call
+from ebpfguard.config import load_config
 from ebpfguard.control import ControlError, ControlServer
 from ebpfguard.outputs.eventsocket import SocketBusy
+from ebpfguard.outputs.runner_access import Grant, Peer, RunnerAccess
 
 
 @pytest.fixture
 def server(tmp_path):
-    srv = ControlServer.open(str(tmp_path / "run" / "control.sock"))
-    srv.may_connect = lambda uid: True  # unit tests need not run as root
+    # Unit tests need not run as root: this uid is granted every sandbox, test ops are open.
+    srv = ControlServer.open(str(tmp_path / "run" / "control.sock"), RunnerAccess([Grant(os.getuid(), None, ("*",))]),
+                             load_config()["sandbox"])
     stop = threading.Event()
 
     def loop():
@@ -37,17 +40,17 @@ def request(path, op, args=None):
 
 
 def test_a_registered_operation_answers_with_its_result(server):
-    server.handle("echo", lambda args: {"got": args})
+    server.handle("echo", lambda args, _peer: {"got": args}, root_only=False)
     assert request(str(server.path), "echo", {"x": 1}) == {"got": {"x": 1}}
     assert request(str(server.path), "ping")["pid"] == os.getpid()
 
 
 def test_unknown_operations_and_handler_refusals_are_errors_not_crashes(server):
-    def refuse(_args):
+    def refuse(_args, _peer):
         raise ControlError("no such thing", code="unknown_sandbox")
 
-    server.handle("refuse", refuse)
-    server.handle("broken", lambda _args: 1 / 0)
+    server.handle("refuse", refuse, root_only=False)
+    server.handle("broken", lambda _args, _peer: 1 / 0, root_only=False)
     with pytest.raises(Refused, match="unknown op 'nope'"):
         request(str(server.path), "nope")
     with pytest.raises(Refused, match="no such thing"):
@@ -58,10 +61,10 @@ def test_unknown_operations_and_handler_refusals_are_errors_not_crashes(server):
 
 
 def test_a_refusal_carries_its_code_for_clients(server):
-    def refuse(_args):
+    def refuse(_args, _peer):
         raise ControlError("never seen", code="unknown_sandbox")
 
-    server.handle("report", refuse)
+    server.handle("report", refuse, root_only=False)
     assert server.answer(b'{"op": "report"}') == {"ok": False, "error": "never seen", "code": "unknown_sandbox"}
 
 
@@ -78,8 +81,13 @@ def test_several_requests_on_one_connection_are_answered_in_order(server):
     assert not answers[2]["ok"]
 
 
-def test_the_socket_is_private_and_a_live_one_is_not_taken_over(server):
-    assert stat.S_IMODE(os.stat(server.path).st_mode) == 0o600
+def test_the_socket_is_private_without_grants_and_a_live_one_is_not_taken_over(tmp_path, server):
+    private = ControlServer.open(str(tmp_path / "private.sock"))
+    try:
+        assert stat.S_IMODE(os.stat(private.path).st_mode) == 0o600
+    finally:
+        private.close()
+    assert stat.S_IMODE(os.stat(server.path).st_mode) == 0o666  # granted: checked per connection
     with pytest.raises(SocketBusy):
         ControlServer.open(str(server.path))
 
@@ -89,9 +97,80 @@ def test_no_agent_is_a_clear_error(tmp_path):
         request(str(tmp_path / "absent.sock"), "ping")
 
 
-def test_peers_other_than_root_are_refused_by_default(tmp_path):
-    srv = ControlServer.open(str(tmp_path / "c.sock"))
+def test_root_only_operations_refuse_others_and_callers_in_sandboxes(tmp_path):
+    srv = ControlServer.open(str(tmp_path / "c.sock"), RunnerAccess([Grant(1000, None, ("*",))]))
     try:
-        assert srv.may_connect(0) and not srv.may_connect(1000)
+        srv.handle("actions.list", lambda _args, _peer: [])
+        root, runner = Peer(1, 0, frozenset({0}), "host"), Peer(1, 1000, frozenset({1000}), "host")
+        assert srv.answer(b'{"op": "actions.list"}', root)["ok"]
+        assert srv.answer(b'{"op": "actions.list"}', runner)["code"] == "forbidden"
+        assert srv.answer(b'{"op": "actions.list"}', Peer(1, 0, frozenset({0}), "sandbox-a"))["code"] == "forbidden"
     finally:
         srv.close()
+
+
+def test_a_watcher_gets_only_the_sandbox_it_asked_for(tmp_path):
+    from ebpfguard.control import Subscription
+
+    # One thread, as in the agent: its loop serves the socket and writes the stream.
+    srv = ControlServer.open(str(tmp_path / "w.sock"), RunnerAccess([Grant(os.getuid(), None, ("*",))]),
+                             load_config()["sandbox"])
+    srv.handle("watch", lambda args, _peer: Subscription({"watching": args["sandbox"]},
+                                                         lambda line: line["sandbox"]["name"] == args["sandbox"]),
+               root_only=False)
+    try:
+        with socket.socket(socket.AF_UNIX) as conn:
+            conn.connect(str(srv.path))
+            conn.sendall(b'{"op": "watch", "args": {"sandbox": "sandbox-a"}}\n')
+            while not srv.clients or srv.clients[0].wants is None:
+                srv.serve()
+            srv.write({"kind": "alert", "sandbox": {"name": "sandbox-b"}, "rule": "x"})
+            srv.write({"kind": "alert", "sandbox": {"name": "sandbox-a"}, "rule": "y"})
+            conn.settimeout(5)
+            data = b""
+            while data.count(b"\n") < 2:
+                data += conn.recv(4096)
+    finally:
+        srv.close()
+    answer, alert = (json.loads(line) for line in data.splitlines())
+    assert answer == {"ok": True, "result": {"watching": "sandbox-a"}}
+    assert alert["rule"] == "y"
+
+
+def test_a_watcher_that_stops_reading_is_skipped_ahead_and_told_how_many_it_missed(tmp_path):
+    from ebpfguard.control import MAX_PENDING_BYTES, Subscription
+
+    srv = ControlServer.open(str(tmp_path / "w.sock"), RunnerAccess([Grant(os.getuid(), None, ("*",))]),
+                             load_config()["sandbox"])
+    try:
+        srv.handle("watch", lambda _args, _peer: Subscription("ok", lambda line: True), root_only=False)
+        with socket.socket(socket.AF_UNIX) as conn:
+            conn.connect(str(srv.path))
+            conn.sendall(b'{"op": "watch"}\n')
+            while not srv.clients or srv.clients[0].wants is None:
+                srv.serve()
+            [client] = srv.clients
+            line = {"kind": "alert", "sandbox": {"name": "s"}, "pad": "x" * 65536}
+            while client.missed == 0:  # nobody reads: the socket fills, then the bounded outbox
+                srv.write(line)
+            assert len(client.outbox) <= MAX_PENDING_BYTES
+            srv.write(line)
+            assert client.missed == 2
+            conn.setblocking(False)
+            received = b""
+            srv.write({"kind": "alert", "sandbox": {"name": "s"}, "rule": "after"})  # held back too
+            for _ in range(100_000):  # the watcher reads again
+                if b'"rule":"after"' in received:
+                    break
+                try:
+                    received += conn.recv(1 << 20)
+                except BlockingIOError:
+                    pass
+                srv.serve()
+                if client.missed:
+                    srv.write({"kind": "alert", "sandbox": {"name": "s"}, "rule": "after"})
+    finally:
+        srv.close()
+    skipped = received.index(b'"kind":"skipped"')
+    assert b'"missed":' in received[skipped:skipped + 100]
+    assert skipped < received.index(b'"rule":"after"')

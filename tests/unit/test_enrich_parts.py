@@ -258,3 +258,12 @@ def test_named_addresses_are_bounded_the_least_recently_named_forgotten(env):
     assert net.flow_event(flow(env, b"{}"))["dns_named"] is True  # 127.0.0.1, named last
     to_first = FlowRecord(hdr(env), 58, True, True, 6, 2, socket.inet_aton("10.0.0.1"), 443, 40002, 0, 2, b"{}")
     assert net.flow_event(to_first)["dns_named"] is False
+
+
+def test_exec_join_says_when_the_sandbox_spent_its_stack_read_budget(env):
+    join = ExecJoin(env["envelope"])
+    asked = (b"/bin/true",) + (b"x" * 4095,) * 4
+    join.on_exec_args(ExecArgsRecord(hdr(env, pid=200), b"/bin/true", asked, True, False, False))
+    event = join.exec_event(ExecRecord(hdr(env, pid=200), 0, stack_held_back=True))
+    assert event["process"]["argv"] == [a.decode() for a in asked] and event["process"]["argv_truncated"] is True
+    assert event["argv_anomalies"] == ["past_entry_bounds", "stack_held_back"]

