@@ -309,6 +309,8 @@ class Agent:
                 # not cost a hundred wakeups a second. Any record brings the short wait back;
                 # a drain cut at its bound (a backlog) goes on without waiting.
                 drained = probes.drain(wait_ms, MAX_RECORDS_PER_DRAIN)
+                if self.worker is not None:
+                    self.worker.flush()
                 if drained >= MAX_RECORDS_PER_DRAIN:
                     wait_ms = 0
                 else:

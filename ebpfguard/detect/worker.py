@@ -3,10 +3,12 @@
 The main loop drains the ring buffer and writes events; everything a sandbox can make slow
 (its config files, long argv to score, a file system that does not answer) happens here, on
 one worker thread, in event order. The alerts found wait in `take_alerts` for the main loop,
-which writes them (the sinks and the responder stay single-threaded). The main loop never
-waits for the worker: a full queue drops the event's detection (counted) rather than let the
-ring buffer fill, and at shutdown the worker gets a bounded time to finish before the agent
-exits without it.
+which writes them (the sinks and the responder stay single-threaded). Events are handed over
+a drain at a time (`submit` collects, `flush` hands the batch over): one queue operation and
+one thread wake-up per batch, not per event, since each costs more than a cheap event's
+detection. The main loop never waits for the worker: a backlog past `max_queue` events drops
+the batch's detection (counted per event) rather than let the ring buffer fill, and at
+shutdown the worker gets a bounded time to finish before the agent exits without it.
 """
 
 from __future__ import annotations
@@ -40,28 +42,48 @@ class DetectWorker:
         self.budget_s = budget_s
         self.on_overrun = on_overrun
         self.on_full = on_full
-        self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
+        self.max_queue = max_queue
+        self._queue: queue.Queue = queue.Queue()
+        self._pending: list = []  # submitted on the main loop, not yet handed over
+        self._backlog = 0  # events handed over and not yet done
+        self._backlog_lock = threading.Lock()
         self._alerts: collections.deque = collections.deque()
         self._thread = threading.Thread(target=self._run, name="ebpfguard-detect", daemon=True)
         self._thread.start()
 
     def submit(self, event: dict) -> None:
-        """Queue an event for detection; never blocks."""
-        try:
-            self._queue.put_nowait(event)
-        except queue.Full:
-            self.on_full()
+        """Collect an event for detection (main loop only); `flush` hands it over."""
+        self._pending.append(event)
+
+    def flush(self) -> None:
+        """Hand what was submitted since the last flush to the worker; never blocks."""
+        if not self._pending:
+            return
+        batch, self._pending = self._pending, []
+        with self._backlog_lock:
+            if self._backlog + len(batch) > self.max_queue:
+                full = True
+            else:
+                full = False
+                self._backlog += len(batch)
+        if full:
+            for _ in batch:
+                self.on_full()
+            return
+        self._queue.put_nowait(batch)
 
     def _run(self) -> None:
         try:
             while True:
                 try:
-                    event = self._queue.get(timeout=POLL_INTERVAL_S if self.poll else None)
+                    batch = self._queue.get(timeout=POLL_INTERVAL_S if self.poll else None)
                 except queue.Empty:
-                    event = None
-                if event is _STOP:
+                    batch = ()
+                if batch is _STOP:
                     return
-                if event is not None:
+                for event in batch:
+                    with self._backlog_lock:
+                        self._backlog -= 1  # started: no longer waiting
                     started = time.monotonic()
                     self._alerts.extend(self.detect(event))
                     if time.monotonic() - started > self.budget_s:
@@ -81,20 +103,17 @@ class DetectWorker:
     def begin_stop(self, timeout_s: float) -> None:
         """Ask the worker to finish what is queued within `timeout_s`, without waiting: the
         agent detaches its probes meanwhile. `finish_stop` collects the outcome."""
+        self.flush()
         self._stop_deadline = time.monotonic() + timeout_s
-        self._stop_queued = 0
-        try:
-            self._queue.put_nowait(_STOP)
-            self._stop_queued = 1
-        except queue.Full:
-            pass  # a queue this full is not finished in time anyway: it is abandoned below
+        self._queue.put_nowait(_STOP)
 
     def finish_stop(self) -> int:
-        """Wait out what is left of the stop's time; the events the worker did not reach."""
+        """Wait out what is left of the stop's time; the events the worker did not start."""
         self._thread.join(max(0.0, self._stop_deadline - time.monotonic()))
         if not self._thread.is_alive():
             return 0
-        undone = max(0, self._queue.qsize() - self._stop_queued)
+        with self._backlog_lock:
+            undone = max(0, self._backlog)
         # Still in one event: end it at its next bytecode, so the thread stops competing with
         # the shutdown for the interpreter (a thread blocked in a system call ends at exit).
         ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self._thread.ident),

@@ -44,8 +44,9 @@ def test_a_full_detection_queue_drops_and_counts_instead_of_blocking(tmp_path):
     worker = DetectWorker(pipeline.run_detect, max_queue=2, budget_s=60,
                           on_overrun=lambda: None, on_full=lambda: stats.drop("detect", "queue_full"))
     pipeline.submit = worker.submit
-    for pid in range(100, 110):
+    for pid in range(100, 110):  # one record per drain, each handed over as the agent does
         pipeline.on_record(exit_record(host, pid))
+        worker.flush()
     assert len(lines(out)) == 10
     assert stats.snapshot().dropped[("detect", "queue_full")] >= 7
     release.set()
@@ -89,3 +90,15 @@ def test_late_alerts_are_polled_on_the_worker_thread_too():
     worker.stop(timeout_s=10)
     assert set(polled_on) == {"ebpfguard-detect"}
     assert worker.take_alerts() == [{"kind": "alert", "n": 1}]
+
+
+def test_a_drain_is_handed_over_as_one_batch_in_event_order():
+    seen = []
+    worker = DetectWorker(lambda event: seen.append(event["n"]) or [], max_queue=100, budget_s=60,
+                          on_overrun=lambda: None, on_full=lambda: None)
+    for n in range(5):
+        worker.submit({"n": n})
+    assert worker._queue.qsize() == 0  # nothing crosses threads until the drain ends
+    worker.flush()
+    worker.stop(timeout_s=10)
+    assert seen == [0, 1, 2, 3, 4]
