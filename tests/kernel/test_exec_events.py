@@ -86,7 +86,11 @@ def test_execveat_is_seen(agent):
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     event = agent.wait_for(has_arg(token))
-    assert event["filename"] == "" and event["retval"] == 0
+    assert event["retval"] == 0
+    # The "" the child passes lives in CPython's read-only data, a page the fork child may not
+    # have mapped yet; BPF cannot fault it in, and then the kernel's own record of the mapped
+    # file (/proc/<pid>/exe) stands in for the unreadable name.
+    assert event["filename"] in ("", "/usr/bin/true", "/bin/true")
     # With an empty filename only /proc/<pid>/exe names the binary, and /bin/true may be gone
     # before we look: then exe is unknown and says so rather than guessing.
     exe = event["process"]["exe"]

@@ -167,7 +167,7 @@ def test_uninstall_removes_the_venv_unit_logrotate_and_link(installed):
 def test_make_run_writes_only_json_events_on_stdout(make_cgroup, tmp_path):
     stderr = tmp_path / "make.stderr"
     with open(stderr, "w") as err:
-        make = subprocess.Popen(["make", "--no-print-directory", "run", "ARGS=--socket none --metrics-addr none"],
+        make = subprocess.Popen(["make", "--no-print-directory", "run", "ARGS=--socket none --control-socket none --metrics-addr none"],
                                 cwd=REPO, stdout=subprocess.PIPE, stderr=err, text=True, start_new_session=True)
     sandbox, token, seen = make_cgroup("sandbox-"), marker(), threading.Event()
     driver = execs_until(sandbox, token, seen, lambda: make.poll() is None)
