@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
 from ebpfguard.client import DEFAULT_CONTROL_SOCKET
-from ebpfguard.outputs.eventsocket import SocketBusy, _remove_stale, skipped_line
+from ebpfguard.outputs.eventsocket import SocketBusy, listen_private, skipped_line
 from ebpfguard.outputs.runner_access import Peer, RunnerAccess, peer_of
 from ebpfguard.outputs.sinks import to_json_line
 
@@ -98,22 +98,13 @@ class ControlServer:
         root-only if new, traversable when others may connect). A socket left by a dead agent
         is replaced; one a live agent answers on raises SocketBusy."""
         where = Path(path)
-        where.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
-            _remove_stale(where)
+            listener = listen_private(where, MAX_CLIENTS)
         except SocketBusy:
             raise SocketBusy(f"another agent serves control requests on {where}") from None
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old = os.umask(0o177)
-        try:
-            listener.bind(str(where))
-        finally:
-            os.umask(old)
         if access.open_to_others:
             os.chmod(where, 0o666)
             os.chmod(where.parent, os.stat(where.parent).st_mode & 0o7777 | 0o011)
-        listener.listen(MAX_CLIENTS)
-        listener.setblocking(False)
         return cls(listener, where, access, sandbox_settings)
 
     def handle(self, op: str, handler: Handler, root_only: bool = True) -> None:

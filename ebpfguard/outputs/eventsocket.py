@@ -90,18 +90,7 @@ class EventSocket:
         not (SocketBusy).
         """
         where = Path(path)
-        where.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        _remove_stale(where)
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        # The umask, not a chmod after bind, so the socket is never reachable by others.
-        old = os.umask(0o177)
-        try:
-            listener.bind(str(where))
-        finally:
-            os.umask(old)
-        listener.listen(16)
-        listener.setblocking(False)
-        return cls(listener, where, stats, buffer_bytes, max_viewers)
+        return cls(listen_private(where, 16), where, stats, buffer_bytes, max_viewers)
 
     def write(self, event: dict) -> bool:
         """Queue one event for every viewer, skipping any viewer whose buffer is full."""
@@ -165,6 +154,24 @@ def _peer_may_watch(conn: socket.socket) -> bool:
     creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     _pid, uid, _gid = struct.unpack("3i", creds)
     return uid in (0, os.geteuid())
+
+
+def listen_private(where: Path, backlog: int) -> socket.socket:
+    """A non-blocking listener bound at `where`, mode 0600 from the start (its directory made
+    root-only if new). A socket file left by an agent that died is replaced; one a live agent
+    answers on is not (SocketBusy)."""
+    where.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _remove_stale(where)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    # The umask, not a chmod after bind, so the socket is never reachable by others.
+    old = os.umask(0o177)
+    try:
+        listener.bind(str(where))
+    finally:
+        os.umask(old)
+    listener.listen(backlog)
+    listener.setblocking(False)
+    return listener
 
 
 def _remove_stale(path: Path) -> None:
