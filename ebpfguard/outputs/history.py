@@ -12,6 +12,7 @@ quiet it is (a miner makes no events while it mines), within `max_sandboxes`.
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
@@ -25,8 +26,8 @@ MAX_IMAGES = 4  # exec images kept per process: the first and the latest ones
 
 @dataclass(frozen=True)
 class HistoryBounds:
-    max_sandboxes: int = 1000
-    max_processes: int = 256
+    max_sandboxes: int = 256
+    max_processes: int = 128
     max_connections: int = 128
     max_names: int = 128
     max_alerts: int = 128
@@ -209,7 +210,8 @@ class SandboxRecord:
         self._add(self.alerts, {
             "time": alert.get("time"), "rule": alert.get("rule"), "severity": alert.get("severity"),
             "summary": alert.get("summary"), "tags": list(alert.get("tags") or []),
-            "evidence": alert.get("evidence") or {}, "trigger": trigger.get("kind"),
+            "evidence": _bounded_evidence(alert.get("evidence") or {}, 4 * self.bounds.argv_chars),
+            "trigger": trigger.get("kind"),
             "process": {"pid": process.get("pid"), "comm": process.get("comm"), "exe": process.get("exe"),
                         "argv": argv},
             "destination": _destination(trigger),
@@ -224,6 +226,13 @@ class SandboxRecord:
     def ended(self) -> bool:
         """No process of the sandbox is known to be alive."""
         return not self.live
+
+
+def _bounded_evidence(evidence: object, limit: int) -> object:
+    """The evidence as the alert had it when small; else its JSON cut to `limit` characters
+    (an alert's evidence can quote a whole hostile command line)."""
+    text = json.dumps(evidence, ensure_ascii=True, default=str)
+    return evidence if len(text) <= limit else {"cut": text[:limit]}
 
 
 def _destination(event: Mapping) -> Optional[dict]:
