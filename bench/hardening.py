@@ -20,8 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-EXECS = 500
-ROUNDS = 5
+EXECS = int(os.environ.get("BENCH_EXECS", "500"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 HERE = Path(__file__).resolve().parent.parent
 
 
