@@ -143,12 +143,16 @@ static __always_inline void submit(void *record, u64 size, u32 family)
 		.cgroup_id = ((struct event_header *)record)->cgroup_id, .kind = family,
 	};
 	u64 *n = lost_by_cgroup.lookup(&key);
-	if (n) {
-		__sync_fetch_and_add(n, 1);
-	} else {
+	if (!n) {
 		u64 first = 1;
-		lost_by_cgroup.update(&key, &first);
+
+		if (lost_by_cgroup.insert(&key, &first) == 0)  /* NOEXIST: see count_held_back */
+			return;
+		n = lost_by_cgroup.lookup(&key);
+		if (!n)
+			return;
 	}
+	__sync_fetch_and_add(n, 1);
 }
 
 /* --- Escape and tamper records (guard_event), sent only for sandboxed tasks. */

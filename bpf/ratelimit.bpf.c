@@ -27,12 +27,18 @@ static __always_inline void count_held_back(struct cgroup_count_key *key)
 {
 	u64 *n = held_back.lookup(key);
 
-	if (n) {
-		__sync_fetch_and_add(n, 1);
-	} else {
+	if (!n) {
+		/* NOEXIST: of two CPUs counting a key's first refusal, one inserts and the other
+		 * adds to it (an update would overwrite, losing a count each read-and-clear). */
 		u64 first = 1;
-		held_back.update(key, &first);
+
+		if (held_back.insert(key, &first) == 0)
+			return;
+		n = held_back.lookup(key);
+		if (!n)
+			return;
 	}
+	__sync_fetch_and_add(n, 1);
 }
 
 /* Takes `cost_ns` from the bucket of `key`, whose depth is `depth_ns`: 1 if it had that
