@@ -187,7 +187,7 @@ class ProcessRootReader:
                 raise
             # The mount is checked before anything asks the file system about the file (a
             # FUSE server would be asked for its attributes).
-            if quick and self.mounts().fstype(_mount_id(found)) not in QUICK_FSTYPES:
+            if quick and self._fstype(found) not in QUICK_FSTYPES:
                 raise QuickReadUnsafe()
             if not stat.S_ISREG(os.fstat(found).st_mode):
                 return ReadResult(None, "not a regular file")
@@ -205,11 +205,14 @@ class ProcessRootReader:
             for descriptor in descriptors:
                 os.close(descriptor)
 
-    def mounts(self) -> MountTable:
-        """The agent's mount table, read when first needed."""
-        if self._mounts is None:
-            self._mounts = MountTable()
-        return self._mounts
+    def _fstype(self, descriptor: int) -> Optional[str]:
+        """The type of the file system a descriptor is on; None when that cannot be told."""
+        try:
+            if self._mounts is None:
+                self._mounts = MountTable()
+            return self._mounts.fstype(_mount_id(descriptor))
+        except (OSError, ValueError):
+            return None
 
     def _cwd_in_root(self, base: str) -> Optional[str]:
         """The working directory as a path inside the process's root; None when not one."""
