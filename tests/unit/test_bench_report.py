@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+from bench.alert_latency import from_sandbox_or_not_alert
 from bench.latency import latencies_by_window
 from bench.readme_table import render
 from bench.report import aggregate, render_markdown, storms
@@ -160,3 +161,13 @@ def test_a_run_without_the_storm_and_alert_phases_renders_without_them():
     section = render(results_markdown(full_results()))
     assert "Storms" not in section and "keeps up" not in section
     assert "**Alert latency**, syscall to line written: p50 7.0 ms, p99 7.0 ms." in " ".join(section.split())
+
+
+def test_only_the_benchmark_sandbox_alerts_count_toward_its_alert_latency():
+    window = Run("quiet", 10, 1.0, 10.0, 1e8, 1_000_000_000, 2_000_000_000)
+    event = lambda sandbox: {"time": rfc3339_ns(1_500_000_000), "sandbox": {"name": sandbox}}  # noqa: E731
+    lines = [(json.dumps({"kind": "alert", "event": event("sandbox-bench-1")}).encode(), 1_510_000_000),
+             (json.dumps({"kind": "alert", "event": event("sandbox-test-9")}).encode(), 1_900_000_000),
+             (json.dumps({"kind": "connect", **event("host")}).encode(), 1_520_000_000)]
+    found = latencies_by_window(lines, [window], keep=from_sandbox_or_not_alert("sandbox-bench-1"))
+    assert found["quiet"] == {"event": [20_000_000], "alert": [10_000_000]}
