@@ -39,8 +39,13 @@ FileKey = tuple[int, int, int, int]
 # event -> an open, read-only descriptor on the executable the event's process runs, or None.
 OpenExecutable = Callable[[Event], Optional[int]]
 # event -> the cache key of the executable the event's process runs, when telling it cannot
-# wait on a file system; None otherwise (the worker finds out).
+# wait on a file system; None otherwise (the worker finds out). Raises ExecutableGone when the
+# process has no executable left to open (it exited): the worker could not open it either.
 PeekExecutable = Callable[[Event], Optional[FileKey]]
+
+
+class ExecutableGone(Exception):
+    """The event's process is gone (or never had an executable): nothing to scan."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,8 @@ def peek_executable(event: Event, proc_root: str = "/proc") -> Optional[FileKey]
         return None
     try:
         descriptor = os.open(f"{proc_root}/{pid}/exe", O_PATH | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise ExecutableGone() from None
     except OSError:
         return None
     try:
@@ -135,7 +142,10 @@ class ExecutableScanner:
 
     def submit(self, event: Event) -> bool:
         """Queue an exec for scanning; False (and counted) when the queue is full."""
-        key = self.peek(event)
+        try:
+            key = self.peek(event)
+        except ExecutableGone:
+            return True  # a process that exited already: no file left to scan
         cached = self._cached(key) if key is not None else None
         if cached is not None:
             self._done.append((event, cached))

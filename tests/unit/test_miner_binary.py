@@ -184,3 +184,12 @@ def test_an_executable_already_scanned_is_answered_on_the_callers_thread(tmp_pat
         child.wait()
     assert same_event is event and again == first and (scan.scanned, scan.cache_hits) == (1, 1)
     assert opened == ([1] if local else [1, 1])
+
+
+def test_an_exec_whose_process_already_exited_wakes_no_worker():
+    child = subprocess.Popen(["true"])
+    child.wait()
+    opened = []
+    scan = scanner(open_executable=lambda event: opened.append(1) or open_process_executable(event))
+    assert scan.submit({"kind": "exec", "filename": "/bin/true", "process": {"pid": child.pid}})
+    assert (scan._worker, scan.dropped, opened, scan.results()) == (None, 0, [], [])
