@@ -188,7 +188,9 @@ LAYOUTS = (GUARD_EVENT, EVENT_HEADER, EXEC_ARGS_EVENT, EXEC_EVENT, EXEC_ARGV_EVE
            FLOW_EVENT, OPEN_EVENT)
 
 
-@dataclass(frozen=True)
+# Records are built once per ring-buffer record and never changed: plain slotted dataclasses,
+# since a frozen one's __init__ costs several times more (a setattr call per field).
+@dataclass(slots=True)
 class Header:
     """What every record carries: when, where (cgroup) and who."""
 
@@ -203,7 +205,7 @@ class Header:
     lineage_cgroup_id: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ExecArgsRecord:
     """What an exec asked for, sent at syscall entry."""
 
@@ -217,7 +219,7 @@ class ExecArgsRecord:
     filename_unreadable: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ExecRecord:
     """An exec's result, sent at syscall exit (in the new program, when it succeeded).
 
@@ -234,7 +236,7 @@ class ExecRecord:
     stack_held_back: bool = False  # the cgroup's budget for stack reads was spent
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ExecArgvRecord:
     """A piece of the new image's argv strings, read from its stack at execve's exit."""
 
@@ -243,20 +245,20 @@ class ExecArgvRecord:
     data: bytes
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ForkRecord:
     hdr: Header
     child_pid: int
     clone_flags: int
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ExitRecord:
     hdr: Header
     exit_code: Optional[int]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class SocketRecord:
     hdr: Header
     family: int
@@ -265,7 +267,7 @@ class SocketRecord:
     retval: int
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ConnectRecord:
     hdr: Header
     sock_cookie: int
@@ -277,7 +279,7 @@ class ConnectRecord:
     in_syscall: bool = True  # False: made outside connect(2) (io_uring), so no result is known
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class FlowRecord:
     """The first bytes of one data segment (or one DNS packet) of a flow."""
 
@@ -295,7 +297,7 @@ class FlowRecord:
     payload: bytes
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class OpenRecord:
     """An open of a GPU or accelerator device node."""
 
@@ -312,7 +314,7 @@ GUARD_WHAT: dict[int, str] = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class GuardRecord:
     """An escape or tamper attempt by a sandboxed process (`escape` tells which family)."""
 
