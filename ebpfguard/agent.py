@@ -54,6 +54,11 @@ SHUTDOWN_DETECT_S = 0.3
 # What on_record answers the ring buffer to end a drain early.
 STOP_DRAIN = -1
 
+# Kinds whose detection raises most alerts (the probes wake the agent for their records):
+# while the detection worker holds one, the loop comes back within this many ms for the alerts.
+URGENT_KINDS = frozenset({"exec", "flow", "dns", "open", "escape", "tamper"})
+URGENT_WAIT_MS = 1
+
 # Records handled per drain before the loop comes up for its housekeeping (loss counters,
 # summaries, flushing, SIGTERM): under a backlog that is every few tens of milliseconds.
 MAX_RECORDS_PER_DRAIN = 2048
@@ -258,7 +263,8 @@ class Agent:
                                        limits["event_budget_ms"] / 1000,
                                        on_overrun=lambda: self.stats.overrun("detect"),
                                        on_full=lambda: self.stats.drop("detect", "queue_full"),
-                                       poll=self.poll_late_alerts if late_alerts is not None else None)
+                                       poll=self.poll_late_alerts if late_alerts is not None else None,
+                                       urgent_kinds=URGENT_KINDS)
             self.pipeline.submit = self.worker.submit
         self.probes: Optional[ProbeSet] = None
         # The metrics endpoint reads the kernel's counters from its own thread: this keeps it
@@ -315,6 +321,8 @@ class Agent:
                     wait_ms = 0
                 else:
                     wait_ms = busy_ms if drained else min(idle_ms, max(wait_ms, busy_ms) * 2)
+                if self.worker is not None and self.worker.holds_urgent():
+                    wait_ms = min(wait_ms, URGENT_WAIT_MS)
                 self.collect_late_alerts()
                 now = time.monotonic()
                 if responder is not None:

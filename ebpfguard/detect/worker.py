@@ -34,9 +34,11 @@ class DetectWorker:
 
     def __init__(self, detect: Callable[[dict], list], max_queue: int, budget_s: float,
                  on_overrun: Callable[[], None], on_full: Callable[[], None],
-                 poll: Optional[Callable[[], list]] = None) -> None:
+                 poll: Optional[Callable[[], list]] = None, urgent_kinds: frozenset = frozenset()) -> None:
         """`poll`, when given, returns alerts found after their event; it is called on this
-        thread too, after each event and when idle, so detection state has one thread."""
+        thread too, after each event and when idle, so detection state has one thread.
+        Events of `urgent_kinds` (those that raise most alerts) make `holds_urgent` true
+        until their batch is done, so the main loop can come back for the alerts at once."""
         self.detect = detect
         self.poll = poll
         self.budget_s = budget_s
@@ -45,6 +47,9 @@ class DetectWorker:
         self.max_queue = max_queue
         self._queue: queue.Queue = queue.Queue()
         self._pending: list = []  # submitted on the main loop, not yet handed over
+        self.urgent_kinds = urgent_kinds
+        self._pending_urgent = False
+        self._urgent_batches = 0  # handed over, holding an urgent event, not yet done
         self._backlog = 0  # events handed over and not yet done
         self._backlog_lock = threading.Lock()
         self._alerts: collections.deque = collections.deque()
@@ -54,33 +59,42 @@ class DetectWorker:
     def submit(self, event: dict) -> None:
         """Collect an event for detection (main loop only); `flush` hands it over."""
         self._pending.append(event)
+        if event.get("kind") in self.urgent_kinds:
+            self._pending_urgent = True
 
     def flush(self) -> None:
         """Hand what was submitted since the last flush to the worker; never blocks."""
         if not self._pending:
             return
         batch, self._pending = self._pending, []
+        urgent, self._pending_urgent = self._pending_urgent, False
         with self._backlog_lock:
             if self._backlog + len(batch) > self.max_queue:
                 full = True
             else:
                 full = False
                 self._backlog += len(batch)
+                self._urgent_batches += urgent
         if full:
             for _ in batch:
                 self.on_full()
             return
-        self._queue.put_nowait(batch)
+        self._queue.put_nowait((batch, urgent))
+
+    def holds_urgent(self) -> bool:
+        """Whether a batch with an urgent event is handed over and not yet done."""
+        return self._urgent_batches > 0
 
     def _run(self) -> None:
         try:
             while True:
                 try:
-                    batch = self._queue.get(timeout=POLL_INTERVAL_S if self.poll else None)
+                    handed = self._queue.get(timeout=POLL_INTERVAL_S if self.poll else None)
                 except queue.Empty:
-                    batch = ()
-                if batch is _STOP:
+                    handed = ((), False)
+                if handed is _STOP:
                     return
+                batch, urgent = handed
                 for event in batch:
                     with self._backlog_lock:
                         self._backlog -= 1  # started: no longer waiting
@@ -90,6 +104,9 @@ class DetectWorker:
                         self.on_overrun()
                 if self.poll is not None:
                     self._alerts.extend(self.poll())
+                if urgent:
+                    with self._backlog_lock:
+                        self._urgent_batches -= 1
         except DetectionAbandoned:
             return
 

@@ -102,3 +102,21 @@ def test_a_drain_is_handed_over_as_one_batch_in_event_order():
     worker.flush()
     worker.stop(timeout_s=10)
     assert seen == [0, 1, 2, 3, 4]
+
+
+def test_a_batch_with_an_urgent_event_is_held_until_its_detection_is_done():
+    release = threading.Event()
+    worker = DetectWorker(lambda event: release.wait() and [], max_queue=100, budget_s=60,
+                          on_overrun=lambda: None, on_full=lambda: None, urgent_kinds=frozenset({"exec"}))
+    worker.submit({"kind": "connect"})
+    worker.flush()
+    assert not worker.holds_urgent()  # bulk: the loop keeps its batching wait
+    worker.submit({"kind": "exec"})
+    worker.flush()
+    assert worker.holds_urgent()
+    release.set()
+    deadline = time.monotonic() + 10
+    while worker.holds_urgent() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not worker.holds_urgent()
+    worker.stop(timeout_s=10)
