@@ -86,13 +86,18 @@ class Pipeline:
 
     def __init__(self, enricher: Enricher, sink: Sink, stats: PipelineStats,
                  sandboxes: SandboxTracker, warnings: RateLimitedWarnings, detect: Optional[Detect] = None,
-                 now_ktime_ns: Callable[[], int] = BootClock.now_ktime_ns, event_budget_s: float = 0.05) -> None:
+                 now_ktime_ns: Callable[[], int] = BootClock.now_ktime_ns, event_budget_s: float = 0.05,
+                 detects: Callable[[str], bool] = lambda kind: True) -> None:
+        """`detects(kind)` says whether detection looks at events of a kind at all: the others
+        (a storm's socket events, say) skip it."""
         self.enricher = enricher
         self.sink = sink
         self.stats = stats
         self.sandboxes = sandboxes
         self.warnings = warnings
         self.detect = detect
+        self._detected_kinds: dict[str, bool] = {}
+        self.detects = detects
         self.now_ktime_ns = now_ktime_ns
         self.last_event_time: Optional[float] = None  # wall clock, when an event was last written
         self.event_budget_s = event_budget_s
@@ -155,7 +160,12 @@ class Pipeline:
         if self.relays is not None:
             self.relays.observe(event)
         if self.detect is not None:
-            self.submit(event)
+            kind = event["kind"]
+            detected = self._detected_kinds.get(kind)
+            if detected is None:
+                detected = self._detected_kinds[kind] = self.detects(kind)
+            if detected:
+                self.submit(event)
 
     def detect_and_write(self, event: dict) -> None:
         """Detection inline: run it on one event and write the alerts it raises."""
@@ -201,7 +211,7 @@ class Agent:
                  detect: Optional[Detect] = None, log: TextIO = sys.stderr,
                  socket_path: Optional[str] = None, late_alerts: Optional[Callable[[], list]] = None,
                  response: Optional[ResponseConfig] = None, control_path: Optional[str] = None,
-                 stats: Optional[PipelineStats] = None) -> None:
+                 stats: Optional[PipelineStats] = None, detects: Callable[[str], bool] = lambda kind: True) -> None:
         """`late_alerts` returns alerts whose detection finished after their event (the
         executable scanner's); the main loop collects them between drains."""
         self.config = config
@@ -254,7 +264,7 @@ class Agent:
             register_runner_operations(self.control, self.history)
             self.sink = FanOut(self.sink, self.control)
         self.pipeline = Pipeline(enricher, self.sink, self.stats, self.sandboxes, self.warnings, detect,
-                                 event_budget_s=limits["event_budget_ms"] / 1000)
+                                 event_budget_s=limits["event_budget_ms"] / 1000, detects=detects)
         self.pipeline.relays = RelayIndex()
         # Detection beside the main loop: what a sandbox can make slow never holds up the drain.
         self.worker: Optional[DetectWorker] = None
