@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Optional
 
+from ebpfguard.kernel import features
 from ebpfguard.kernel.events import BPF_DIR, C
 from ebpfguard.kernel.ringbuf import RingReader, RingSet
 from ebpfguard.kernel.links import (
@@ -148,10 +149,26 @@ def btf_names(btf: str, *names: str) -> bool:
     return all(b"\0" + name.encode() + b"\0" in data for name in names)
 
 
+def local_storage_flags(allowed: Callable[[int, int, int], bool] = features.helper_allowed) -> list[str]:
+    """Whether the probes may keep per-thread state in the thread's local storage here
+    (`allowed` is features.helper_allowed, or a stand-in): from tracepoints and cgroup/connect
+    hooks (Linux 5.11). Without it, bpf/net.bpf.c falls back to a table by thread id.
+    (cgroup_skb has socket storage from 5.2, below our minimum: no probe needed.)"""
+    flags = []
+    if all(allowed(prog_type, helper, attach)
+           for prog_type, attach in ((features.PROG_TYPE_TRACEPOINT, 0),
+                                     (features.PROG_TYPE_CGROUP_SOCK_ADDR, features.ATTACH_CGROUP_INET4_CONNECT))
+           for helper in (features.FUNC_TASK_STORAGE_GET, features.FUNC_GET_CURRENT_TASK_BTF)):
+        flags.append("-DHAVE_TASK_STORAGE")
+    return flags
+
+
 def compile_flags(config: Mapping, tracefs: str, btf: str = "/sys/kernel/btf/vmlinux",
-                  agent_pid: Optional[int] = None) -> list[str]:
-    """cflags: include path, ring sizes, rate limit, features found in this kernel, the
-    lineage map's size, the sandbox names the kernel knows, and the agent's pid."""
+                  agent_pid: Optional[int] = None,
+                  helper_allowed: Callable[[int, int, int], bool] = features.helper_allowed) -> list[str]:
+    """cflags: include path, ring sizes, rate limit, features found in this kernel (helpers
+    through `helper_allowed`), the lineage map's size, the sandbox names the kernel knows,
+    and the agent's pid."""
     probes = config["probes"]
     limit = probes["rate_limit"]
     rate, burst = int(limit["events_per_s"]), int(limit["burst"])
@@ -174,6 +191,7 @@ def compile_flags(config: Mapping, tracefs: str, btf: str = "/sys/kernel/btf/vml
     # Response checks exist in the hooks only when they may act (bpf/response.h).
     if config.get("response", {}).get("mode") == "enforce":
         flags.append("-DRESPONSE_ENFORCE")
+    flags += local_storage_flags(helper_allowed)
     if tracepoint_has_field(tracefs, "sched", "sched_process_exit", "group_dead"):
         flags.append("-DHAVE_GROUP_DEAD")
     # open(2) has no syscall of its own on arm64 (only openat)
@@ -246,14 +264,17 @@ class ProbeSet:
     _stop_at: int = 0  # delivered count at which the current drain stops
 
     @classmethod
-    def load(cls, config: Mapping, cgroup_root: str, on_record: Callable[[bytes], Optional[int]]) -> "ProbeSet":
-        """Compile and attach every probe family; records go to `on_record` on drain()."""
+    def load(cls, config: Mapping, cgroup_root: str, on_record: Callable[[bytes], Optional[int]],
+             helper_allowed: Callable[[int, int, int], bool] = features.helper_allowed) -> "ProbeSet":
+        """Compile and attach every probe family; records go to `on_record` on drain().
+        `helper_allowed` says which helpers the kernel offers (a stand-in that refuses some
+        builds the fallbacks of older kernels)."""
         from bcc import BPF, BPFAttachType  # the distro's python3-bpfcc: unit tests need no bcc
 
         tracefs = ensure_tracefs()
         families = tuple(PROBE_FAMILIES)
         try:
-            bpf = BPF(text=program_text(families), cflags=compile_flags(config, tracefs))
+            bpf = BPF(text=program_text(families), cflags=compile_flags(config, tracefs, helper_allowed=helper_allowed))
         except Exception as exc:  # bcc raises bare Exception for compile and load failures
             raise ProbeError(f"loading the probes failed: {exc}") from None
         probes = cls(bpf, families)
