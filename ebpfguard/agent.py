@@ -331,8 +331,11 @@ class Agent:
                     wait_ms = 0
                 else:
                     wait_ms = busy_ms if drained else min(idle_ms, max(wait_ms, busy_ms) * 2)
-                if self.worker is not None and self.worker.holds_urgent():
-                    wait_ms = min(wait_ms, URGENT_WAIT_MS)
+                if self.worker is not None:
+                    if self.worker.holds_urgent():
+                        wait_ms = min(wait_ms, URGENT_WAIT_MS)
+                    elif self.worker.holds_back():  # a held batch goes at the next turn
+                        wait_ms = min(wait_ms, busy_ms)
                 self.collect_late_alerts()
                 now = time.monotonic()
                 if responder is not None:

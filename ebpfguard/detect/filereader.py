@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import os
 import queue
 import select
@@ -206,13 +207,7 @@ class ProcessRootReader:
                 os.close(descriptor)
 
     def _fstype(self, descriptor: int) -> Optional[str]:
-        """The type of the file system a descriptor is on; None when that cannot be told."""
-        try:
-            if self._mounts is None:
-                self._mounts = MountTable()
-            return self._mounts.fstype(_mount_id(descriptor))
-        except (OSError, ValueError):
-            return None
+        return local_fstype(descriptor, self._mounts)
 
     def _cwd_in_root(self, base: str) -> Optional[str]:
         """The working directory as a path inside the process's root; None when not one."""
@@ -224,6 +219,22 @@ class ProcessRootReader:
         if cwd == root:
             return "/"
         return cwd[len(root):] if cwd.startswith(root + "/") else None
+
+
+@functools.lru_cache(maxsize=None)
+def agent_mounts() -> MountTable:
+    """The agent's own mount table, one for every reader (an OSError is not kept: tried again)."""
+    return MountTable()
+
+
+def local_fstype(descriptor: int, mounts: Optional[MountTable] = None) -> Optional[str]:
+    """The type of the file system a descriptor (O_PATH will do) is on, if it is mounted in the
+    agent's own namespace; None when not, or when that cannot be told. Asks nothing of the
+    file system itself."""
+    try:
+        return (mounts or agent_mounts()).fstype(_mount_id(descriptor))
+    except (OSError, ValueError):
+        return None
 
 
 def _mount_id(descriptor: int) -> int:
