@@ -60,8 +60,9 @@ URGENT_KINDS = frozenset({"exec", "flow", "dns", "open", "escape", "tamper"})
 URGENT_WAIT_MS = 1
 
 # Records handled per drain before the loop comes up for its housekeeping (loss counters,
-# summaries, flushing, SIGTERM): under a backlog that is every few tens of milliseconds.
-MAX_RECORDS_PER_DRAIN = 2048
+# summaries, flushing, SIGTERM) and for the detection worker's alerts: under a backlog that is
+# every few milliseconds, so an alert does not wait behind a long drain of bulk records.
+MAX_RECORDS_PER_DRAIN = 512
 
 # Records that only update the enricher's state (the process table, an exec's arguments)...
 STATE_ONLY = {ForkRecord: "on_fork", ExecArgsRecord: "on_exec_args", ExecArgvRecord: "on_exec_argv"}
