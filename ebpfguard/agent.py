@@ -58,6 +58,7 @@ STOP_DRAIN = -1
 # while the detection worker holds one, the loop comes back within this many ms for the alerts.
 URGENT_KINDS = frozenset({"exec", "flow", "dns", "open", "escape", "tamper"})
 URGENT_WAIT_MS = 1
+GIL_SWITCH_INTERVAL_S = 0.001
 
 # Records handled per drain before the loop comes up for its housekeeping (loss counters,
 # summaries, flushing, SIGTERM) and for the detection worker's alerts: under a backlog that is
@@ -307,6 +308,9 @@ class Agent:
         """Attach, say `ready`, and drain until SIGINT or SIGTERM; then detach everything."""
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
+        # The detection worker and the main loop share the interpreter lock: a thread waiting
+        # for it gets it within this time, so an alert found beside a busy drain goes out soon.
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         probes = ProbeSet.load(self.config, self.cgroup_root, self.pipeline.on_record)
         release_compiler_pages()  # the compiler has done its work: its ~80 MiB go back
         with self._probes_lock:
