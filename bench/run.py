@@ -4,7 +4,8 @@ Phases, in order:
   rounds   every configuration (bench/tracers.py) runs every workload (bench/workloads.py),
            configurations alternating within each round, the order rotated between rounds;
   ramp     ebpfguard alone, the exec and connect storms paced at rising rates, until one loses;
-  soak     ebpfguard idle (its CPU), then storms until a million events (its memory);
+  soak     ebpfguard idle (its CPU), then storms until a million events (its memory:
+           bench/soak.py, also runnable alone);
   profile  ebpfguard under cProfile through a connect and an exec storm: where its time goes;
   pipeline the userspace pipeline alone fed recorded raw records (bench/pipeline_cpu.py): CPU s
            per 100k events, free of the kernel and of the load generator.
@@ -27,8 +28,8 @@ from typing import Optional
 
 from bench import pipeline_cpu
 from bench.latency import latencies_by_window, latency_summary
-from bench.procinfo import footprint
 from bench.report import aggregate, render_markdown
+from bench.soak import SOAK_EVENTS, run_soak
 from bench.tracers import REPO, Ebpfguard, Tracer, all_tracers
 from bench.workloads import WORKLOADS, Workload, build_driver, run_workload
 
@@ -36,9 +37,6 @@ RESULTS = REPO / "bench" / "results"
 SETTLE_S = 1.0  # between configurations: let the last one's teardown finish
 # 0 is flat out: each storm's last step is its first-class "flat-out" row.
 RAMP_STEPS = {"connect": (2000, 5000, 10000, 20000, 0), "refused": (10000, 50000, 0), "exec": (250, 500, 1000, 0)}
-SOAK_EVENTS = 1_000_000
-SOAK_CHUNK_S = 5.0
-EVENTS_PER_OP = 2  # exec+exit per fork+exec; socket+connect per connect
 
 
 def machine() -> dict:
@@ -109,29 +107,6 @@ def run_ramp(driver: Path, seconds: float, raw: Path) -> list[dict]:
             if result.lost:
                 break
     return steps
-
-
-def run_soak(driver: Path, idle_s: float, events: int, raw: Path) -> dict:
-    """ebpfguard's CPU while the host is idle, then its memory after `events` events."""
-    agent = Ebpfguard(output="/dev/null")
-    agent.start(raw)
-    time.sleep(1.0)
-    before = footprint(agent.proc.pid)
-    time.sleep(idle_s)
-    idle_cpu = (footprint(agent.proc.pid).cpu_s - before.cpu_s) / idle_s
-    storms = [w for w in WORKLOADS if w.name in ("connect", "exec")]
-    sent = chunks = 0
-    while sent < events:
-        sent += run_workload(driver, storms[chunks % len(storms)], SOAK_CHUNK_S).ops * EVENTS_PER_OP
-        chunks += 1
-    time.sleep(1.0)  # let it drain
-    after = footprint(agent.proc.pid)
-    result = agent.stop()
-    print(f"soak: idle CPU {idle_cpu:.2%}; {result.events:,} events, RSS {after.rss_kib / 1024:.0f} MiB", flush=True)
-    return {"idle_s": idle_s, "idle_cpu_fraction": idle_cpu, "events": result.events, "lost": result.lost,
-            "rss_kib_start": before.rss_kib, "anon_rss_kib_start": before.anon_rss_kib,
-            "rss_kib_after": after.rss_kib, "anon_rss_kib_after": after.anon_rss_kib,
-            "peak_rss_kib": result.peak_rss_kib, "cpu_s": result.cpu_s}
 
 
 def run_profile(driver: Path, seconds: float, raw: Path) -> dict:

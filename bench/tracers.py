@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -126,10 +127,12 @@ class Ebpfguard(ProcessTracer):
 
     name = "ebpfguard"
 
-    def __init__(self, output: Optional[str] = None, profile: Optional[Path] = None) -> None:
+    def __init__(self, output: Optional[str] = None, profile: Optional[Path] = None,
+                 config: Optional[Path] = None) -> None:
         super().__init__()
         self.output_override = output
         self.profile = profile
+        self.config = config
         self.output = Path()
         self.write_times: Optional[WriteTimes] = None
 
@@ -139,7 +142,21 @@ class Ebpfguard(ProcessTracer):
             self.output.write_bytes(b"")
             self.write_times = WriteTimes(str(self.output))
         profile = ["-m", "cProfile", "-o", str(self.profile)] if self.profile else []
-        self.launch([sys.executable, *profile, "-m", "ebpfguard", "run", "--output", str(self.output)], workdir)
+        # Sockets and metrics of its own: another agent on the host may hold the defaults.
+        sockets = ["--socket", str(workdir / "events.sock"), "--control-socket", str(workdir / "control.sock"),
+                   "--metrics-addr", "127.0.0.1:0"] + (["--config", str(self.config)] if self.config else [])
+        self.launch([sys.executable, *profile, "-m", "ebpfguard", "run", "--output", str(self.output), *sockets],
+                    workdir)
+
+    def events_written(self) -> int:
+        """Events the agent has written so far, from its metrics endpoint."""
+        found = re.search(r"metrics on (http://\S+)", self.stderr_path.read_text(errors="replace"))
+        if not found:
+            raise RuntimeError(f"ebpfguard printed no metrics address: {self.stderr_path}")
+        with urllib.request.urlopen(found.group(1), timeout=10) as page:
+            text = page.read().decode()
+        return int(sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                       if line.startswith("ebpfguard_events_total{")))
 
     def stop(self) -> TracerResult:
         result = self.terminate()
