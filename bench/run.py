@@ -34,7 +34,7 @@ from bench.alert_latency import run_alert_latency
 from bench.latency import latencies_by_window
 from bench.procinfo import footprint
 from bench.report import aggregate, render_markdown
-from bench.storms import run_storms
+from bench.storms import NO_RATE_LIMIT, run_storms
 from bench.tracers import REPO, Ebpfguard, Tracer, all_tracers
 from bench.workloads import WORKLOADS, build_driver, run_workload
 
@@ -118,9 +118,10 @@ def run_soak(driver: Path, idle_s: float, events: int, raw: Path) -> dict:
 
 
 def run_profile(driver: Path, seconds: float, raw: Path) -> dict:
-    """ebpfguard under cProfile through a connect and an exec storm: its top functions."""
+    """ebpfguard under cProfile through a connect and an exec storm: its top functions. The
+    rate limit is off, so the connect storm's records reach the pipeline being profiled."""
     profile = raw / "ebpfguard.prof"
-    agent = Ebpfguard(profile=profile)
+    agent = Ebpfguard(profile=profile, config=NO_RATE_LIMIT)
     agent.start(raw)
     for w in WORKLOADS:
         if w.name in ("connect", "exec"):

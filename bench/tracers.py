@@ -140,7 +140,7 @@ class Ebpfguard(ProcessTracer):
         if self.output_override is None:
             self.output.write_bytes(b"")
             self.write_times = WriteTimes(str(self.output))
-        profile = ["-m", "cProfile", "-o", str(self.profile)] if self.profile else []
+        main = ["-m", "bench.profiled", str(self.profile)] if self.profile else ["-m", "ebpfguard"]
         # Every server on, as deployed, but on the run's own paths and a free port: another
         # agent on the host (a test, a second benchmark) may hold the defaults.
         servers = ["--socket", str(workdir / "events.sock"), "--control-socket", str(workdir / "control.sock"),
@@ -148,8 +148,7 @@ class Ebpfguard(ProcessTracer):
         if self.config is not None:
             (workdir / "config.json").write_text(json.dumps(self.config))  # JSON is YAML
             servers += ["--config", str(workdir / "config.json")]
-        self.launch([sys.executable, *profile, "-m", "ebpfguard", "run", "--output", str(self.output), *servers],
-                    workdir)
+        self.launch([sys.executable, *main, "run", "--output", str(self.output), *servers], workdir)
 
     def stop(self) -> TracerResult:
         result = self.terminate()

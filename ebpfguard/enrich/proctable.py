@@ -15,7 +15,8 @@ from typing import Optional
 CLONE_PARENT = 0x00008000
 
 
-@dataclass(frozen=True)
+# Slotted, not frozen: one is built per fork and exec (see kernel/events.py's records).
+@dataclass(slots=True)
 class ProcessInfo:
     pid: int
     ppid: Optional[int]
@@ -25,7 +26,7 @@ class ProcessInfo:
     exited: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Lineage:
     ppid: Optional[int]
     ancestry: list[dict]

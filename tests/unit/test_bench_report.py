@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+from bench.alert_latency import from_sandbox_or_not_alert
 from bench.latency import latencies_by_window
 from bench.readme_table import render
 from bench.report import aggregate, render_markdown, storms
@@ -65,7 +66,7 @@ def full_results(**phases) -> dict:
             if config == "ebpfguard":
                 record["latency_ns"] = {"exec": {"event": [5_000_000, 9_000_000], "alert": [7_000_000]}}
             rounds.append(record)
-    return {"machine": {"cpus": 2, "cpu_model": "Test CPU", "memory_gib": 4.0, "kernel": "6.18.0-test",
+    return {"machine": {"cpus": 2, "cpu_model": "Intel(R) Xeon(R) Processor", "memory_gib": 4.0, "kernel": "6.18.0-test",
                         "bpftrace": "bpftrace v0.17.0", "auditd": "auditctl version 3.0.9",
                         "loadavg": ["0.10", "0.20", "0.30"], "loadavg_end": ["0.40", "0.50", "0.60"],
                         "bpf_programs_loaded": 0, "minutes": 13.0},
@@ -160,3 +161,18 @@ def test_a_run_without_the_storm_and_alert_phases_renders_without_them():
     section = render(results_markdown(full_results()))
     assert "Storms" not in section and "keeps up" not in section
     assert "**Alert latency**, syscall to line written: p50 7.0 ms, p99 7.0 ms." in " ".join(section.split())
+
+
+def test_only_the_benchmark_sandbox_alerts_count_toward_its_alert_latency():
+    window = Run("quiet", 10, 1.0, 10.0, 1e8, 1_000_000_000, 2_000_000_000)
+    event = lambda sandbox: {"time": rfc3339_ns(1_500_000_000), "sandbox": {"name": sandbox}}  # noqa: E731
+    lines = [(json.dumps({"kind": "alert", "event": event("sandbox-bench-1")}).encode(), 1_510_000_000),
+             (json.dumps({"kind": "alert", "event": event("sandbox-test-9")}).encode(), 1_900_000_000),
+             (json.dumps({"kind": "connect", **event("host")}).encode(), 1_520_000_000)]
+    found = latencies_by_window(lines, [window], keep=from_sandbox_or_not_alert("sandbox-bench-1"))
+    assert found["quiet"] == {"event": [20_000_000], "alert": [10_000_000]}
+
+
+def test_a_cpu_model_with_parentheses_is_named_whole_in_the_readme():
+    section = " ".join(render(results_markdown(full_results())).split())
+    assert "2 vCPUs (Intel(R) Xeon(R) Processor), kernel 6.18.0-test, load average 0.10 at the start" in section
