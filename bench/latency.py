@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from bench.stats import percentile, rfc3339_ns
 from bench.workloads import Run
 
 
-def latencies_by_window(lines: Iterable[tuple[bytes, int]], runs: Sequence[Run]) -> dict[str, dict[str, list[int]]]:
-    """{workload: {"event": [ns...], "alert": [ns...]}} for events whose syscall fell in a
-    workload's window. An alert's syscall time is its triggering event's."""
+def latencies_by_window(lines: Iterable[tuple[bytes, int]], runs: Sequence[Run],
+                        keep: Callable[[dict], bool] = lambda record: True) -> dict[str, dict[str, list[int]]]:
+    """{workload: {"event": [ns...], "alert": [ns...]}} for the records `keep` accepts whose
+    syscall fell in a workload's window. An alert's syscall time is its triggering event's."""
     out: dict[str, dict[str, list[int]]] = defaultdict(lambda: {"event": [], "alert": []})
     for line, written_ns in lines:
         record = json.loads(line)
+        if not keep(record):
+            continue
         is_alert = record.get("kind") == "alert"
         at = rfc3339_ns((record["event"] if is_alert else record)["time"])
         for run in runs:

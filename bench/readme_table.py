@@ -90,11 +90,14 @@ def table(lines: list[str]) -> list[dict[str, str]]:
     return [dict(zip(head, cells(row))) for row in rows[2:]]
 
 
-def section(all_sections: dict[str, list[str]], prefix: str) -> list[str]:
-    """The section whose heading starts with `prefix` (headings carry explanations after a colon)."""
+def section(all_sections: dict[str, list[str]], prefix: str, required: bool = True) -> list[str]:
+    """The section whose heading starts with `prefix` (headings carry explanations after a colon);
+    an optional one that is missing (a run from before it existed, or without that phase) is []."""
     for heading, lines in all_sections.items():
         if heading.startswith(prefix):
             return lines
+    if not required:
+        return []
     raise KeyError(f"RESULTS.md has no section '{prefix}...'")
 
 
@@ -126,7 +129,8 @@ def rate(cell: str, per_byte: bool) -> str:
 
 def machine_line(markdown: str) -> str:
     """'2 vCPUs (AMD EPYC), kernel 6.18...; load average 0.83 at the start' from RESULTS.md."""
-    found = re.search(r"^Machine: ([^,]+ \([^)]*\)), [^,]+, kernel (\S+?);.*?Load average (\S+)", markdown, re.M)
+    # The CPU model may hold parentheses itself: "2 vCPUs (Intel(R) Xeon(R) Processor)".
+    found = re.search(r"^Machine: (.+?), [\d.]+ GiB, kernel (\S+?);.*?Load average (\S+)", markdown, re.M)
     if not found:
         raise ValueError("RESULTS.md has no 'Machine:' line")
     cpus, kernel, load = found.groups()
@@ -166,24 +170,74 @@ def comparisons(parsed: dict[str, dict[str, Cost]]) -> list[str]:
     return out
 
 
+def storm_rows(storms: list[dict[str, str]]) -> list[str]:
+    """The README's storms table from RESULTS.md's: per storm the highest rate ebpfguard keeps
+    up with, and the storm flat out with ebpfguard and with bpftrace."""
+    lines = ["| storm | ebpfguard keeps up to | flat out with ebpfguard | flat out with bpftrace |",
+             "| --- | --- | --- | --- |"]
+    for row in storms:
+        keeps = row["ebpfguard keeps up to (ops/s)"]
+        if keeps.endswith("(flat out)"):
+            keeps = f"{keeps.split(' ')[0]} ops/s, flat out"
+        elif keeps[:1].isdigit():
+            keeps = f"{keeps} ops/s ({row['events/s']} events/s, p99 {row['event p99 ms']} ms)"
+        ours = (f"{row['flat out with ebpfguard (ops/s)']} ops/s: {row['events/s (flat out)']} events/s, "
+                f"{row['lost (flat out)']} lost, p99 {row['event p99 ms (flat out)']} ms")
+        peer = (f"{row['bpftrace flat out (ops/s)']} ops/s: {row['bpftrace events/s']} events/s, "
+                f"{row['bpftrace lost']} lost" if row["bpftrace flat out (ops/s)"] != "–" else "–")
+        lines.append(f"| {row['storm']} | {keeps} | {ours} | {peer} |")
+    return lines
+
+
+def alert_bullets(rows: dict[str, dict[str, str]], notes: list[str]) -> list[str]:
+    """Alert latency alone and under the storm, and the agent's idle CPU, from RESULTS.md's
+    Alert latency section (its table, and the bullets under it)."""
+    parts = []
+    for load, row in rows.items():
+        p50, p99, _ = row["alert p50 / p99 / max ms"].split(" / ")
+        where = "alone" if load == "none" else f"during a {load}"
+        parts.append(f"{where}: p50 {p50} ms, p99 {p99} ms ({row['alerts']} alerts of {row['execs']} execs)")
+    rate = next(iter(rows.values()))["rate /s"]
+    idle = next((m for m in map(re.compile(r"used (\S+) of a CPU over (\S+ s)").search, notes) if m), None)
+    return [f"**Alert latency**, miner execs from a sandbox at {rate}/s, syscall to alert line written: "
+            f"{'; '.join(parts)}." + (f" The same agent idle: {idle.group(1)} of a CPU over {idle.group(2)}."
+                                      if idle else "")]
+
+
 def render(markdown: str) -> str:
     """The README's Cost section (markers included) for a RESULTS.md."""
     all_sections = sections(markdown)
     costs = table(section(all_sections, "Cost per operation"))
     losses = {row["config"]: row for row in table(section(all_sections, "Losses and footprint"))}
     latency = {row["workload"]: row for row in table(section(all_sections, "ebpfguard latency"))}
-    ramp = [line[2:] for line in section(all_sections, "Ramp") if line.startswith("- ")]
+    ramp = [line[2:] for line in section(all_sections, "Ramp", required=False) if line.startswith("- ")]
+    storm_section = section(all_sections, "Storms", required=False)
+    storms = table(storm_section)
+    alert_section = section(all_sections, "Alert latency", required=False)
     footprint = [line[2:] for line in section(all_sections, "Footprint") if line.startswith("- ")]
     cost_table, parsed = cost_rows(costs)
     ours = losses["ebpfguard"]
-    alerts = latency["all"]["alert p50 / p99 / max ms"].split(" / ")
+    if alert_section:
+        alert_lines = alert_bullets({row["load"].split(" (")[0]: row for row in table(alert_section)},
+                                    [line[2:] for line in alert_section if line.startswith("- ")])
+    else:
+        alerts = latency["all"]["alert p50 / p99 / max ms"].split(" / ")
+        alert_lines = [f"**Alert latency**, syscall to line written: p50 {alerts[0]} ms, p99 {alerts[1]} ms."]
     bullets = [
         f"**Lost**: {ours['lost']} of {ours['events written']} events written in the rounds; "
         f"{ours['CPU s per 100k events']} CPU s per 100k events.",
         *[f"**Paced storms**: {line}" for line in ramp],
-        f"**Alert latency**, syscall to line written: p50 {alerts[0]} ms, p99 {alerts[1]} ms.",
+        *alert_lines,
         *[f"**Footprint**: {line}" for line in footprint],
     ]
+    storm_lines = []
+    if storms:
+        found = re.search(r"event p99 \(syscall to line written\) under (\d+) ms", " ".join(storm_section))
+        bound = found.group(1) if found else "?"
+        storm_lines = ["", *wrap("Storms, the rate limit off: the highest rate ebpfguard keeps up with (nothing lost, "
+                                 f"event p99 under {bound} ms from syscall to line written), and each storm "
+                                 "flat out with ebpfguard and with bpftrace (a line per event):"),
+                       "", *storm_rows(storms)]
     compared = comparisons(parsed)
     if compared:
         bullets.append(f"**ebpfguard's added time against the others'** (where neither is noise): "
@@ -200,6 +254,7 @@ def render(markdown: str) -> str:
               f"rounds) and the ratio to no agent; *{NOISE}* where the rounds' range crosses zero."),
         "",
         *cost_table,
+        *storm_lines,
         "",
         *[line for bullet in bullets for line in wrap(bullet, bullet=True)],
         END,

@@ -3,7 +3,11 @@
 Phases, in order:
   rounds   every configuration (bench/tracers.py) runs every workload (bench/workloads.py),
            configurations alternating within each round, the order rotated between rounds;
-  ramp     ebpfguard alone, the exec and connect storms paced at rising rates, until one loses;
+  storms   per storm (connect, refused connect, exec) the highest rate ebpfguard keeps up with
+           (nothing lost, event p99 under 100 ms): flat out, then paced steps bisecting below it;
+           bpftrace on the same storm flat out (bench/storms.py);
+  alerts   ebpfguard's idle CPU, then alert latency of miner execs from a sandbox at 20/s, alone
+           and during a flat-out connect storm (bench/alert_latency.py);
   soak     ebpfguard idle (its CPU), then storms until a million events (its memory:
            bench/soak.py, also runnable alone);
   profile  ebpfguard under cProfile through a connect and an exec storm: where its time goes;
@@ -27,16 +31,18 @@ from pathlib import Path
 from typing import Optional
 
 from bench import pipeline_cpu
-from bench.latency import latencies_by_window, latency_summary
+from bench.alert_latency import run_alert_latency
+from bench.latency import latencies_by_window
 from bench.report import aggregate, render_markdown
 from bench.soak import SOAK_EVENTS, run_soak
+from bench.storms import NO_RATE_LIMIT, run_storms
 from bench.tracers import REPO, Ebpfguard, Tracer, all_tracers
-from bench.workloads import WORKLOADS, Workload, build_driver, run_workload
+from bench.workloads import WORKLOADS, build_driver, run_workload
 
 RESULTS = REPO / "bench" / "results"
 SETTLE_S = 1.0  # between configurations: let the last one's teardown finish
-# 0 is flat out: each storm's last step is its first-class "flat-out" row.
-RAMP_STEPS = {"connect": (2000, 5000, 10000, 20000, 0), "refused": (10000, 50000, 0), "exec": (250, 500, 1000, 0)}
+BISECT_STEPS = 3  # paced steps below flat out while ebpfguard falls behind: the rate to an eighth
+PHASES = ("rounds", "storms", "alerts", "soak", "profile", "pipeline")
 
 
 def machine() -> dict:
@@ -86,33 +92,11 @@ def run_rounds(driver: Path, tracers: list[Tracer], rounds: int, seconds: float,
     return records
 
 
-def run_ramp(driver: Path, seconds: float, raw: Path) -> list[dict]:
-    """ebpfguard at rising paced rates per storm; stops at the first step that loses events."""
-    steps = []
-    for name, rates in RAMP_STEPS.items():
-        base = next(w for w in WORKLOADS if w.name == name)
-        for rate in rates:
-            workload = Workload(base.name, base.driver, base.unit, rate, base.extra)
-            agent = Ebpfguard()
-            agent.start(raw)
-            run = run_workload(driver, workload, seconds)
-            result = agent.stop()
-            latency = latencies_by_window(agent.write_times.lines(), [run])[name]
-            agent.output.unlink()
-            steps.append({"workload": name, "target_rate": rate, "ops_per_s": run.ops_per_s,
-                          "events_per_s": len(latency["event"]) / run.seconds, "lost": result.lost,
-                          "latency": latency_summary(latency["event"]), "alert_latency": latency_summary(latency["alert"])})
-            print(f"ramp {name} rate {rate or 'max'}: {run.ops_per_s:,.0f} ops/s, "
-                  f"{steps[-1]['events_per_s']:,.0f} events/s, lost {result.lost}", flush=True)
-            if result.lost:
-                break
-    return steps
-
-
 def run_profile(driver: Path, seconds: float, raw: Path) -> dict:
-    """ebpfguard under cProfile through a connect and an exec storm: its top functions."""
+    """ebpfguard under cProfile through a connect and an exec storm: its top functions. The
+    rate limit is off, so the connect storm's records reach the pipeline being profiled."""
     profile = raw / "ebpfguard.prof"
-    agent = Ebpfguard(profile=profile)
+    agent = Ebpfguard(profile=profile, config=NO_RATE_LIMIT)
     agent.start(raw)
     for w in WORKLOADS:
         if w.name in ("connect", "exec"):
@@ -135,15 +119,17 @@ def run_profile(driver: Path, seconds: float, raw: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="1 round of 1 s runs, short ramp and soak: for debugging")
+    parser.add_argument("--quick", action="store_true", help="1 round of 1 s runs, short storms, alerts and soak: for debugging")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=2.0, help="length of each workload run")
     parser.add_argument("--no-peers", action="store_true", help="skip bpftrace and auditd")
-    parser.add_argument("--phases", default="rounds,ramp,soak,profile,pipeline", help="comma-separated subset to run")
+    parser.add_argument("--phases", default=",".join(PHASES), help="comma-separated subset to run")
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.seconds = 1, 1.0
     phases = set(args.phases.split(","))
+    if phases - set(PHASES):
+        parser.error(f"unknown phases {sorted(phases - set(PHASES))}; known: {','.join(PHASES)}")
     if os.geteuid() != 0 and phases - {"pipeline"}:
         parser.error("run as root: the tracers load eBPF programs and audit rules")
 
@@ -156,8 +142,12 @@ def main() -> None:
     started = time.monotonic()
     if "rounds" in phases:
         results["rounds"] = run_rounds(driver, all_tracers(not args.no_peers), args.rounds, args.seconds, raw)
-    if "ramp" in phases:
-        results["ramp"] = run_ramp(driver, args.seconds * (1 if args.quick else 2), raw)
+    if "storms" in phases:
+        results["storms"] = run_storms(driver, args.seconds * (1 if args.quick else 2),
+                                       1 if args.quick else BISECT_STEPS, raw, with_peers=not args.no_peers)
+    if "alerts" in phases:
+        results["alert_latency"] = (run_alert_latency(driver, raw, alert_s=3.0, idle_s=3.0) if args.quick
+                                    else run_alert_latency(driver, raw))
     if "soak" in phases:
         results["soak"] = run_soak(driver, 3.0 if args.quick else 10.0, SOAK_EVENTS // (20 if args.quick else 1), raw)
     if "profile" in phases:

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from bench.procinfo import Memory, footprint, memory
+from bench.storms import NO_RATE_LIMIT
 from bench.tracers import REPO, Ebpfguard
 from bench.workloads import WORKLOADS, build_driver, run_workload
 
@@ -25,14 +26,11 @@ SOAK_EVENTS = 1_000_000
 SOAK_CHUNK_S = 5.0
 MAX_CHUNKS = 120  # ten minutes: an agent that sees too little of the storms still stops
 READY_SETTLE_S = 1.0
-NO_RATE_LIMIT = "probes:\n  rate_limit:\n    events_per_s: 0\n"
 
 
 def run_soak(driver: Path, idle_s: float, events: int, raw: Path) -> dict:
     """ebpfguard's CPU while the host is idle, then its memory through and after `events` events."""
-    config = raw / "soak-config.yaml"
-    config.write_text(NO_RATE_LIMIT)
-    agent = Ebpfguard(output="/dev/null", config=config)
+    agent = Ebpfguard(output="/dev/null", config=NO_RATE_LIMIT)
     agent.start(raw)
     time.sleep(READY_SETTLE_S)
     ready = memory(agent.proc.pid)

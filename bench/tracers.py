@@ -128,11 +128,11 @@ class Ebpfguard(ProcessTracer):
     name = "ebpfguard"
 
     def __init__(self, output: Optional[str] = None, profile: Optional[Path] = None,
-                 config: Optional[Path] = None) -> None:
+                 config: Optional[dict] = None) -> None:
         super().__init__()
         self.output_override = output
         self.profile = profile
-        self.config = config
+        self.config = config  # overlays the default (`--config`); None: the default as shipped
         self.output = Path()
         self.write_times: Optional[WriteTimes] = None
 
@@ -141,12 +141,15 @@ class Ebpfguard(ProcessTracer):
         if self.output_override is None:
             self.output.write_bytes(b"")
             self.write_times = WriteTimes(str(self.output))
-        profile = ["-m", "cProfile", "-o", str(self.profile)] if self.profile else []
-        # Sockets and metrics of its own: another agent on the host may hold the defaults.
-        sockets = ["--socket", str(workdir / "events.sock"), "--control-socket", str(workdir / "control.sock"),
-                   "--metrics-addr", "127.0.0.1:0"] + (["--config", str(self.config)] if self.config else [])
-        self.launch([sys.executable, *profile, "-m", "ebpfguard", "run", "--output", str(self.output), *sockets],
-                    workdir)
+        main = ["-m", "bench.profiled", str(self.profile)] if self.profile else ["-m", "ebpfguard"]
+        # Every server on, as deployed, but on the run's own paths and a free port: another
+        # agent on the host (a test, a second benchmark) may hold the defaults.
+        servers = ["--socket", str(workdir / "events.sock"), "--control-socket", str(workdir / "control.sock"),
+                   "--metrics-addr", "127.0.0.1:0"]
+        if self.config is not None:
+            (workdir / "config.json").write_text(json.dumps(self.config))  # JSON is YAML
+            servers += ["--config", str(workdir / "config.json")]
+        self.launch([sys.executable, *main, "run", "--output", str(self.output), *servers], workdir)
 
     def events_written(self) -> int:
         """Events the agent has written so far, from its metrics endpoint."""

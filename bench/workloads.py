@@ -7,6 +7,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 DRIVER_SOURCE = Path(__file__).resolve().parent / "drivers" / "storm.c"
 
@@ -61,11 +62,17 @@ def build_driver(out_dir: Path) -> Path:
     return binary
 
 
-def run_workload(driver: Path, workload: Workload, seconds: float) -> Run:
-    """Run the driver; the burst runs for BURST_S whatever `seconds` is, then stays idle."""
+def run_workload(driver: Path, workload: Workload, seconds: float, cgroup: Optional[Path] = None) -> Run:
+    """Run the driver (inside `cgroup` if given: a sandbox); the burst runs for BURST_S whatever
+    `seconds` is, then stays idle."""
     duration = BURST_S if workload.idle_after_s else seconds
+    argv = workload.argv(driver, duration)
+    if cgroup is not None:
+        # The shell moves itself into the cgroup, then becomes the driver (no preexec_fn: the
+        # benchmark has threads, and a forked child may not run Python safely).
+        argv = ["sh", "-c", 'echo 0 > "$0/cgroup.procs" && exec "$@"', str(cgroup), *argv]
     start = time.time_ns()
-    out = subprocess.run(workload.argv(driver, duration), capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
     time.sleep(workload.idle_after_s)
     end = time.time_ns()
     figures = json.loads(out)

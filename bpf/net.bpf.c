@@ -4,87 +4,115 @@
  * will really use (read after the kernel copied it from userspace). A syscall tracepoint
  * reading the user's sockaddr can be fooled by a thread that rewrites it in between (a
  * time-of-check/time-of-use race). The result comes from the connect syscall's exit; a
- * connect made outside connect(2) (io_uring) is sent from the hook, without a result. */
+ * connect made outside connect(2) (io_uring) is sent from the hook, without a result.
+ *
+ * What a thread has in flight between a syscall's entry, the hook and the exit lives in the
+ * thread's own local storage (BPF_MAP_TYPE_TASK_STORAGE, HAVE_TASK_STORAGE, probed at load):
+ * one pointer lookup per hook instead of inserting into and deleting from a table per call.
+ * Where the kernel lacks it, a table by thread id stands in. */
 #include "common.h"
 #include "response.h"
 
 #define AF_INET 2
 #define AF_INET6 10
 
-struct socket_args {
-	s32 family;
-	s32 type;
-	s32 protocol;
+struct net_call {
+	struct connect_event connect;  /* the destination, from the cgroup hook */
+	s32 family, type, protocol;    /* socket(2)'s arguments */
+	u8 in_socket;   /* inside socket(2) */
+	u8 in_connect;  /* inside connect(2); the hook also runs for connects no syscall made */
+	u8 connected;   /* the hook filled `connect` during this connect(2) */
 };
 
-/* LRU: a call whose exit never comes (a connect issued through io_uring, say) cannot pin an entry. */
-BPF_TABLE("lru_hash", u32, struct socket_args, socket_calls, 10240);
-BPF_TABLE("lru_hash", u32, struct connect_event, connect_calls, 10240);
-/* Threads inside connect(2). The cgroup hook also runs for connects that no syscall made
- * (an io_uring IORING_OP_CONNECT): those have no exit to wait for and are sent at once. */
-BPF_TABLE("lru_hash", u32, u8, in_connect, 10240);
+#ifdef HAVE_TASK_STORAGE
+BPF_TASK_STORAGE(net_calls, struct net_call);
+
+static __always_inline struct net_call *net_call(int create)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
+
+	return net_calls.task_storage_get(task, 0, create ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
+}
+#else
+/* LRU: a thread that is gone cannot pin an entry. */
+BPF_TABLE("lru_hash", u32, struct net_call, net_calls, 10240);
+
+static __always_inline struct net_call *net_call(int create)
+{
+	u32 tid = bpf_get_current_pid_tgid();
+	struct net_call *c = net_calls.lookup(&tid);
+	struct net_call fresh = {};
+
+	if (c || !create)
+		return c;
+	net_calls.update(&tid, &fresh);
+	return net_calls.lookup(&tid);
+}
+#endif
 
 TRACEPOINT_PROBE(syscalls, sys_enter_socket)
 {
-	u32 tid = bpf_get_current_pid_tgid();
-	struct socket_args a = {
-		.family = args->family, .type = args->type, .protocol = args->protocol,
-	};
+	struct net_call *c = net_call(1);
 
-	socket_calls.update(&tid, &a);
+	if (!c)
+		return 0;
+	c->family = args->family;
+	c->type = args->type;
+	c->protocol = args->protocol;
+	c->in_socket = 1;
 	return 0;
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_socket)
 {
-	u32 tid = bpf_get_current_pid_tgid();
-	struct socket_args *a = socket_calls.lookup(&tid);
+	struct net_call *c = net_call(0);
 	struct socket_event e = {};
 
-	if (!a)
+	if (!c || !c->in_socket)
 		return 0;
-	if (!bulk_admit(bpf_get_current_cgroup_id(), EVENT_SOCKET)) {
-		socket_calls.delete(&tid);
+	c->in_socket = 0;
+	if (!bulk_admit(bpf_get_current_cgroup_id(), EVENT_SOCKET))
 		return 0;
-	}
 	fill_header(&e.hdr, EVENT_SOCKET);
-	e.family = a->family;
-	e.type = a->type;
-	e.protocol = a->protocol;
+	e.family = c->family;
+	e.type = c->type;
+	e.protocol = c->protocol;
 	e.retval = args->ret;
-	socket_calls.delete(&tid);
 	submit(&e, sizeof(e), PROBE_NET);
 	return 0;
 }
 
 static __always_inline void remember_connect(struct bpf_sock_addr *ctx, u16 family)
 {
-	u32 tid = bpf_get_current_pid_tgid();
-	struct connect_event e = {};
+	struct net_call *c = net_call(0);
+	struct connect_event outside = {};
+	int in_syscall = c && c->in_connect;
+	struct connect_event *e = in_syscall ? &c->connect : &outside;
 
-	e.family = family;
-	e.sock_cookie = bpf_get_socket_cookie(ctx);
-	e.netns_cookie = bpf_get_netns_cookie(ctx);
-	e.dport = bpf_ntohs(ctx->user_port);
+	if (in_syscall)
+		__builtin_memset(e, 0, sizeof(*e));  /* an earlier call's fields are still there */
+	e->family = family;
+	e->sock_cookie = bpf_get_socket_cookie(ctx);
+	e->netns_cookie = bpf_get_netns_cookie(ctx);
+	e->dport = bpf_ntohs(ctx->user_port);
 	if (family == AF_INET) {
-		__builtin_memcpy(e.daddr, &ctx->user_ip4, 4);
+		__builtin_memcpy(e->daddr, &ctx->user_ip4, 4);
 	} else {
 		u32 a0 = ctx->user_ip6[0], a1 = ctx->user_ip6[1], a2 = ctx->user_ip6[2], a3 = ctx->user_ip6[3];
-		__builtin_memcpy(e.daddr, &a0, 4);
-		__builtin_memcpy(e.daddr + 4, &a1, 4);
-		__builtin_memcpy(e.daddr + 8, &a2, 4);
-		__builtin_memcpy(e.daddr + 12, &a3, 4);
+		__builtin_memcpy(e->daddr, &a0, 4);
+		__builtin_memcpy(e->daddr + 4, &a1, 4);
+		__builtin_memcpy(e->daddr + 8, &a2, 4);
+		__builtin_memcpy(e->daddr + 12, &a3, 4);
 	}
-	if (!in_connect.lookup(&tid)) {
-		if (!connect_admit(family, e.daddr))
-			return;
-		fill_header(&e.hdr, EVENT_CONNECT);
-		e.flags = CONNECT_OUTSIDE_SYSCALL;
-		submit(&e, sizeof(e), PROBE_NET);
+	if (in_syscall) {
+		c->connected = 1;
 		return;
 	}
-	if (connect_calls.update(&tid, &e))
-		count_lost(PROBE_NET);
+	if (!connect_admit(family, e->daddr))
+		return;
+	fill_header(&e->hdr, EVENT_CONNECT);
+	e->flags = CONNECT_OUTSIDE_SYSCALL;
+	submit(e, sizeof(*e), PROBE_NET);
 }
 
 /* Allowed unless a response in force refuses it (bpf/response.h): the refused connect is
@@ -103,28 +131,31 @@ int cgroup__connect6(struct bpf_sock_addr *ctx)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_connect)
 {
-	u32 tid = bpf_get_current_pid_tgid();
-	u8 yes = 1;
+	struct net_call *c = net_call(1);
 
-	in_connect.update(&tid, &yes);
+	if (c) {
+		c->in_connect = 1;
+		c->connected = 0;
+	}
 	return 0;
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_connect)
 {
-	u32 tid = bpf_get_current_pid_tgid();
-	struct connect_event *e = connect_calls.lookup(&tid);
+	struct net_call *c = net_call(0);
 
-	in_connect.delete(&tid);
-	if (!e)
+	if (!c || !c->in_connect)
 		return 0;
-	if (!connect_admit(e->family, e->daddr)) {
-		connect_calls.delete(&tid);
+	c->in_connect = 0;
+	if (!c->connected)
 		return 0;
-	}
+	c->connected = 0;
+	struct connect_event *e = &c->connect;
+	if (!connect_admit(e->family, e->daddr))
+		return 0;
 	fill_header(&e->hdr, EVENT_CONNECT);
 	e->retval = args->ret;
+	e->flags = 0;
 	submit(e, sizeof(*e), PROBE_NET);
-	connect_calls.delete(&tid);
 	return 0;
 }

@@ -54,6 +54,11 @@ SHUTDOWN_DETECT_S = 0.3
 # What on_record answers the ring buffer to end a drain early.
 STOP_DRAIN = -1
 
+# Kinds whose detection raises most alerts (the probes wake the agent for their records):
+# while the detection worker holds one, the loop comes back within this many ms for the alerts.
+URGENT_KINDS = frozenset({"exec", "flow", "dns", "open", "escape", "tamper"})
+URGENT_WAIT_MS = 1
+
 # Records handled per drain before the loop comes up for its housekeeping (loss counters,
 # summaries, flushing, SIGTERM): under a backlog that is every few tens of milliseconds.
 MAX_RECORDS_PER_DRAIN = 2048
@@ -81,13 +86,18 @@ class Pipeline:
 
     def __init__(self, enricher: Enricher, sink: Sink, stats: PipelineStats,
                  sandboxes: SandboxTracker, warnings: RateLimitedWarnings, detect: Optional[Detect] = None,
-                 now_ktime_ns: Callable[[], int] = BootClock.now_ktime_ns, event_budget_s: float = 0.05) -> None:
+                 now_ktime_ns: Callable[[], int] = BootClock.now_ktime_ns, event_budget_s: float = 0.05,
+                 detects: Callable[[str], bool] = lambda kind: True) -> None:
+        """`detects(kind)` says whether detection looks at events of a kind at all: the others
+        (a storm's socket events, say) skip it."""
         self.enricher = enricher
         self.sink = sink
         self.stats = stats
         self.sandboxes = sandboxes
         self.warnings = warnings
         self.detect = detect
+        self._detected_kinds: dict[str, bool] = {}
+        self.detects = detects
         self.now_ktime_ns = now_ktime_ns
         self.last_event_time: Optional[float] = None  # wall clock, when an event was last written
         self.event_budget_s = event_budget_s
@@ -150,7 +160,12 @@ class Pipeline:
         if self.relays is not None:
             self.relays.observe(event)
         if self.detect is not None:
-            self.submit(event)
+            kind = event["kind"]
+            detected = self._detected_kinds.get(kind)
+            if detected is None:
+                detected = self._detected_kinds[kind] = self.detects(kind)
+            if detected:
+                self.submit(event)
 
     def detect_and_write(self, event: dict) -> None:
         """Detection inline: run it on one event and write the alerts it raises."""
@@ -196,7 +211,7 @@ class Agent:
                  detect: Optional[Detect] = None, log: TextIO = sys.stderr,
                  socket_path: Optional[str] = None, late_alerts: Optional[Callable[[], list]] = None,
                  response: Optional[ResponseConfig] = None, control_path: Optional[str] = None,
-                 stats: Optional[PipelineStats] = None) -> None:
+                 stats: Optional[PipelineStats] = None, detects: Callable[[str], bool] = lambda kind: True) -> None:
         """`late_alerts` returns alerts whose detection finished after their event (the
         executable scanner's); the main loop collects them between drains."""
         self.config = config
@@ -250,7 +265,7 @@ class Agent:
             register_runner_operations(self.control, self.history)
             self.sink = FanOut(self.sink, self.control)
         self.pipeline = Pipeline(enricher, self.sink, self.stats, self.sandboxes, self.warnings, detect,
-                                 event_budget_s=limits["event_budget_ms"] / 1000)
+                                 event_budget_s=limits["event_budget_ms"] / 1000, detects=detects)
         self.pipeline.relays = RelayIndex()
         # Detection beside the main loop: what a sandbox can make slow never holds up the drain.
         self.worker: Optional[DetectWorker] = None
@@ -259,7 +274,8 @@ class Agent:
                                        limits["event_budget_ms"] / 1000,
                                        on_overrun=lambda: self.stats.overrun("detect"),
                                        on_full=lambda: self.stats.drop("detect", "queue_full"),
-                                       poll=self.poll_late_alerts if late_alerts is not None else None)
+                                       poll=self.poll_late_alerts if late_alerts is not None else None,
+                                       urgent_kinds=URGENT_KINDS)
             self.pipeline.submit = self.worker.submit
         self.probes: Optional[ProbeSet] = None
         # The metrics endpoint reads the kernel's counters from its own thread: this keeps it
@@ -316,6 +332,11 @@ class Agent:
                     wait_ms = 0
                 else:
                     wait_ms = busy_ms if drained else min(idle_ms, max(wait_ms, busy_ms) * 2)
+                if self.worker is not None:
+                    if self.worker.holds_urgent():
+                        wait_ms = min(wait_ms, URGENT_WAIT_MS)
+                    elif self.worker.holds_back():  # a held batch goes at the next turn
+                        wait_ms = min(wait_ms, busy_ms)
                 self.collect_late_alerts()
                 now = time.monotonic()
                 if responder is not None:

@@ -1,7 +1,9 @@
 /* Workload driver for the benchmark: one syscall pattern, as fast as it goes or paced, for a
  * fixed time; prints one JSON line: {"workload", "ops", "seconds", "ops_per_s", "ns_per_op"}.
  *
- *   storm exec     SECONDS [RATE] [MINER_EVERY]  fork + execve /bin/true (+ a miner-like argv)
+ *   storm exec     SECONDS [RATE] [MINER_EVERY] [MINER_PATH]
+ *                                                fork + execve /bin/true (+ a miner-like argv,
+ *                                                of MINER_PATH if given: the exec succeeds)
  *   storm connect  SECONDS [RATE]                loopback TCP connect + close, accepted
  *   storm refused  SECONDS [RATE]                loopback connect to a closed port
  *   storm getpgid  SECONDS [RATE]                a syscall no probe traces
@@ -25,7 +27,7 @@
 #include <unistd.h>
 
 /* A command line that ebpfguard's miner.exec rule flags: an exec of a nonexistent path still
- * yields an exec event (retval -ENOENT) and the alert. */
+ * yields an exec event (retval -ENOENT) and the alert; MINER_PATH makes it a real exec. */
 static const char *const miner_args[] = {
 	"/tmp/x", "-o", "stratum+tcp://pool.example.net:3333", "-u",
 	"48edfHu7V9Z84YzzMa6fUueoELZ9ZRXq9VetWzYGzKt52XU5xvqgzYnDK9URnRoJMk1j8nLwEVsaSWJ4fhdUyZijBGUicoD",
@@ -154,13 +156,14 @@ static void bulk_flow(const struct sockaddr_in *addr, int lfd, long bytes)
 int main(int argc, char **argv)
 {
 	if (argc < 3) {
-		fprintf(stderr, "usage: storm exec|connect|refused|getpgid|bulk SECONDS [RATE|FLOWS] [MINER_EVERY]\n");
+		fprintf(stderr, "usage: storm exec|connect|refused|getpgid|bulk SECONDS [RATE|FLOWS] [MINER_EVERY] [MINER_PATH]\n");
 		return 2;
 	}
 	const char *workload = argv[1];
 	double seconds = atof(argv[2]);
 	long rate = argc > 3 ? atol(argv[3]) : 0;
 	long miner_every = argc > 4 ? atol(argv[4]) : 0;
+	const char *miner_path = argc > 5 ? argv[5] : NULL;
 	struct sockaddr_in addr;
 	int lfd = -1;
 
@@ -194,6 +197,8 @@ int main(int argc, char **argv)
 		mode = EXEC;
 		miner_argv = heap_argv(miner_args);
 		true_argv = heap_argv(true_args);
+		if (miner_path && !(miner_argv[0] = strdup(miner_path)))
+			die("strdup");
 	}
 	else if (!strcmp(workload, "connect") || !strcmp(workload, "refused"))
 		mode = CONNECT;

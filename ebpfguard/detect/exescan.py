@@ -1,7 +1,10 @@
 """Executables scanned for miner signatures: bounded reads, a cache, a worker thread.
 
-`ExecutableScanner.submit(event)` costs the agent's main loop one queue put. A worker thread
-opens the executable the exec'd process is running (`/proc/<pid>/exe`: the very inode the
+`ExecutableScanner.submit(event)` costs the caller one queue put, or less: an executable
+already scanned, on a file system whose attributes are asked of no one (`peek_executable`:
+ext2/3/4 or tmpfs mounted in the agent's namespace, through an O_PATH descriptor that opens
+nothing), has its cached verdict at once, with no thread woken (most execs: hosts run the same
+few programs over and over). Otherwise a worker thread opens the executable the exec'd process is running (`/proc/<pid>/exe`: the very inode the
 kernel mapped, whatever its name, even deleted), looks its (device, inode, size, mtime) up
 in a bounded LRU cache, and on a miss reads at most `max_bytes` of it, hashes it (whole files
 only) and runs the YARA rules on it with yara-x, under a per-scan timeout. Verdicts wait in
@@ -26,6 +29,7 @@ from typing import Callable, Iterable, Optional
 
 import yara_x
 
+from ebpfguard.detect.filereader import O_PATH, QUICK_FSTYPES, local_fstype
 from ebpfguard.detect.registry import Event
 
 log = logging.getLogger(__name__)
@@ -34,6 +38,14 @@ log = logging.getLogger(__name__)
 FileKey = tuple[int, int, int, int]
 # event -> an open, read-only descriptor on the executable the event's process runs, or None.
 OpenExecutable = Callable[[Event], Optional[int]]
+# event -> the cache key of the executable the event's process runs, when telling it cannot
+# wait on a file system; None otherwise (the worker finds out). Raises ExecutableGone when the
+# process has no executable left to open (it exited): the worker could not open it either.
+PeekExecutable = Callable[[Event], Optional[FileKey]]
+
+
+class ExecutableGone(Exception):
+    """The event's process is gone (or never had an executable): nothing to scan."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +80,29 @@ def open_process_executable(event: Event, proc_root: str = "/proc") -> Optional[
         return None
 
 
+def peek_executable(event: Event, proc_root: str = "/proc") -> Optional[FileKey]:
+    """The key of the event's executable, if that cannot wait: `/proc/<pid>/exe` opened O_PATH
+    (no open reaches the file system), on a file system known not to call out (filereader)."""
+    pid = (event.get("process") or {}).get("pid")
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return None
+    try:
+        descriptor = os.open(f"{proc_root}/{pid}/exe", O_PATH | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise ExecutableGone() from None
+    except OSError:
+        return None
+    try:
+        if local_fstype(descriptor) not in QUICK_FSTYPES:
+            return None
+        info = os.fstat(descriptor)
+        return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns) if stat.S_ISREG(info.st_mode) else None
+    except OSError:
+        return None
+    finally:
+        os.close(descriptor)
+
+
 def compile_rules(paths: Iterable[str]) -> yara_x.Rules:
     """One rule set from YARA files; a broken file is an error naming it."""
     compiler = yara_x.Compiler()
@@ -87,13 +122,16 @@ class ExecutableScanner:
 
     def __init__(self, rules: yara_x.Rules, known_sha256: Iterable[str], *, max_bytes: int,
                  timeout_s: int, cache_entries: int, queue_size: int,
-                 open_executable: OpenExecutable = open_process_executable) -> None:
+                 open_executable: OpenExecutable = open_process_executable,
+                 peek: PeekExecutable = peek_executable) -> None:
         self.rules = rules
         self.known_sha256 = frozenset(h.lower() for h in known_sha256)
         self.max_bytes = max_bytes
         self.timeout_s = timeout_s
         self.cache_entries = cache_entries
         self.open_executable = open_executable
+        self.peek = peek
+        self._cache_lock = threading.Lock()  # the cache is read on the caller's thread too
         self.dropped = 0
         self.scanned = 0
         self.cache_hits = 0
@@ -104,6 +142,14 @@ class ExecutableScanner:
 
     def submit(self, event: Event) -> bool:
         """Queue an exec for scanning; False (and counted) when the queue is full."""
+        try:
+            key = self.peek(event)
+        except ExecutableGone:
+            return True  # a process that exited already: no file left to scan
+        cached = self._cached(key) if key is not None else None
+        if cached is not None:
+            self._done.append((event, cached))
+            return True
         if self._worker is None:
             self._worker = threading.Thread(target=self._run, name="ebpfguard-exescan", daemon=True)
             self._worker.start()
@@ -152,10 +198,8 @@ class ExecutableScanner:
             if not stat.S_ISREG(info.st_mode):
                 return None
             key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
-            cached = self._cache.get(key)
+            cached = self._cached(key)
             if cached is not None:
-                self._cache.move_to_end(key)
-                self.cache_hits += 1
                 return cached
             verdict = self._scan(_read_up_to(descriptor, self.max_bytes), info.st_size)
         finally:
@@ -163,10 +207,19 @@ class ExecutableScanner:
         self.scanned += 1
         if verdict.timed_out:  # not a verdict: the next exec of this file tries again
             return verdict
-        self._cache[key] = verdict
-        if len(self._cache) > self.cache_entries:
-            self._cache.popitem(last=False)
+        with self._cache_lock:
+            self._cache[key] = verdict
+            if len(self._cache) > self.cache_entries:
+                self._cache.popitem(last=False)
         return verdict
+
+    def _cached(self, key: FileKey) -> Optional[ScanVerdict]:
+        with self._cache_lock:
+            cached = self._cache.get(key)
+            if cached is not None:
+                self._cache.move_to_end(key)
+                self.cache_hits += 1
+            return cached
 
     def _scan(self, data: bytes, size: int) -> ScanVerdict:
         sha256 = hashlib.sha256(data).hexdigest() if len(data) == size else None

@@ -13,25 +13,31 @@ opened O_PATH (no open of a device or FIFO ever happens: opening some devices ha
 checked with fstat to be a regular file, and only then opened for reading through that
 descriptor, O_NONBLOCK|O_NOCTTY, at most `limit` bytes.
 
-The sandbox controls the file system underneath (a FUSE file can block forever), so live
-reads run on `TimedReader`'s worker threads with a time limit per read; `ExecFiles` is what
-detectors call, and adds a time budget per event (all the reads of one exec together). What
-was not read says why (`missing`, `not a regular file`, `timed out`, ...): a config that
-vanished or could not be read is evidence, not silence. Replay passes no reader: it reads no
-host files.
+The sandbox controls the file system underneath (a FUSE file can block forever), so a read
+that could wait on anyone runs on one of `TimedReader`'s worker threads, with a time limit.
+Handing a read to a thread and back costs more than the read (two thread switches, ~40 us of
+CPU against ~10 us), so a read that provably cannot wait is done on the caller's thread
+(`read_quick`): its path resolved from the dentry cache alone (`RESOLVE_CACHED`: the walk
+never sleeps, or fails EAGAIN), to a regular file on a local file system (ext2/3/4, tmpfs)
+mounted in the agent's own mount namespace, where opening O_NONBLOCK and reading waits on no
+lock a sandbox can hold and on no server. Everything else (a file the cache does not hold,
+FUSE, NFS, overlay, another mount namespace) takes the worker. `ExecFiles` is what detectors
+call, and adds a time budget per event (all the reads of one exec together). What was not
+read says why (`missing`, `not a regular file`, `timed out`, ...): a config that vanished or
+could not be read is evidence, not silence. Replay passes no reader: it reads no host files.
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import os
 import queue
+import select
 import stat
 import threading
 import time
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional, Protocol
 
@@ -42,6 +48,7 @@ DEFAULT_LIMIT = 256 * 1024
 SYS_OPENAT2 = 437
 RESOLVE_NO_MAGICLINKS = 0x02
 RESOLVE_IN_ROOT = 0x10
+RESOLVE_CACHED = 0x20
 O_PATH = getattr(os, "O_PATH", 0o10000000)
 
 
@@ -51,6 +58,12 @@ class _OpenHow(ctypes.Structure):
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
+_HOW_SIZE = ctypes.sizeof(_OpenHow)
+
+# File systems whose regular files a read may open O_NONBLOCK and read without waiting on a
+# lock a sandbox can hold or on a server (a buffered read takes no inode lock here; XFS's
+# does, and a writer faulting on a FUSE page while holding it would hold the read too).
+QUICK_FSTYPES = frozenset({"ext2", "ext3", "ext4", "tmpfs"})
 
 
 @dataclass(frozen=True)
@@ -74,7 +87,7 @@ class FileReader(Protocol):
 def openat2(dirfd: int, path: str, flags: int, resolve: int) -> int:
     """The openat2 syscall; a file descriptor, or OSError."""
     how = _OpenHow(flags | os.O_CLOEXEC, 0, resolve)
-    fd = _libc.syscall(SYS_OPENAT2, dirfd, os.fsencode(path), ctypes.byref(how), ctypes.sizeof(how))
+    fd = _libc.syscall(SYS_OPENAT2, dirfd, os.fsencode(path), ctypes.byref(how), _HOW_SIZE)
     if fd < 0:
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code), path)
@@ -94,13 +107,62 @@ _WHY = {
 }
 
 
+class QuickReadUnsafe(Exception):
+    """This read might wait (a dentry not cached, a file system that can block): take a worker."""
+
+
+class MountTable:
+    """Mount id -> file system type, of the agent's own mount namespace, kept current.
+
+    `/proc/self/mountinfo` polls POLLPRI once the namespace's mounts change, so checking costs
+    one poll(2) and the table is read again only then. A mount id seen here is the mount a
+    descriptor that holds it names: ids are not reused while a mount is referenced.
+    """
+
+    def __init__(self, mountinfo: str = "/proc/self/mountinfo") -> None:
+        self._descriptor = os.open(mountinfo, os.O_RDONLY | os.O_CLOEXEC)
+        self._poll = select.poll()
+        self._poll.register(self._descriptor, select.POLLPRI | select.POLLERR)
+        self._lock = threading.Lock()
+        self._types = self._read()
+
+    def _read(self) -> dict[int, str]:
+        os.lseek(self._descriptor, 0, os.SEEK_SET)
+        chunks = []
+        while chunk := os.read(self._descriptor, 65536):
+            chunks.append(chunk)
+        types = {}
+        for line in b"".join(chunks).decode("utf-8", "replace").splitlines():
+            fields, _, after = line.partition(" - ")
+            if after:
+                types[int(fields.split(" ", 1)[0])] = after.split(" ", 1)[0]
+        return types
+
+    def fstype(self, mount_id: int) -> Optional[str]:
+        """The type of the mount with this id in the agent's namespace; None if not in it."""
+        with self._lock:
+            if self._poll.poll(0):
+                self._types = self._read()
+            return self._types.get(mount_id)
+
+
 class ProcessRootReader:
     """Reads files inside a process's root (`/proc/<pid>/root`), as the kernel would for it."""
 
-    def __init__(self, proc_root: str = "/proc") -> None:
+    def __init__(self, proc_root: str = "/proc", mounts: Optional[MountTable] = None) -> None:
         self.proc_root = proc_root
+        self._mounts = mounts
 
     def read(self, pid: int, path: str, limit: int = DEFAULT_LIMIT) -> ReadResult:
+        result = self._read(pid, path, limit, quick=False)
+        assert result is not None
+        return result
+
+    def read_quick(self, pid: int, path: str, limit: int = DEFAULT_LIMIT) -> Optional[ReadResult]:
+        """As `read`, if that cannot wait on anything (see the module's doc); else None."""
+        return self._read(pid, path, limit, quick=True)
+
+    def _read(self, pid: int, path: str, limit: int, quick: bool) -> Optional[ReadResult]:
         if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
             return ReadResult(None, "no process")
         if not isinstance(path, str) or not path or "\0" in path:
@@ -117,13 +179,25 @@ class ProcessRootReader:
                 else:
                     # A working directory outside the root: it is the root the path can see.
                     start = _keep(descriptors, os.open(f"{base}/cwd", O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
-            found = _keep(descriptors, openat2(start, relative, O_PATH, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS))
+            resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | (RESOLVE_CACHED if quick else 0)
+            try:
+                found = _keep(descriptors, openat2(start, relative, O_PATH, resolve))
+            except OSError as exc:
+                if quick and exc.errno == errno.EAGAIN:
+                    raise QuickReadUnsafe() from None
+                raise
+            # The mount is checked before anything asks the file system about the file (a
+            # FUSE server would be asked for its attributes).
+            if quick and self._fstype(found) not in QUICK_FSTYPES:
+                raise QuickReadUnsafe()
             if not stat.S_ISREG(os.fstat(found).st_mode):
                 return ReadResult(None, "not a regular file")
             # Reopened through the O_PATH descriptor: the same inode that was checked.
             readable = _keep(descriptors, os.open(f"/proc/self/fd/{found}", os.O_RDONLY | os.O_NONBLOCK
                                                   | os.O_NOCTTY | os.O_CLOEXEC))
             return _read_up_to(readable, limit)
+        except QuickReadUnsafe:
+            return None
         except OSError as exc:
             if exc.filename is not None and str(exc.filename).startswith(f"{self.proc_root}/{pid}/"):
                 return ReadResult(None, "process gone")
@@ -131,6 +205,9 @@ class ProcessRootReader:
         finally:
             for descriptor in descriptors:
                 os.close(descriptor)
+
+    def _fstype(self, descriptor: int) -> Optional[str]:
+        return local_fstype(descriptor, self._mounts)
 
     def _cwd_in_root(self, base: str) -> Optional[str]:
         """The working directory as a path inside the process's root; None when not one."""
@@ -142,6 +219,33 @@ class ProcessRootReader:
         if cwd == root:
             return "/"
         return cwd[len(root):] if cwd.startswith(root + "/") else None
+
+
+@functools.lru_cache(maxsize=None)
+def agent_mounts() -> MountTable:
+    """The agent's own mount table, one for every reader (an OSError is not kept: tried again)."""
+    return MountTable()
+
+
+def local_fstype(descriptor: int, mounts: Optional[MountTable] = None) -> Optional[str]:
+    """The type of the file system a descriptor (O_PATH will do) is on, if it is mounted in the
+    agent's own namespace; None when not, or when that cannot be told. Asks nothing of the
+    file system itself."""
+    try:
+        return (mounts or agent_mounts()).fstype(_mount_id(descriptor))
+    except (OSError, ValueError):
+        return None
+
+
+def _mount_id(descriptor: int) -> int:
+    """The id of the mount a descriptor is on, from procfs (asks nothing of the file system)."""
+    info = os.open(f"/proc/self/fdinfo/{descriptor}", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        text = os.read(info, 4096)
+    finally:
+        os.close(info)
+    start = text.index(b"mnt_id:") + 7
+    return int(text[start:text.index(b"\n", start)])
 
 
 def _keep(descriptors: list[int], descriptor: int) -> int:
@@ -162,11 +266,13 @@ def _read_up_to(descriptor: int, limit: int) -> ReadResult:
 
 
 class TimedReader:
-    """A FileReader whose reads run on a few daemon worker threads, each with a time limit.
+    """A FileReader whose reads that could wait run on a few daemon worker threads, each with a
+    time limit; the reader's `read_quick`, when it has one, answers the rest on the caller's thread.
 
     A read that hangs (a FUSE file that never answers) keeps its worker; once every worker is
     held, reads are refused at once (`busy`) instead of queueing behind it. Daemon threads, so
-    a read stuck in the kernel never holds up the agent's exit.
+    a read stuck in the kernel never holds up the agent's exit. The hand-over is a queue put
+    and a lock per read (no Future, no Condition: those cost more than the read itself).
     """
 
     def __init__(self, reader: FileReader, workers: int = 4, timeout_s: float = 0.1,
@@ -174,33 +280,51 @@ class TimedReader:
         self.reader = reader
         self.timeout_s = timeout_s
         self.on_timeout = on_timeout
+        self._quick: Optional[Callable[[int, str, int], Optional[ReadResult]]] = getattr(reader, "read_quick", None)
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
-        self._idle = threading.Semaphore(workers)
+        self._workers = workers
+        self._held = 0  # workers given a read that has not returned
+        self._held_lock = threading.Lock()
         for number in range(workers):
             threading.Thread(target=self._work, name=f"ebpfguard-read-{number}", daemon=True).start()
 
     def _work(self) -> None:
         while True:
-            future, pid, path, limit = self._jobs.get()
+            job = self._jobs.get()
+            _, pid, path, limit, done = job
             try:
-                future.set_result(self.reader.read(pid, path, limit))
+                job[0] = self.reader.read(pid, path, limit)
             except Exception as exc:  # noqa: BLE001 - the reader's bug is this read's outcome
-                future.set_result(ReadResult(None, f"error: {type(exc).__name__}"))
+                job[0] = ReadResult(None, f"error: {type(exc).__name__}")
             finally:
-                self._idle.release()
+                with self._held_lock:
+                    self._held -= 1
+                done.release()
 
     def read(self, pid: int, path: str, limit: int = DEFAULT_LIMIT, timeout_s: Optional[float] = None) -> ReadResult:
-        if not self._idle.acquire(blocking=False):
+        wait_s = self.timeout_s if timeout_s is None else timeout_s
+        if self._quick is not None:
+            started = time.monotonic()
+            result = self._quick(pid, path, limit)
+            if result is not None:
+                if time.monotonic() - started > wait_s:
+                    self.on_timeout()  # a local disk this slow: done, but counted
+                return result
+        with self._held_lock:
+            busy = self._held >= self._workers
+            if not busy:
+                self._held += 1
+        if busy:
             self.on_timeout()
             return ReadResult(None, "busy: earlier reads have not returned")
-        future: Future = Future()
-        self._jobs.put((future, pid, path, limit))
-        wait_s = self.timeout_s if timeout_s is None else timeout_s
-        try:
-            return future.result(timeout=wait_s)
-        except FutureTimeout:
-            self.on_timeout()
-            return ReadResult(None, f"timed out after {wait_s * 1000:.0f} ms")
+        done = threading.Lock()
+        done.acquire()
+        job = [None, pid, path, limit, done]  # the worker puts the result in job[0]
+        self._jobs.put(job)
+        if done.acquire(timeout=wait_s):
+            return job[0]
+        self.on_timeout()
+        return ReadResult(None, f"timed out after {wait_s * 1000:.0f} ms")
 
 
 class ExecFiles:

@@ -4,9 +4,14 @@ The main loop drains the ring buffer and writes events; everything a sandbox can
 (its config files, long argv to score, a file system that does not answer) happens here, on
 one worker thread, in event order. The alerts found wait in `take_alerts` for the main loop,
 which writes them (the sinks and the responder stay single-threaded). Events are handed over
-a drain at a time (`submit` collects, `flush` hands the batch over): one queue operation and
+a batch at a time (`submit` collects, `flush` hands the batch over): one queue operation and
 one thread wake-up per batch, not per event, since each costs more than a cheap event's
-detection. The main loop never waits for the worker: a backlog past `max_queue` events drops
+detection. A wake-up is the dearer part (two thread switches and a hand-over of the GIL), so
+under a stream of events (an exec a millisecond) batches are handed over at most every
+`handoff_interval_s` and grow meanwhile; a lone event goes at once, and a held one waits for
+the main loop's next turn (at most its drain interval). An event of `urgent_kinds` (those that
+raise most alerts) goes at once with its batch, and the main loop comes back for its alerts
+as soon as `holds_urgent` turns false. The main loop never waits for the worker: a backlog past `max_queue` events drops
 the batch's detection (counted per event) rather than let the ring buffer fill, and at
 shutdown the worker gets a bounded time to finish before the agent exits without it.
 """
@@ -23,6 +28,9 @@ from typing import Callable, Optional
 _STOP = object()
 # How often an idle worker asks `poll` for late alerts (findings that finish after their event).
 POLL_INTERVAL_S = 0.05
+# The shortest time between two hand-overs, unless a batch reaches HANDOFF_BATCH events.
+HANDOFF_INTERVAL_S = 0.005
+HANDOFF_BATCH = 256
 
 
 class DetectionAbandoned(BaseException):
@@ -34,17 +42,25 @@ class DetectWorker:
 
     def __init__(self, detect: Callable[[dict], list], max_queue: int, budget_s: float,
                  on_overrun: Callable[[], None], on_full: Callable[[], None],
-                 poll: Optional[Callable[[], list]] = None) -> None:
+                 poll: Optional[Callable[[], list]] = None, handoff_interval_s: float = HANDOFF_INTERVAL_S,
+                 urgent_kinds: frozenset = frozenset()) -> None:
         """`poll`, when given, returns alerts found after their event; it is called on this
         thread too, after each event and when idle, so detection state has one thread."""
+        self.handoff_interval_s = handoff_interval_s
+        self._last_handoff = -handoff_interval_s
         self.detect = detect
         self.poll = poll
         self.budget_s = budget_s
         self.on_overrun = on_overrun
         self.on_full = on_full
         self.max_queue = max_queue
-        self._queue: queue.Queue = queue.Queue()
+        # SimpleQueue: a put and a get are one C call each (queue.Queue's run Python
+        # Conditions, which cost more than a cheap event's detection).
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._pending: list = []  # submitted on the main loop, not yet handed over
+        self.urgent_kinds = urgent_kinds
+        self._pending_urgent = False
+        self._urgent_batches = 0  # handed over, holding an urgent event, not yet done
         self._backlog = 0  # events handed over and not yet done
         self._backlog_lock = threading.Lock()
         self._alerts: collections.deque = collections.deque()
@@ -54,33 +70,52 @@ class DetectWorker:
     def submit(self, event: dict) -> None:
         """Collect an event for detection (main loop only); `flush` hands it over."""
         self._pending.append(event)
+        if event.get("kind") in self.urgent_kinds:
+            self._pending_urgent = True
 
-    def flush(self) -> None:
-        """Hand what was submitted since the last flush to the worker; never blocks."""
+    def flush(self, force: bool = False) -> None:
+        """Hand what was submitted to the worker, unless the last hand-over was under
+        `handoff_interval_s` ago (then the next call does; `force`: now). Never blocks."""
         if not self._pending:
             return
-        batch, self._pending = self._pending, []
+        now = time.monotonic()
+        urgent = self._pending_urgent
+        if (not force and not urgent and now - self._last_handoff < self.handoff_interval_s
+                and len(self._pending) < HANDOFF_BATCH):
+            return
+        self._last_handoff = now
+        batch, self._pending, self._pending_urgent = self._pending, [], False
         with self._backlog_lock:
             if self._backlog + len(batch) > self.max_queue:
                 full = True
             else:
                 full = False
                 self._backlog += len(batch)
+                self._urgent_batches += urgent
         if full:
             for _ in batch:
                 self.on_full()
             return
-        self._queue.put_nowait(batch)
+        self._queue.put((batch, urgent))
+
+    def holds_back(self) -> bool:
+        """Whether submitted events wait for a later hand-over (the interval not yet up)."""
+        return bool(self._pending)
+
+    def holds_urgent(self) -> bool:
+        """Whether a batch with an urgent event is handed over and not yet done."""
+        return self._urgent_batches > 0
 
     def _run(self) -> None:
         try:
             while True:
                 try:
-                    batch = self._queue.get(timeout=POLL_INTERVAL_S if self.poll else None)
+                    handed = self._queue.get(timeout=POLL_INTERVAL_S if self.poll else None)
                 except queue.Empty:
-                    batch = ()
-                if batch is _STOP:
+                    handed = ((), False)
+                if handed is _STOP:
                     return
+                batch, urgent = handed
                 for event in batch:
                     with self._backlog_lock:
                         self._backlog -= 1  # started: no longer waiting
@@ -90,6 +125,9 @@ class DetectWorker:
                         self.on_overrun()
                 if self.poll is not None:
                     self._alerts.extend(self.poll())
+                if urgent:
+                    with self._backlog_lock:
+                        self._urgent_batches -= 1
         except DetectionAbandoned:
             return
 
@@ -103,9 +141,9 @@ class DetectWorker:
     def begin_stop(self, timeout_s: float) -> None:
         """Ask the worker to finish what is queued within `timeout_s`, without waiting: the
         agent detaches its probes meanwhile. `finish_stop` collects the outcome."""
-        self.flush()
+        self.flush(force=True)
         self._stop_deadline = time.monotonic() + timeout_s
-        self._queue.put_nowait(_STOP)
+        self._queue.put(_STOP)
 
     def finish_stop(self) -> int:
         """Wait out what is left of the stop's time; the events the worker did not start."""

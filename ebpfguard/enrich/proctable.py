@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import NamedTuple, Optional
+from typing import Optional
 
 CLONE_PARENT = 0x00008000
 
 
-class ProcessInfo(NamedTuple):
-    """One process. A tuple, not a dataclass: the table holds tens of thousands of them,
-    and a tuple has no per-instance dict (80 bytes instead of 128)."""
-
+# Slotted, not frozen: one is built per fork and exec (see kernel/events.py's records).
+@dataclass(slots=True)
+class ProcessInfo:
     pid: int
     ppid: Optional[int]
     comm: str
@@ -28,7 +27,7 @@ class ProcessInfo(NamedTuple):
     exited: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Lineage:
     ppid: Optional[int]
     ancestry: list[dict]
@@ -156,7 +155,7 @@ class ProcessTable:
         # Kept (marked) for events still in flight; the LRU bound retires it.
         known = self._procs.get(pid)
         if known is not None:
-            self._procs[pid] = known._replace(exited=True)  # lineage unchanged: keep the cache
+            self._procs[pid] = replace(known, exited=True)  # lineage unchanged: keep the cache
 
     def lookup(self, pid: int) -> Optional[ProcessInfo]:
         """The table's entry, else what /proc says now (remembered), else None."""

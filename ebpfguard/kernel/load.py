@@ -1,7 +1,8 @@
 """Loading: compile the probes in bpf/ with bcc, attach them, and drain their ring buffers.
 
-The only module that talks to bcc. Probes submit records without waking us; `drain()` is
-called on a short timer and hands each record's bytes to the consumer in one batch.
+The only module that talks to bcc. Bulk records are submitted without waking us; `drain()` is
+called on a short timer and hands each record's bytes to the consumer in one batch, read
+from the rings' mapped pages (kernel/ringbuf.py) or, where that is not safe, by libbpf.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Optional
 
+from ebpfguard.kernel import features
 from ebpfguard.kernel.events import BPF_DIR, C
+from ebpfguard.kernel.ringbuf import RingReader, RingSet
 from ebpfguard.kernel.links import (
     CgroupLink, attached_program_ids, link_to_cgroup, program_id, tracepoint_program_ids,
 )
@@ -146,10 +149,26 @@ def btf_names(btf: str, *names: str) -> bool:
     return all(b"\0" + name.encode() + b"\0" in data for name in names)
 
 
+def local_storage_flags(allowed: Callable[[int, int, int], bool] = features.helper_allowed) -> list[str]:
+    """Whether the probes may keep per-thread state in the thread's local storage here
+    (`allowed` is features.helper_allowed, or a stand-in): from tracepoints and cgroup/connect
+    hooks (Linux 5.11). Without it, bpf/net.bpf.c falls back to a table by thread id.
+    (cgroup_skb has socket storage from 5.2, below our minimum: no probe needed.)"""
+    flags = []
+    if all(allowed(prog_type, helper, attach)
+           for prog_type, attach in ((features.PROG_TYPE_TRACEPOINT, 0),
+                                     (features.PROG_TYPE_CGROUP_SOCK_ADDR, features.ATTACH_CGROUP_INET4_CONNECT))
+           for helper in (features.FUNC_TASK_STORAGE_GET, features.FUNC_GET_CURRENT_TASK_BTF)):
+        flags.append("-DHAVE_TASK_STORAGE")
+    return flags
+
+
 def compile_flags(config: Mapping, tracefs: str, btf: str = "/sys/kernel/btf/vmlinux",
-                  agent_pid: Optional[int] = None) -> list[str]:
-    """cflags: include path, ring sizes, rate limit, features found in this kernel, the
-    lineage map's size, the sandbox names the kernel knows, and the agent's pid."""
+                  agent_pid: Optional[int] = None,
+                  helper_allowed: Callable[[int, int, int], bool] = features.helper_allowed) -> list[str]:
+    """cflags: include path, ring sizes, rate limit, features found in this kernel (helpers
+    through `helper_allowed`), the lineage map's size, the sandbox names the kernel knows,
+    and the agent's pid."""
     probes = config["probes"]
     limit = probes["rate_limit"]
     rate, burst = int(limit["events_per_s"]), int(limit["burst"])
@@ -172,6 +191,7 @@ def compile_flags(config: Mapping, tracefs: str, btf: str = "/sys/kernel/btf/vml
     # Response checks exist in the hooks only when they may act (bpf/response.h).
     if config.get("response", {}).get("mode") == "enforce":
         flags.append("-DRESPONSE_ENFORCE")
+    flags += local_storage_flags(helper_allowed)
     if tracepoint_has_field(tracefs, "sched", "sched_process_exit", "group_dead"):
         flags.append("-DHAVE_GROUP_DEAD")
     # open(2) has no syscall of its own on arm64 (only openat)
@@ -238,17 +258,23 @@ class ProbeSet:
     # tracepoint perf fd or None, cgroup link or None).
     attachments: list[tuple[str, int, Optional[int], Optional[CgroupLink]]] = field(default_factory=list)
     _seeded: int = 0
+    # The rings, read from their mapped pages (kernel/ringbuf.py); None where libbpf reads them.
+    rings: Optional[RingSet] = None
+    _on_record: Optional[Callable[[bytes], Optional[int]]] = None
     _stop_at: int = 0  # delivered count at which the current drain stops
 
     @classmethod
-    def load(cls, config: Mapping, cgroup_root: str, on_record: Callable[[bytes], Optional[int]]) -> "ProbeSet":
-        """Compile and attach every probe family; records go to `on_record` on drain()."""
+    def load(cls, config: Mapping, cgroup_root: str, on_record: Callable[[bytes], Optional[int]],
+             helper_allowed: Callable[[int, int, int], bool] = features.helper_allowed) -> "ProbeSet":
+        """Compile and attach every probe family; records go to `on_record` on drain().
+        `helper_allowed` says which helpers the kernel offers (a stand-in that refuses some
+        builds the fallbacks of older kernels)."""
         from bcc import BPF, BPFAttachType  # the distro's python3-bpfcc: unit tests need no bcc
 
         tracefs = ensure_tracefs()
         families = tuple(PROBE_FAMILIES)
         try:
-            bpf = BPF(text=program_text(families), cflags=compile_flags(config, tracefs))
+            bpf = BPF(text=program_text(families), cflags=compile_flags(config, tracefs, helper_allowed=helper_allowed))
         except Exception as exc:  # bcc raises bare Exception for compile and load failures
             raise ProbeError(f"loading the probes failed: {exc}") from None
         probes = cls(bpf, families)
@@ -270,6 +296,15 @@ class ProbeSet:
             probes.close()
             raise ProbeError(f"attaching cgroup programs to {cgroup_root} failed: {exc}") from None
 
+        probes._on_record = on_record
+        if RingReader.supported():
+            try:
+                probes.rings = RingSet([RingReader(bpf[ring].map_fd, bpf[ring].max_entries) for ring in RINGS])
+            except OSError as exc:
+                probes.close()
+                raise ProbeError(f"mapping the ring buffers failed: {exc}") from None
+            return probes
+
         def deliver(_ctx, data, size):
             probes.delivered += 1
             stop = on_record(ctypes.string_at(data, size))
@@ -287,6 +322,11 @@ class ProbeSet:
         process records first, at most `max_records` of them; returns how many there were.
         The bound keeps a ring that fills as fast as we read it from holding the caller
         forever (libbpf consumes until a ring is empty)."""
+        if self.rings is not None:
+            self.rings.wait(wait_ms)
+            handed = self.rings.read(self._on_record, max_records)
+            self.delivered += handed
+            return handed
         before = self.delivered
         self._stop_at = before + max_records
         self.bpf.ring_buffer_poll(wait_ms)
@@ -353,6 +393,9 @@ class ProbeSet:
 
     def close(self) -> None:
         """Detach every probe: close the cgroup links, and let bcc detach the tracepoints."""
+        if self.rings is not None:
+            self.rings.close()
+            self.rings = None
         for link in self.links:
             link.close()
         # Each tracepoint detach waits for RCU grace periods (~40 ms each here): one thread

@@ -41,7 +41,7 @@ def test_events_are_written_while_detection_is_stuck_and_alerts_follow(tmp_path)
 def test_a_full_detection_queue_drops_and_counts_instead_of_blocking(tmp_path):
     release = threading.Event()
     pipeline, host, out, stats = make_pipeline(tmp_path, lambda event: release.wait() and [])
-    worker = DetectWorker(pipeline.run_detect, max_queue=2, budget_s=60,
+    worker = DetectWorker(pipeline.run_detect, max_queue=2, budget_s=60, handoff_interval_s=0,
                           on_overrun=lambda: None, on_full=lambda: stats.drop("detect", "queue_full"))
     pipeline.submit = worker.submit
     for pid in range(100, 110):  # one record per drain, each handed over as the agent does
@@ -102,3 +102,50 @@ def test_a_drain_is_handed_over_as_one_batch_in_event_order():
     worker.flush()
     worker.stop(timeout_s=10)
     assert seen == [0, 1, 2, 3, 4]
+
+
+def test_a_batch_with_an_urgent_event_is_held_until_its_detection_is_done():
+    release = threading.Event()
+    worker = DetectWorker(lambda event: release.wait() and [], max_queue=100, budget_s=60,
+                          on_overrun=lambda: None, on_full=lambda: None, handoff_interval_s=3600,
+                          urgent_kinds=frozenset({"exec"}))
+    worker.submit({"kind": "connect"})
+    worker.flush()
+    assert not worker.holds_urgent()  # bulk: the loop keeps its batching wait
+    worker.submit({"kind": "exec"})
+    worker.flush()  # within the hand-over interval, yet handed over at once
+    assert worker._pending == []
+    assert worker.holds_urgent()
+    release.set()
+    deadline = time.monotonic() + 10
+    while worker.holds_urgent() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not worker.holds_urgent()
+    worker.stop(timeout_s=10)
+
+
+def test_under_a_stream_of_events_hand_overs_are_spaced_and_a_held_batch_goes_next():
+    seen = []
+    worker = DetectWorker(lambda event: seen.append(event["n"]) or [], max_queue=100, budget_s=60,
+                          on_overrun=lambda: None, on_full=lambda: None, handoff_interval_s=3600)
+    worker.submit({"n": 0})
+    worker.flush()  # a lone event goes at once
+    worker.submit({"n": 1})
+    worker.flush()  # within the interval of the last hand-over: held
+    assert worker._pending == [{"n": 1}]
+    worker.handoff_interval_s = 0  # the interval has passed
+    worker.submit({"n": 2})
+    worker.flush()
+    worker.stop(timeout_s=10)
+    assert seen == [0, 1, 2]
+
+
+def test_stop_hands_over_a_held_batch():
+    seen = []
+    worker = DetectWorker(lambda event: seen.append(event["n"]) or [], max_queue=100, budget_s=60,
+                          on_overrun=lambda: None, on_full=lambda: None, handoff_interval_s=3600)
+    for n in range(3):
+        worker.submit({"n": n})
+        worker.flush()
+    assert worker.stop(timeout_s=10) == 0
+    assert seen == [0, 1, 2]

@@ -1,16 +1,18 @@
 """The process file reader against a /proc-like tree: paths resolved as the process would
 (symlinks and `..` followed inside its root, relative paths from its working directory),
-never out of that root, never opening a FIFO or device, bounded in size and time."""
+never out of that root, never opening a FIFO or device, bounded in size and time. A read that
+cannot wait is done on the caller's thread and says the same as the worker's."""
 
 from __future__ import annotations
 
 import os
 import threading
 import time
+import uuid
 
 import pytest
 
-from ebpfguard.detect.filereader import ExecFiles, ProcessRootReader, ReadResult, TimedReader
+from ebpfguard.detect.filereader import ExecFiles, MountTable, ProcessRootReader, ReadResult, TimedReader
 
 
 @pytest.fixture
@@ -29,7 +31,12 @@ def proc(tmp_path):
 
 
 def read(proc, path, limit=1 << 20) -> ReadResult:
-    return ProcessRootReader(str(proc / "proc")).read(42, path, limit)
+    """The worker's read; the caller's-thread read, when it takes the path, must say the same."""
+    reader = ProcessRootReader(str(proc / "proc"))
+    result = reader.read(42, path, limit)
+    quick = reader.read_quick(42, path, limit)  # after the full read: its dentries are cached
+    assert quick is None or quick == result
+    return result
 
 
 def test_relative_paths_are_read_from_the_process_working_directory(proc):
@@ -114,3 +121,56 @@ def test_all_the_reads_of_one_exec_share_its_budget():
     assert files(event, "c").why == "not read: this exec's read budget is spent"
     assert spent == [1]
     assert files({"process": {"pid": 1}}, "d").data == b"d"  # a new event, a new budget
+
+
+def test_a_cached_path_to_a_local_file_is_read_on_the_callers_thread(proc):
+    reader = ProcessRootReader(str(proc / "proc"))
+    reader.read(42, "config.json")  # looked up once: now in the dentry cache
+    assert reader.read_quick(42, "config.json") == ReadResult(b'{"pools": []}')
+
+
+def test_a_file_on_a_file_system_that_could_wait_is_left_to_the_worker():
+    # procfs is not one whose reads are known not to wait (nor are FUSE, NFS, overlay...).
+    reader = ProcessRootReader()
+    assert reader.read(os.getpid(), "/proc/self/status").data is not None
+    assert reader.read_quick(os.getpid(), "/proc/self/status") is None
+
+
+def test_a_path_the_dentry_cache_does_not_hold_is_left_to_the_worker(proc):
+    reader = ProcessRootReader(str(proc / "proc"))
+    name = f"never-looked-up-{uuid.uuid4().hex}"
+    assert reader.read_quick(42, name) is None  # resolving it would have to ask the file system
+    assert reader.read(42, name).why == "missing"
+    assert reader.read_quick(42, name) == ReadResult(None, "missing")  # now a cached negative entry
+
+
+def test_the_mount_table_names_each_mounts_file_system(tmp_path):
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text(
+        "22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw\n"
+        "31 22 0:27 / /tmp/fuse rw,nosuid master:3 - fuse.sshfs host:/ rw,user_id=0\n"
+        "40 22 0:30 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n"
+    )
+    table = MountTable(str(mountinfo))
+    assert [table.fstype(22), table.fstype(31), table.fstype(40), table.fstype(99)] == [
+        "ext4", "fuse.sshfs", "cgroup2", None]
+
+
+def test_a_quick_read_is_answered_without_a_worker_and_one_that_could_wait_takes_one():
+    class Reader:
+        def __init__(self):
+            self.full = []
+
+        def read_quick(self, pid, path, limit=0):
+            return ReadResult(b"quick") if path == "local" else None
+
+        def read(self, pid, path, limit=0):
+            self.full.append(threading.current_thread().name)
+            return ReadResult(b"full")
+
+    reader = Reader()
+    timed = TimedReader(reader, workers=1, timeout_s=5.0)
+    assert timed.read(1, "local").data == b"quick"
+    assert reader.full == []
+    assert timed.read(1, "fuse").data == b"full"
+    assert reader.full == ["ebpfguard-read-0"]

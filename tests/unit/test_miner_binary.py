@@ -14,9 +14,9 @@ import pytest
 from shipped_rules import context_for
 
 from ebpfguard.detect.engine import DetectionEngine, load_rules
-from ebpfguard.detect.exescan import ExecutableScanner, compile_rules
+from ebpfguard.detect.exescan import ExecutableScanner, compile_rules, open_process_executable
 from ebpfguard.detect.miner_binary import MinerBinary, rules_path
-from ebpfguard.detect.filereader import ExecFiles, ProcessRootReader, TimedReader
+from ebpfguard.detect.filereader import O_PATH, QUICK_FSTYPES, ExecFiles, ProcessRootReader, TimedReader, local_fstype
 
 # What a stratum miner's binary holds (cpuminer-opt's util.c, XMRig's EthStratumClient.cpp),
 # padded with filler as a linker lays out .rodata.
@@ -154,3 +154,42 @@ def test_live_engine_alerts_later_through_poll_on_a_user_rule_and_a_renamed_copy
     [alert] = alerts
     assert alert["event"] is event and alert["evidence"]["yara_rules"] == ["test_coreutils_sleep"]
     assert alert["evidence"]["path"] == str(renamed) and alert["severity"] == "high"
+
+
+def test_an_executable_already_scanned_is_answered_on_the_callers_thread(tmp_path):
+    """A real process: its executable's key told through an O_PATH /proc/<pid>/exe, no worker."""
+    renamed = tmp_path / "updater"
+    shutil.copy(shutil.which("sleep"), renamed)
+    descriptor = os.open(renamed, O_PATH)
+    try:
+        # ext4 or tmpfs here; on a file system that could wait (overlay, FUSE) the worker opens
+        # the file for every exec.
+        local = local_fstype(descriptor) in QUICK_FSTYPES
+    finally:
+        os.close(descriptor)
+    opened = []
+    scan = scanner(open_executable=lambda event: opened.append(1) or open_process_executable(event))
+    child = subprocess.Popen([str(renamed), "5"])
+    try:
+        event = {"kind": "exec", "filename": str(renamed), "process": {"pid": child.pid}}
+        assert scan.submit(event)
+        scan.wait_idle(timeout=10)
+        [(_, first)] = scan.results()
+        assert scan.submit(event)
+        if not local:
+            scan.wait_idle(timeout=10)
+        [(same_event, again)] = scan.results()  # local: there before submit returned
+    finally:
+        child.kill()
+        child.wait()
+    assert same_event is event and again == first and (scan.scanned, scan.cache_hits) == (1, 1)
+    assert opened == ([1] if local else [1, 1])
+
+
+def test_an_exec_whose_process_already_exited_wakes_no_worker():
+    child = subprocess.Popen(["true"])
+    child.wait()
+    opened = []
+    scan = scanner(open_executable=lambda event: opened.append(1) or open_process_executable(event))
+    assert scan.submit({"kind": "exec", "filename": "/bin/true", "process": {"pid": child.pid}})
+    assert (scan._worker, scan.dropped, opened, scan.results()) == (None, 0, [], [])

@@ -7,7 +7,10 @@ import copy
 import pytest
 
 from ebpfguard.config import load_config
-from ebpfguard.kernel.load import ProbeError, btf_names, compile_flags, program_text
+from ebpfguard.kernel.features import (
+    ATTACH_CGROUP_INET4_CONNECT, FUNC_TASK_STORAGE_GET, PROG_TYPE_CGROUP_SOCK_ADDR,
+)
+from ebpfguard.kernel.load import ProbeError, btf_names, compile_flags, local_storage_flags, program_text
 
 
 # A BTF string table's shape: names separated by NULs (a kernel's has ~100k of them). 5.15
@@ -16,14 +19,14 @@ BTF_5_15 = b"\0int\0bpf_func_id\0BPF_FUNC_get_current_task_btf\0BPF_FUNC_task_pt
 BTF_5_10 = b"\0int\0bpf_func_id\0BPF_FUNC_get_current_task_btf\0BPF_FUNC_task_pt_regs_not\0pt_regs\0"
 
 
-def flags(tmp_path, btf=BTF_5_15, **probes):
+def flags(tmp_path, btf=BTF_5_15, helper_allowed=lambda *_: True, **probes):
     config = copy.deepcopy(load_config())
     for key, value in probes.items():
         config["probes"][key] = value
     vmlinux = tmp_path / ("vmlinux" if btf is not None else "absent")
     if btf is not None:
         vmlinux.write_bytes(btf)
-    return compile_flags(config, str(tmp_path), btf=str(vmlinux))
+    return compile_flags(config, str(tmp_path), btf=str(vmlinux), helper_allowed=helper_allowed)
 
 
 def test_both_rings_and_the_rate_limit_come_from_the_config(tmp_path):
@@ -63,3 +66,17 @@ def test_the_rate_limit_and_stack_reader_are_in_the_program_before_their_users()
     text = program_text()
     assert text.index("bulk_admit(u64 cgroup_id") < text.index("bulk_admit(bpf_get_current_cgroup_id()")
     assert text.index("BPF_TABLE(\"lru_hash\", u32, u32, argv_incomplete") < text.index("argv_incomplete.delete")
+
+
+def test_thread_local_storage_is_used_only_where_both_hook_kinds_may_call_its_helpers():
+    assert local_storage_flags(lambda *_: True) == ["-DHAVE_TASK_STORAGE"]
+    # 5.10: the connect hooks may not call bpf_get_current_task_btf (nor task storage)
+    assert local_storage_flags(lambda prog_type, *_: prog_type != PROG_TYPE_CGROUP_SOCK_ADDR) == []
+    assert local_storage_flags(lambda _t, helper, _a: helper != FUNC_TASK_STORAGE_GET) == []
+
+
+def test_the_kernels_helpers_are_asked_through_the_stand_in(tmp_path):
+    asked = []
+    assert "-DHAVE_TASK_STORAGE" in flags(tmp_path, helper_allowed=lambda *call: asked.append(call) or True)
+    assert "-DHAVE_TASK_STORAGE" not in flags(tmp_path, helper_allowed=lambda *_: False)
+    assert (PROG_TYPE_CGROUP_SOCK_ADDR, FUNC_TASK_STORAGE_GET, ATTACH_CGROUP_INET4_CONNECT) in asked
