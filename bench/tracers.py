@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -149,6 +150,16 @@ class Ebpfguard(ProcessTracer):
             (workdir / "config.json").write_text(json.dumps(self.config))  # JSON is YAML
             servers += ["--config", str(workdir / "config.json")]
         self.launch([sys.executable, *main, "run", "--output", str(self.output), *servers], workdir)
+
+    def events_written(self) -> int:
+        """Events the agent has written so far, from its metrics endpoint."""
+        found = re.search(r"metrics on (http://\S+)", self.stderr_path.read_text(errors="replace"))
+        if not found:
+            raise RuntimeError(f"ebpfguard printed no metrics address: {self.stderr_path}")
+        with urllib.request.urlopen(found.group(1), timeout=10) as page:
+            text = page.read().decode()
+        return int(sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                       if line.startswith("ebpfguard_events_total{")))
 
     def stop(self) -> TracerResult:
         result = self.terminate()

@@ -227,6 +227,7 @@ class Agent:
         procs = ProcessTable(
             max_processes=config["process_table"]["max_processes"],
             ancestry_depth=config["process_table"]["ancestry_depth"],
+            max_argv_bytes=config["process_table"]["max_argv_bytes"],
         )
         procs.seed_from_proc()
         # Pod names are looked up only where the kubernetes matcher can find pod UIDs.

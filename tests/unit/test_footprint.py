@@ -62,3 +62,13 @@ Rss:                   0 kB
 Anonymous:             0 kB
 """
     assert [(m.start, m.rss_kib) for m in releasable(parse_smaps(smaps))] == [(0x7F0000000000, 900)]
+
+
+def test_the_compilers_are_bccs_llvm_and_clang_and_yara_x_not_the_libraries_the_agent_runs_on():
+    from ebpfguard.kernel.footprint import COMPILER_LIBRARIES
+    compilers = ["/usr/lib/x86_64-linux-gnu/libLLVM-14.so.1", "/usr/lib/llvm-14/lib/libclang-cpp.so.14",
+                 "/opt/venv/lib/python3.11/site-packages/yara_x/yara_x.abi3.so"]
+    others = ["/usr/lib/x86_64-linux-gnu/libbcc.so.0.26.0", "/usr/lib/x86_64-linux-gnu/libc.so.6",
+              "/usr/lib/x86_64-linux-gnu/libbpf.so.1.1.2", "/usr/bin/python3.11",
+              "/opt/venv/lib/python3.11/site-packages/orjson/orjson.cpython-311-x86_64-linux-gnu.so"]
+    assert [p for p in compilers + others if COMPILER_LIBRARIES.search(p)] == compilers
