@@ -58,10 +58,12 @@ STOP_DRAIN = -1
 # while the detection worker holds one, the loop comes back within this many ms for the alerts.
 URGENT_KINDS = frozenset({"exec", "flow", "dns", "open", "escape", "tamper"})
 URGENT_WAIT_MS = 1
+GIL_SWITCH_INTERVAL_S = 0.001
 
 # Records handled per drain before the loop comes up for its housekeeping (loss counters,
-# summaries, flushing, SIGTERM): under a backlog that is every few tens of milliseconds.
-MAX_RECORDS_PER_DRAIN = 2048
+# summaries, flushing, SIGTERM) and for the detection worker's alerts: under a backlog that is
+# every few milliseconds, so an alert does not wait behind a long drain of bulk records.
+MAX_RECORDS_PER_DRAIN = 512
 
 # Records that only update the enricher's state (the process table, an exec's arguments)...
 STATE_ONLY = {ForkRecord: "on_fork", ExecArgsRecord: "on_exec_args", ExecArgvRecord: "on_exec_argv"}
@@ -307,6 +309,9 @@ class Agent:
         """Attach, say `ready`, and drain until SIGINT or SIGTERM; then detach everything."""
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
+        # The detection worker and the main loop share the interpreter lock: a thread waiting
+        # for it gets it within this time, so an alert found beside a busy drain goes out soon.
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         probes = ProbeSet.load(self.config, self.cgroup_root, self.pipeline.on_record)
         release_compiler_pages()  # the compiler has done its work: its ~80 MiB go back
         with self._probes_lock:
