@@ -177,7 +177,7 @@ def _footprint_lines(soak: dict) -> list[str]:
     return lines + [
         f"- After {soak['events']:,} events (bench/soak.py: every detector on, the in-kernel rate limit off): "
         f"RSS {after['rss_mib']:.0f} MiB (PSS {after['pss_mib']:.0f}), of which {after['anon_mib']:.0f} MiB its own "
-        f"(RssAnon) and {after['ring_mib']:.0f} MiB the BPF ring buffers (each page mapped twice: PSS counts them once); "
+        f"(RssAnon) and {after['ring_mib']:.0f} MiB the BPF ring buffers; "
         f"at ready {ready['rss_mib']:.0f} MiB (PSS {ready['pss_mib']:.0f}); highest after ready "
         f"{highest['rss_mib']:.0f} MiB; peak {soak['peak_rss_kib'] / 1024:.0f} MiB (VmHWM, the start-up compile "
         f"included); lost {soak['lost']}; {soak['cpu_s'] / soak['events'] * 1e5:.2f} CPU s per 100k events."]

@@ -114,7 +114,9 @@ def run(config_path: Optional[Path], rule_files: tuple[Path, ...], output: Optio
     from ebpfguard.enrich.hostnet import host_addresses
     from ebpfguard.kernel.load import ProbeError, compile_flags, program_text, tracefs_root
     from ebpfguard.enrich.sandbox import cgroup_root_from_proc, validate_matchers
+    from ebpfguard.kernel.footprint import one_malloc_arena
 
+    one_malloc_arena()  # before the first thread
     config = config_or_fail(config_path)
     stats = PipelineStats()
     try:

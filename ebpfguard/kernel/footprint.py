@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 COMPILER_LIBRARIES = re.compile(r"/(?:lib(?:LLVM|clang)|yara_x)[^/]*\.so")
 MADV_DONTNEED = 4
+M_ARENA_MAX = -8  # mallopt(3)
 _MAPPING = re.compile(r"([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ \S+\s*(.*)")
 
 
@@ -80,3 +81,17 @@ def release_compiler_pages(smaps_path: str = "/proc/self/smaps",
     if trim is not None:
         trim(0)
     return dropped
+
+
+def one_malloc_arena() -> bool:
+    """Make every thread allocate from glibc's main arena (before any thread is started);
+    False where that is not glibc. Python runs one thread at a time (its interpreter lock),
+    so per-thread arenas buy no concurrency here; each holds its own freed memory, which
+    only malloc_trim gives back (the detection thread's grew to 14 MiB, 1% in use, under
+    a storm)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    mallopt = getattr(libc, "mallopt", None)
+    if mallopt is None:
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    return mallopt(M_ARENA_MAX, 1) == 1

@@ -5,9 +5,11 @@ re-takes the interpreter lock, and with the detection thread waiting for that lo
 can hand it over and wait to get it back. Here a drain is a Python loop over the mapped
 pages: the kernel's ring-buffer layout (its ABI, include/uapi/linux/bpf.h and
 kernel/bpf/ringbuf.c: a consumer-position page we write, then a read-only producer-position
-page followed by the data area, mapped twice in a row so that a record that wraps reads as
-one piece), an 8-byte header before each record (its length, with a busy and a discard bit),
-and records 8-byte aligned.
+page followed by the data area), an 8-byte header before each record (its length, with a busy
+and a discard bit), and records 8-byte aligned. The kernel offers the data area twice in a row,
+so that a record that wraps reads as one piece; we map it once and join a wrapped record's two
+parts: the kernel maps every page of the mapping at once, so the second copy would count the
+whole ring twice in the agent's RSS (24 MiB at the default sizes) for the rare record that wraps.
 
 Plain loads are enough to read what the kernel committed only where the CPU keeps loads in
 order (x86-64's total store order); elsewhere `RingReader.supported()` is false and the agent
@@ -42,11 +44,12 @@ class RingReader:
         self._mask = size - 1
         self._consumer = mmap.mmap(map_fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         try:
-            self._pages = mmap.mmap(map_fd, page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
+            self._pages = mmap.mmap(map_fd, page + size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
         except BaseException:
             self._consumer.close()
             raise
         self._data_at = page
+        self._data_end = page + size
 
     @staticmethod
     def supported() -> bool:
@@ -61,7 +64,7 @@ class RingReader:
         """Hand each committed record's bytes to `handle`, at most `max_records`, and give
         their space back to the kernel; (records handed over, whether `handle` asked to stop
         by returning a negative number)."""
-        pages, consumer, mask, data_at = self._pages, self._consumer, self._mask, self._data_at
+        pages, consumer, mask, data_at, data_end = self._pages, self._consumer, self._mask, self._data_at, self._data_end
         position = _POSITION.unpack_from(consumer, 0)[0]
         produced = _POSITION.unpack_from(pages, 0)[0]
         handed = 0
@@ -75,8 +78,14 @@ class RingReader:
             if length & BPF_RINGBUF_BUSY_BIT:
                 break  # reserved, not yet committed: the records after it wait too
             size = length & ~(BPF_RINGBUF_BUSY_BIT | BPF_RINGBUF_DISCARD_BIT)
-            record = None if length & BPF_RINGBUF_DISCARD_BIT else pages[start + BPF_RINGBUF_HDR_SZ:
-                                                                          start + BPF_RINGBUF_HDR_SZ + size]
+            # The header never wraps (8-byte aligned in a ring of whole pages); the record may.
+            end = start + BPF_RINGBUF_HDR_SZ + size
+            if length & BPF_RINGBUF_DISCARD_BIT:
+                record = None
+            elif end <= data_end:
+                record = pages[start + BPF_RINGBUF_HDR_SZ:end]
+            else:
+                record = pages[start + BPF_RINGBUF_HDR_SZ:data_end] + pages[data_at:data_at + end - data_end]
             position += (size + BPF_RINGBUF_HDR_SZ + 7) & ~7
             # Given back before the record is handled: it is a copy.
             _POSITION.pack_into(consumer, 0, position)

@@ -103,3 +103,14 @@ def test_a_drain_stops_at_its_bound_and_when_the_consumer_asks(ring):
     assert ring.read(rest.append, 100) == (4, False)  # seqs 0..9 less the three discarded, less three read
     seqs = [struct.unpack_from("<Q", r)[0] for r in first + stopped_at + rest]
     assert seqs == [0, 1, 3, 4, 6, 7, 9]
+
+
+def test_the_data_area_is_mapped_once_so_the_ring_counts_once_in_rss(ring):
+    from ebpfguard.kernel.footprint import parse_smaps
+
+    with open("/proc/self/smaps") as smaps:
+        maps = [m for m in parse_smaps(smaps.read()) if m.path == "anon_inode:bpf-map"]
+    page = os.sysconf("SC_PAGE_SIZE")
+    # the consumer page, then the producer page and the one-page data area
+    assert sorted(m.end - m.start for m in maps) == [page, 2 * page]
+    assert sum(m.rss_kib for m in maps) == 3 * page // 1024  # the kernel maps every page at once
