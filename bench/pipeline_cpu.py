@@ -105,7 +105,8 @@ def measure(storm: str, n_events: int, profile: bool = False) -> dict:
         sink = FanOut(JsonLinesSink(devnull, stats), SandboxHistory(HistoryBounds.from_config(config["history"])))
         engine = DetectionEngine(load_rules(), config["detect"])
         pipeline = Pipeline(enricher, sink, stats, SandboxTracker(100, 900.0, max_pids=100_000),
-                            RateLimitedWarnings(60, io.StringIO()), engine.process, now_ktime_ns=_Clock().now_ktime_ns)
+                            RateLimitedWarnings(60, io.StringIO()), engine.process, now_ktime_ns=_Clock().now_ktime_ns,
+                            detects=engine.detects)
         records = STORMS[storm](cgroup_id, 100)
         warm = [next(records) for _ in range(2000)]
         for raw in warm:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from ebpfguard.kernel.footprint import parse_smaps
+
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -29,3 +31,45 @@ def footprint(pid: int, proc: str = "/proc") -> Footprint:
             if key in ("VmRSS", "VmHWM", "RssAnon"):
                 memory[key] = int(value.split()[0])
     return Footprint(cpu_s, memory.get("VmRSS", 0), memory.get("VmHWM", 0), memory.get("RssAnon", 0))
+
+
+@dataclass(frozen=True)
+class Memory:
+    """A process's memory in kB: resident (VmRSS) and its parts, proportional (PSS: a page
+    shared with others, or mapped twice, counted once in all), and the high-water mark."""
+
+    rss_kib: int
+    anon_kib: int    # RssAnon: the process's own pages (heaps, stacks, relocated data)
+    file_kib: int    # RssFile: mapped files and the BPF ring buffers (kernel pages)
+    pss_kib: int
+    peak_rss_kib: int  # VmHWM, since the process started
+    ring_kib: int    # resident pages of BPF maps: ring buffers, each data page mapped twice
+
+    def as_mib(self) -> dict[str, float]:
+        return {k.removesuffix("_kib") + "_mib": round(v / 1024, 1) for k, v in self.__dict__.items()}
+
+
+def _fields(path: str, keys: tuple[str, ...]) -> dict[str, int]:
+    out = {}
+    with open(path) as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in keys:
+                out[key] = int(value.split()[0])
+    return out
+
+
+def bpf_map_rss_kib(smaps_text: str) -> int:
+    """Resident kB of the mappings of BPF maps (`anon_inode:bpf-map`) in an smaps file."""
+    return sum(m.rss_kib for m in parse_smaps(smaps_text) if m.path == "anon_inode:bpf-map")
+
+
+def memory(pid: int, proc: str = "/proc") -> Memory:
+    """VmRSS, RssAnon, RssFile and VmHWM from /proc/PID/status, PSS from smaps_rollup, the
+    BPF maps' share from smaps."""
+    status = _fields(f"{proc}/{pid}/status", ("VmRSS", "VmHWM", "RssAnon", "RssFile"))
+    rollup = _fields(f"{proc}/{pid}/smaps_rollup", ("Pss",))
+    with open(f"{proc}/{pid}/smaps") as f:
+        rings = bpf_map_rss_kib(f.read())
+    return Memory(status.get("VmRSS", 0), status.get("RssAnon", 0), status.get("RssFile", 0),
+                  rollup.get("Pss", 0), status.get("VmHWM", 0), rings)

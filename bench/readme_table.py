@@ -129,7 +129,8 @@ def rate(cell: str, per_byte: bool) -> str:
 
 def machine_line(markdown: str) -> str:
     """'2 vCPUs (AMD EPYC), kernel 6.18...; load average 0.83 at the start' from RESULTS.md."""
-    found = re.search(r"^Machine: ([^,]+ \([^)]*\)), [^,]+, kernel (\S+?);.*?Load average (\S+)", markdown, re.M)
+    # The CPU model may hold parentheses itself: "2 vCPUs (Intel(R) Xeon(R) Processor)".
+    found = re.search(r"^Machine: (.+?), [\d.]+ GiB, kernel (\S+?);.*?Load average (\S+)", markdown, re.M)
     if not found:
         raise ValueError("RESULTS.md has no 'Machine:' line")
     cpus, kernel, load = found.groups()

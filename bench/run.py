@@ -8,7 +8,8 @@ Phases, in order:
            bpftrace on the same storm flat out (bench/storms.py);
   alerts   ebpfguard's idle CPU, then alert latency of miner execs from a sandbox at 20/s, alone
            and during a flat-out connect storm (bench/alert_latency.py);
-  soak     ebpfguard idle (its CPU), then storms until a million events (its memory);
+  soak     ebpfguard idle (its CPU), then storms until a million events (its memory:
+           bench/soak.py, also runnable alone);
   profile  ebpfguard under cProfile through a connect and an exec storm: where its time goes;
   pipeline the userspace pipeline alone fed recorded raw records (bench/pipeline_cpu.py): CPU s
            per 100k events, free of the kernel and of the load generator.
@@ -32,18 +33,15 @@ from typing import Optional
 from bench import pipeline_cpu
 from bench.alert_latency import run_alert_latency
 from bench.latency import latencies_by_window
-from bench.procinfo import footprint
 from bench.report import aggregate, render_markdown
-from bench.storms import NO_RATE_LIMIT, run_storms
-from bench.tracers import REPO, Ebpfguard, Tracer, all_tracers
+from bench.soak import SOAK_EVENTS, run_soak
+from bench.storms import run_storms
+from bench.tracers import NO_RATE_LIMIT, REPO, Ebpfguard, Tracer, all_tracers
 from bench.workloads import WORKLOADS, build_driver, run_workload
 
 RESULTS = REPO / "bench" / "results"
 SETTLE_S = 1.0  # between configurations: let the last one's teardown finish
 BISECT_STEPS = 3  # paced steps below flat out while ebpfguard falls behind: the rate to an eighth
-SOAK_EVENTS = 1_000_000
-SOAK_CHUNK_S = 5.0
-EVENTS_PER_OP = 2  # exec+exit per fork+exec; socket+connect per connect
 PHASES = ("rounds", "storms", "alerts", "soak", "profile", "pipeline")
 
 
@@ -92,29 +90,6 @@ def run_rounds(driver: Path, tracers: list[Tracer], rounds: int, seconds: float,
                   + f"  lost {result.lost}", flush=True)
             time.sleep(SETTLE_S)
     return records
-
-
-def run_soak(driver: Path, idle_s: float, events: int, raw: Path) -> dict:
-    """ebpfguard's CPU while the host is idle, then its memory after `events` events."""
-    agent = Ebpfguard(output="/dev/null")
-    agent.start(raw)
-    time.sleep(1.0)
-    before = footprint(agent.proc.pid)
-    time.sleep(idle_s)
-    idle_cpu = (footprint(agent.proc.pid).cpu_s - before.cpu_s) / idle_s
-    storms = [w for w in WORKLOADS if w.name in ("connect", "exec")]
-    sent = chunks = 0
-    while sent < events:
-        sent += run_workload(driver, storms[chunks % len(storms)], SOAK_CHUNK_S).ops * EVENTS_PER_OP
-        chunks += 1
-    time.sleep(1.0)  # let it drain
-    after = footprint(agent.proc.pid)
-    result = agent.stop()
-    print(f"soak: idle CPU {idle_cpu:.2%}; {result.events:,} events, RSS {after.rss_kib / 1024:.0f} MiB", flush=True)
-    return {"idle_s": idle_s, "idle_cpu_fraction": idle_cpu, "events": result.events, "lost": result.lost,
-            "rss_kib_start": before.rss_kib, "anon_rss_kib_start": before.anon_rss_kib,
-            "rss_kib_after": after.rss_kib, "anon_rss_kib_after": after.anon_rss_kib,
-            "peak_rss_kib": result.peak_rss_kib, "cpu_s": result.cpu_s}
 
 
 def run_profile(driver: Path, seconds: float, raw: Path) -> dict:

@@ -107,6 +107,8 @@ static __always_inline void send_segment(struct __sk_buff *skb, u8 direction,
 
 static __always_inline int on_packet(struct __sk_buff *skb, u8 direction)
 {
+	if (tcp_without_payload(skb))
+		return 1;
 	/* cgroup_skb programs run only for full sockets; the check is for the verifier. */
 	struct bpf_sock *sk = skb->sk;
 	if (!sk)

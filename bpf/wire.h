@@ -64,6 +64,33 @@ static __always_inline int parse_packet(struct __sk_buff *skb, u8 direction, str
 	return 0;
 }
 
+/* A TCP segment without payload (the handshake, ACKs, FIN): most packets of short flows, told
+ * apart by direct reads of the linear header (cgroup_skb may read packet data since 5.2)
+ * instead of parse_packet's copies. 0 when unsure (headers not linear): parse_packet decides. */
+static __always_inline int tcp_without_payload(struct __sk_buff *skb)
+{
+	u8 *data = (u8 *)(long)skb->data, *end = (u8 *)(long)skb->data_end;
+	u32 l4_off, total;
+
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		if (data + 20 > end || data[9] != IPPROTO_TCP)
+			return 0;
+		l4_off = (data[0] & 0x0f) * 4;
+		total = ((u32)data[2] << 8) | data[3];
+	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+		if (data + 40 > end || data[6] != IPPROTO_TCP)
+			return 0;
+		l4_off = 40;
+		total = 40 + (((u32)data[4] << 8) | data[5]);
+	} else {
+		return 0;
+	}
+	u8 *th = data + (l4_off & 0x3c);
+	if (th + 13 > end)
+		return 0;
+	return total <= l4_off + (th[12] >> 4) * 4;
+}
+
 /* JSON-RPC (after a little whitespace), a TLS ClientHello, or DNS over TCP. */
 static __always_inline int worth_capturing(struct __sk_buff *skb, struct l4_info *l4)
 {

@@ -54,9 +54,16 @@ SHUTDOWN_DETECT_S = 0.3
 # What on_record answers the ring buffer to end a drain early.
 STOP_DRAIN = -1
 
+# Kinds whose detection raises most alerts (the probes wake the agent for their records):
+# while the detection worker holds one, the loop comes back within this many ms for the alerts.
+URGENT_KINDS = frozenset({"exec", "flow", "dns", "open", "escape", "tamper"})
+URGENT_WAIT_MS = 1
+GIL_SWITCH_INTERVAL_S = 0.001
+
 # Records handled per drain before the loop comes up for its housekeeping (loss counters,
-# summaries, flushing, SIGTERM): under a backlog that is every few tens of milliseconds.
-MAX_RECORDS_PER_DRAIN = 2048
+# summaries, flushing, SIGTERM) and for the detection worker's alerts: under a backlog that is
+# every few milliseconds, so an alert does not wait behind a long drain of bulk records.
+MAX_RECORDS_PER_DRAIN = 512
 
 # Records that only update the enricher's state (the process table, an exec's arguments)...
 STATE_ONLY = {ForkRecord: "on_fork", ExecArgsRecord: "on_exec_args", ExecArgvRecord: "on_exec_argv"}
@@ -81,13 +88,18 @@ class Pipeline:
 
     def __init__(self, enricher: Enricher, sink: Sink, stats: PipelineStats,
                  sandboxes: SandboxTracker, warnings: RateLimitedWarnings, detect: Optional[Detect] = None,
-                 now_ktime_ns: Callable[[], int] = BootClock.now_ktime_ns, event_budget_s: float = 0.05) -> None:
+                 now_ktime_ns: Callable[[], int] = BootClock.now_ktime_ns, event_budget_s: float = 0.05,
+                 detects: Callable[[str], bool] = lambda kind: True) -> None:
+        """`detects(kind)` says whether detection looks at events of a kind at all: the others
+        (a storm's socket events, say) skip it."""
         self.enricher = enricher
         self.sink = sink
         self.stats = stats
         self.sandboxes = sandboxes
         self.warnings = warnings
         self.detect = detect
+        self._detected_kinds: dict[str, bool] = {}
+        self.detects = detects
         self.now_ktime_ns = now_ktime_ns
         self.last_event_time: Optional[float] = None  # wall clock, when an event was last written
         self.event_budget_s = event_budget_s
@@ -150,7 +162,12 @@ class Pipeline:
         if self.relays is not None:
             self.relays.observe(event)
         if self.detect is not None:
-            self.submit(event)
+            kind = event["kind"]
+            detected = self._detected_kinds.get(kind)
+            if detected is None:
+                detected = self._detected_kinds[kind] = self.detects(kind)
+            if detected:
+                self.submit(event)
 
     def detect_and_write(self, event: dict) -> None:
         """Detection inline: run it on one event and write the alerts it raises."""
@@ -196,7 +213,7 @@ class Agent:
                  detect: Optional[Detect] = None, log: TextIO = sys.stderr,
                  socket_path: Optional[str] = None, late_alerts: Optional[Callable[[], list]] = None,
                  response: Optional[ResponseConfig] = None, control_path: Optional[str] = None,
-                 stats: Optional[PipelineStats] = None) -> None:
+                 stats: Optional[PipelineStats] = None, detects: Callable[[str], bool] = lambda kind: True) -> None:
         """`late_alerts` returns alerts whose detection finished after their event (the
         executable scanner's); the main loop collects them between drains."""
         self.config = config
@@ -210,6 +227,7 @@ class Agent:
         procs = ProcessTable(
             max_processes=config["process_table"]["max_processes"],
             ancestry_depth=config["process_table"]["ancestry_depth"],
+            max_argv_bytes=config["process_table"]["max_argv_bytes"],
         )
         procs.seed_from_proc()
         # Pod names are looked up only where the kubernetes matcher can find pod UIDs.
@@ -249,7 +267,7 @@ class Agent:
             register_runner_operations(self.control, self.history)
             self.sink = FanOut(self.sink, self.control)
         self.pipeline = Pipeline(enricher, self.sink, self.stats, self.sandboxes, self.warnings, detect,
-                                 event_budget_s=limits["event_budget_ms"] / 1000)
+                                 event_budget_s=limits["event_budget_ms"] / 1000, detects=detects)
         self.pipeline.relays = RelayIndex()
         # Detection beside the main loop: what a sandbox can make slow never holds up the drain.
         self.worker: Optional[DetectWorker] = None
@@ -258,7 +276,8 @@ class Agent:
                                        limits["event_budget_ms"] / 1000,
                                        on_overrun=lambda: self.stats.overrun("detect"),
                                        on_full=lambda: self.stats.drop("detect", "queue_full"),
-                                       poll=self.poll_late_alerts if late_alerts is not None else None)
+                                       poll=self.poll_late_alerts if late_alerts is not None else None,
+                                       urgent_kinds=URGENT_KINDS)
             self.pipeline.submit = self.worker.submit
         self.probes: Optional[ProbeSet] = None
         # The metrics endpoint reads the kernel's counters from its own thread: this keeps it
@@ -290,6 +309,9 @@ class Agent:
         """Attach, say `ready`, and drain until SIGINT or SIGTERM; then detach everything."""
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
+        # The detection worker and the main loop share the interpreter lock: a thread waiting
+        # for it gets it within this time, so an alert found beside a busy drain goes out soon.
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         probes = ProbeSet.load(self.config, self.cgroup_root, self.pipeline.on_record)
         release_compiler_pages()  # the compiler has done its work: its ~80 MiB go back
         with self._probes_lock:
@@ -315,6 +337,11 @@ class Agent:
                     wait_ms = 0
                 else:
                     wait_ms = busy_ms if drained else min(idle_ms, max(wait_ms, busy_ms) * 2)
+                if self.worker is not None:
+                    if self.worker.holds_urgent():
+                        wait_ms = min(wait_ms, URGENT_WAIT_MS)
+                    elif self.worker.holds_back():  # a held batch goes at the next turn
+                        wait_ms = min(wait_ms, busy_ms)
                 self.collect_late_alerts()
                 now = time.monotonic()
                 if responder is not None:

@@ -114,7 +114,9 @@ def run(config_path: Optional[Path], rule_files: tuple[Path, ...], output: Optio
     from ebpfguard.enrich.hostnet import host_addresses
     from ebpfguard.kernel.load import ProbeError, compile_flags, program_text, tracefs_root
     from ebpfguard.enrich.sandbox import cgroup_root_from_proc, validate_matchers
+    from ebpfguard.kernel.footprint import one_malloc_arena
 
+    one_malloc_arena()  # before the first thread
     config = config_or_fail(config_path)
     stats = PipelineStats()
     try:
@@ -144,7 +146,7 @@ def run(config_path: Optional[Path], rule_files: tuple[Path, ...], output: Optio
 
     logging.basicConfig(format="ebpfguard: %(levelname)s: %(message)s", level=logging.WARNING)
     try:
-        agent = Agent(config, output, cgroup_root, detect=engine.process,
+        agent = Agent(config, output, cgroup_root, detect=engine.process, detects=engine.detects,
                       socket_path=None if socket_path == "none" else socket_path, late_alerts=engine.poll,
                       response=response, control_path=None if control_path == "none" else control_path,
                       stats=stats)

@@ -28,6 +28,7 @@ RANGES: dict[str, tuple[Optional[float], Optional[float]]] = {
     "output.max_bytes": (0, None),
     "output.keep": (1, 1000),
     "process_table.max_processes": (1, 100_000_000),
+    "process_table.max_argv_bytes": (1 << 16, 1 << 40),
     "process_table.ancestry_depth": (0, 4096),
     "sandbox.cache_size": (1, 100_000_000),
     "gpu.poll_interval_s": (0.1, 86_400),

@@ -39,7 +39,7 @@ from typing import Any, Callable, Mapping, Optional
 from ebpfguard.client import DEFAULT_CONTROL_SOCKET
 from ebpfguard.outputs.eventsocket import SocketBusy, listen_private, skipped_line
 from ebpfguard.outputs.runner_access import Peer, RunnerAccess, peer_of
-from ebpfguard.outputs.sinks import to_json_line
+from ebpfguard.outputs.sinks import to_json_bytes
 
 __all__ = ["DEFAULT_CONTROL_SOCKET", "ControlError", "ControlServer"]
 MAX_REQUEST_BYTES = 65536
@@ -123,7 +123,7 @@ class ControlServer:
         for client in self.clients:
             if client.wants is None or not client.wants(line):
                 continue
-            data = (skipped_line(client.missed) if client.missed else b"") + to_json_line(line).encode("ascii")
+            data = (skipped_line(client.missed) if client.missed else b"") + to_json_bytes(line)
             if len(client.outbox) + len(data) > MAX_PENDING_BYTES:
                 client.missed += 1
                 continue

@@ -119,6 +119,11 @@ class Glob:
         return bool(states >> self._length & 1)
 
 
+# GlobSet's remembered answers: texts up to this long, this many of them (under 1 MiB).
+MAX_REMEMBERED_TEXT = 256
+MAX_REMEMBERED_ANSWERS = 2048
+
+
 class GlobSet:
     """Any of several globs; plain names (no wildcard) are one set lookup.
 
@@ -129,6 +134,7 @@ class GlobSet:
         self.casefold = casefold
         self.exact: set[str] = set()
         self.globs: list[Glob] = []
+        self._answers: dict[str, bool] = {}
         wildcards = "*?[" if classes else "*?"
         for pattern in patterns:
             if any(char in pattern for char in wildcards):
@@ -140,7 +146,18 @@ class GlobSet:
         """Whether `text` matches any of the globs."""
         if (text.lower() if self.casefold else text) in self.exact:
             return True
-        return any(glob.match(text) for glob in self.globs)
+        if not self.globs:
+            return False
+        # Program names repeat (every exec of /bin/true asks again): short texts' answers
+        # are kept, all forgotten at once when too many.
+        known = self._answers.get(text)
+        if known is None:
+            known = any(glob.match(text) for glob in self.globs)
+            if len(text) <= MAX_REMEMBERED_TEXT:
+                if len(self._answers) >= MAX_REMEMBERED_ANSWERS:
+                    self._answers.clear()
+                self._answers[text] = known
+        return known
 
 
 def glob_match(pattern: str, text: str, *, casefold: bool = False, classes: bool = True) -> bool:

@@ -64,6 +64,10 @@ class DetectionEngine:
         self._fields = FieldEnv(instances, lambda rule_id: _standalone_detector(rules, rule_id, read_file))
         self._dedup = _Deduplicator(self.config.dedup_window_ns, self.config.dedup_max_keys)
 
+    def detects(self, kind: str) -> bool:
+        """Whether any enabled rule looks at events of this kind (others need no detection)."""
+        return kind in self._by_kind or self._conditions.may_match(kind)
+
     def process(self, event: Event) -> list[dict]:
         """Alerts for one event (usually none)."""
         alerts = []

@@ -26,12 +26,24 @@ def exec_succeeded(event: Event) -> bool:
     return not isinstance(retval, int) or retval >= 0
 
 
+# The last event each answer was computed for, and the answer: every exec detector asks for
+# the same event's argv and program in turn. Keyed by the event object itself (kept alive
+# by the entry, so its identity cannot be reused); callers get their own copies of lists.
+_last_argv: tuple = (None, [])
+_last_program: tuple = (None, ("", []))
+
+
 def exec_argv(event: Event) -> list[str]:
     """The argv of an exec event, top-level (minimal replay form) or under `process`."""
-    argv = event.get("argv")
-    if argv is None:
-        argv = (event.get("process") or {}).get("argv")
-    return [str(a) for a in argv or ()]
+    global _last_argv
+    last_event, argv = _last_argv
+    if last_event is not event:
+        raw = event.get("argv")
+        if raw is None:
+            raw = (event.get("process") or {}).get("argv")
+        argv = [str(a) for a in raw or ()]
+        _last_argv = (event, argv)
+    return list(argv)
 
 
 def program_and_args(event: Event) -> tuple[str, list[str]]:
@@ -41,6 +53,10 @@ def program_and_args(event: Event) -> tuple[str, list[str]]:
     chooses), falling back to `process.exe`, then argv[0]. Multi-call binaries are unwrapped so
     `busybox nc ...` reads as `nc ...`.
     """
+    global _last_program
+    last_event, (last_name, last_args) = _last_program
+    if last_event is event:
+        return last_name, list(last_args)
     argv = exec_argv(event)
     filename = event.get("filename") or ""
     # fexecve() and friends run `/dev/fd/N` or `/proc/self/fd/N`: that name says nothing.
@@ -52,7 +68,8 @@ def program_and_args(event: Event) -> tuple[str, list[str]]:
     args = argv[1:]
     if name in MULTICALL and args:
         name, args = basename(args[0]), args[1:]
-    return name, args
+    _last_program = (event, (name, args))
+    return name, list(args)
 
 
 def sandbox_name(event: Event) -> str:

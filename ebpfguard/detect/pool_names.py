@@ -8,6 +8,7 @@ an address is tied to names only through answers the sandbox itself received.
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from typing import Any, Hashable, Iterable, Mapping, Optional, Sequence
 
@@ -47,6 +48,11 @@ def normalize_name(name: str) -> str:
 
 def normalize_address(value: Any) -> Optional[str]:
     """An IP address as text (IPv4-mapped IPv6 as the IPv4 it carries); None if not one."""
+    return _normalized_address_text(str(value))
+
+
+@functools.lru_cache(maxsize=4096)  # every connect asks: hosts connect to few distinct addresses
+def _normalized_address_text(value: str) -> Optional[str]:
     address = parse_address(value)
     return None if address is None else str(address)
 

@@ -62,10 +62,10 @@ class RelayIndex:
 
     def observe(self, event: Mapping) -> None:
         """Remember a sandbox's connect to a loopback port."""
-        if event.get("kind") != "connect" or not is_loopback(str(event.get("daddr", ""))):
+        if event.get("kind") != "connect":
             return
         sandbox = event.get("sandbox") or {}
-        if sandbox.get("name") in (None, "host"):
+        if sandbox.get("name") in (None, "host") or not is_loopback(str(event.get("daddr", ""))):
             return
         process = event.get("process") or {}
         port = int(event.get("dport") or 0)

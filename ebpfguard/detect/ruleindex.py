@@ -90,6 +90,7 @@ class RuleIndex:
         self._groups = {kind: KindGroup(sorted(listed + any_kind, key=lambda entry: entry[0]))
                         for kind, listed in by_kind.items()}
         self._other = KindGroup(any_kind)
+        self._any_kind = bool(any_kind)
         self.empty = not rules
 
     def for_event(self, event: Event) -> Sequence[Any]:
@@ -97,6 +98,10 @@ class RuleIndex:
         kind = event.get("kind")
         group = self._groups.get(kind, self._other) if isinstance(kind, str) else self._other
         return group.candidates(event)
+
+    def may_match(self, kind: str) -> bool:
+        """Whether any rule can match an event of this kind."""
+        return self._any_kind or kind in self._groups
 
     def kind_known(self, kind: Any) -> bool:
         """Whether rules were indexed under this exact kind (their residual test applies)."""

@@ -9,7 +9,12 @@ one thread wake-up per batch, not per event, since each costs more than a cheap 
 detection. A wake-up is the dearer part (two thread switches and a hand-over of the GIL), so
 under a stream of events (an exec a millisecond) batches are handed over at most every
 `handoff_interval_s` and grow meanwhile; a lone event goes at once, and a held one waits for
-the main loop's next turn (at most its drain interval). The main loop never waits for the worker: a backlog past `max_queue` events drops
+the main loop's next turn (at most its drain interval). Events of `urgent_kinds` (those that
+raise most alerts: an exec, a DNS answer) go at once, in a stream of their own that the worker
+takes first, so a backlog of bulk events (a connect storm's) does not hold up their alerts;
+each stream stays in event order, and the urgent kinds are the causes (an exec, a DNS answer)
+of what the bulk ones are judged by (its connects). The main loop comes back for their alerts
+as soon as `holds_urgent` turns false. The main loop never waits for the worker: a backlog past `max_queue` events drops
 the batch's detection (counted per event) rather than let the ring buffer fill, and at
 shutdown the worker gets a bounded time to finish before the agent exits without it.
 """
@@ -40,7 +45,8 @@ class DetectWorker:
 
     def __init__(self, detect: Callable[[dict], list], max_queue: int, budget_s: float,
                  on_overrun: Callable[[], None], on_full: Callable[[], None],
-                 poll: Optional[Callable[[], list]] = None, handoff_interval_s: float = HANDOFF_INTERVAL_S) -> None:
+                 poll: Optional[Callable[[], list]] = None, handoff_interval_s: float = HANDOFF_INTERVAL_S,
+                 urgent_kinds: frozenset = frozenset()) -> None:
         """`poll`, when given, returns alerts found after their event; it is called on this
         thread too, after each event and when idle, so detection state has one thread."""
         self.handoff_interval_s = handoff_interval_s
@@ -53,8 +59,15 @@ class DetectWorker:
         self.max_queue = max_queue
         # SimpleQueue: a put and a get are one C call each (queue.Queue's run Python
         # Conditions, which cost more than a cheap event's detection).
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._wake: queue.SimpleQueue = queue.SimpleQueue()
+        # Batches handed over, taken by the worker from the left (a deque's append and
+        # popleft are safe across threads).
+        self._urgent: collections.deque = collections.deque()
+        self._bulk: collections.deque = collections.deque()
         self._pending: list = []  # submitted on the main loop, not yet handed over
+        self.urgent_kinds = urgent_kinds
+        self._pending_urgent: list = []
+        self._urgent_batches = 0  # urgent batches handed over and not yet done
         self._backlog = 0  # events handed over and not yet done
         self._backlog_lock = threading.Lock()
         self._alerts: collections.deque = collections.deque()
@@ -63,50 +76,87 @@ class DetectWorker:
 
     def submit(self, event: dict) -> None:
         """Collect an event for detection (main loop only); `flush` hands it over."""
-        self._pending.append(event)
+        if event.get("kind") in self.urgent_kinds:
+            self._pending_urgent.append(event)
+        else:
+            self._pending.append(event)
 
     def flush(self, force: bool = False) -> None:
         """Hand what was submitted to the worker, unless the last hand-over was under
-        `handoff_interval_s` ago (then the next call does; `force`: now). Never blocks."""
-        if not self._pending:
+        `handoff_interval_s` ago and none of it is urgent (then the next call does; `force`:
+        now). Never blocks."""
+        urgent, bulk = self._pending_urgent, self._pending
+        if not urgent and not bulk:
             return
         now = time.monotonic()
-        if not force and now - self._last_handoff < self.handoff_interval_s and len(self._pending) < HANDOFF_BATCH:
+        if not force and not urgent and now - self._last_handoff < self.handoff_interval_s and len(bulk) < HANDOFF_BATCH:
             return
         self._last_handoff = now
-        batch, self._pending = self._pending, []
+        self._pending_urgent, self._pending = [], []
         with self._backlog_lock:
-            if self._backlog + len(batch) > self.max_queue:
+            if self._backlog + len(urgent) + len(bulk) > self.max_queue:
                 full = True
             else:
                 full = False
-                self._backlog += len(batch)
+                self._backlog += len(urgent) + len(bulk)
+                self._urgent_batches += bool(urgent)
         if full:
-            for _ in batch:
+            for _ in range(len(urgent) + len(bulk)):
                 self.on_full()
             return
-        self._queue.put(batch)
+        if urgent:
+            self._urgent.append(urgent)
+        if bulk:
+            self._bulk.append(bulk)
+        self._wake.put(None)
+
+    def holds_back(self) -> bool:
+        """Whether submitted events wait for a later hand-over (the interval not yet up)."""
+        return bool(self._pending or self._pending_urgent)
+
+    def holds_urgent(self) -> bool:
+        """Whether a batch with an urgent event is handed over and not yet done."""
+        return self._urgent_batches > 0
 
     def _run(self) -> None:
         try:
             while True:
                 try:
-                    batch = self._queue.get(timeout=POLL_INTERVAL_S if self.poll else None)
+                    token = self._wake.get(timeout=POLL_INTERVAL_S if self.poll else None)
                 except queue.Empty:
-                    batch = ()
-                if batch is _STOP:
-                    return
-                for event in batch:
-                    with self._backlog_lock:
-                        self._backlog -= 1  # started: no longer waiting
-                    started = time.monotonic()
-                    self._alerts.extend(self.detect(event))
-                    if time.monotonic() - started > self.budget_s:
-                        self.on_overrun()
+                    token = None
+                self._work()
                 if self.poll is not None:
                     self._alerts.extend(self.poll())
+                if token is _STOP:
+                    return
         except DetectionAbandoned:
             return
+
+    def _work(self) -> None:
+        """Every batch handed over: the urgent ones first, and again between bulk events."""
+        while self._urgent or self._bulk:
+            self._work_urgent()
+            if self._bulk:
+                for event in self._bulk.popleft():
+                    self._detect(event)
+                    if self._urgent:
+                        self._work_urgent()
+
+    def _work_urgent(self) -> None:
+        while self._urgent:
+            for event in self._urgent.popleft():
+                self._detect(event)
+            with self._backlog_lock:
+                self._urgent_batches -= 1
+
+    def _detect(self, event: dict) -> None:
+        with self._backlog_lock:
+            self._backlog -= 1  # started: no longer waiting
+        started = time.monotonic()
+        self._alerts.extend(self.detect(event))
+        if time.monotonic() - started > self.budget_s:
+            self.on_overrun()
 
     def take_alerts(self) -> list:
         """The alerts found since the last call, in event order (safe from another thread)."""
@@ -120,7 +170,7 @@ class DetectWorker:
         agent detaches its probes meanwhile. `finish_stop` collects the outcome."""
         self.flush(force=True)
         self._stop_deadline = time.monotonic() + timeout_s
-        self._queue.put(_STOP)
+        self._wake.put(_STOP)
 
     def finish_stop(self) -> int:
         """Wait out what is left of the stop's time; the events the worker did not start."""

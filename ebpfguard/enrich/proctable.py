@@ -1,7 +1,8 @@
 """The process table: who is whose parent, for `ppid` and `ancestry`.
 
 Fed by fork, exec and exit events from the kernel and seeded from /proc at start-up. Bounded
-(LRU) so that pid churn keeps memory flat; what it cannot know is reported, never guessed.
+(LRU) in entries and in command-line bytes, so that pid churn and long command lines keep
+memory flat; what it cannot know is reported, never guessed.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import Optional
 CLONE_PARENT = 0x00008000
 
 
-@dataclass(frozen=True)
+# Slotted, not frozen: one is built per fork and exec (see kernel/events.py's records).
+@dataclass(slots=True)
 class ProcessInfo:
     pid: int
     ppid: Optional[int]
@@ -25,21 +27,54 @@ class ProcessInfo:
     exited: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Lineage:
     ppid: Optional[int]
     ancestry: list[dict]
     complete: bool
 
 
-class ProcessTable:
-    """pid -> ProcessInfo, at most `max_processes` entries, least recently used evicted."""
+class SharedValues:
+    """One copy of each recurring value (a command line, an executable path, a comm) for
+    the table's entries: a storm of the same command would otherwise keep a copy of its
+    strings per pid. Remembers at most `capacity` distinct values, then starts afresh."""
 
-    def __init__(self, max_processes: int = 65536, ancestry_depth: int = 16, proc_root: str = "/proc") -> None:
+    def __init__(self, capacity: int = 4096) -> None:
+        self.capacity = capacity
+        self._values: dict = {}
+
+    def __call__(self, value):
+        kept = self._values.get(value)
+        if kept is not None:
+            return kept
+        if len(self._values) >= self.capacity:
+            self._values.clear()
+        self._values[value] = value
+        return value
+
+
+def argv_cost(argv: Optional[tuple[str, ...]]) -> int:
+    """What a command line counts against the table's byte bound: its characters, and a
+    pointer's worth per argument."""
+    return sum(map(len, argv)) + 8 * len(argv) if argv else 0
+
+
+class ProcessTable:
+    """pid -> ProcessInfo, least recently used evicted past `max_processes` entries or past
+    `max_argv_bytes` of command lines (each distinct command line counted once)."""
+
+    def __init__(self, max_processes: int = 65536, ancestry_depth: int = 16, proc_root: str = "/proc",
+                 max_argv_bytes: int = 16 << 20) -> None:
         self.max_processes = max_processes
+        self.max_argv_bytes = max_argv_bytes
         self.ancestry_depth = ancestry_depth
         self.proc_root = proc_root
         self._procs: OrderedDict[int, ProcessInfo] = OrderedDict()
+        self._share = SharedValues()
+        # id(argv) -> [entries holding that very tuple, its cost]: the table holds each
+        # tuple while it counts it, so its id stays its own.
+        self._argvs: dict[int, list[int]] = {}
+        self.argv_bytes = 0
         # lineage() answers, valid while no process is added, changed or evicted: a connect
         # storm asks for the same few lineages thousands of times between two forks.
         self._lineages: dict[int, Lineage] = {}
@@ -55,10 +90,32 @@ class ProcessTable:
 
     def put(self, info: ProcessInfo) -> None:
         self._lineages.clear()
+        old = self._procs.get(info.pid)
+        if old is not None:
+            self._release(old.argv)
+        self._hold(info.argv)
         self._procs[info.pid] = info
         self._procs.move_to_end(info.pid)
-        if len(self._procs) > self.max_processes:
-            self._procs.popitem(last=False)
+        while len(self._procs) > self.max_processes or (self.argv_bytes > self.max_argv_bytes and len(self._procs) > 1):
+            self._release(self._procs.popitem(last=False)[1].argv)
+
+    def _hold(self, argv: Optional[tuple[str, ...]]) -> None:
+        if argv is None:
+            return
+        held = self._argvs.get(id(argv))
+        if held is None:
+            held = self._argvs[id(argv)] = [0, argv_cost(argv)]
+            self.argv_bytes += held[1]
+        held[0] += 1
+
+    def _release(self, argv: Optional[tuple[str, ...]]) -> None:
+        if argv is None:
+            return
+        held = self._argvs[id(argv)]
+        held[0] -= 1
+        if held[0] == 0:
+            del self._argvs[id(argv)]
+            self.argv_bytes -= held[1]
 
     def seed_from_proc(self) -> int:
         """Load every process now in /proc; returns how many were read."""
@@ -83,7 +140,7 @@ class ProcessTable:
         self.put(ProcessInfo(
             pid=child_pid,
             ppid=ppid,
-            comm=comm,
+            comm=self._share(comm),
             exe=parent.exe if parent else None,
             argv=parent.argv if parent else None,
         ))
@@ -91,7 +148,8 @@ class ProcessTable:
     def on_exec(self, pid: int, comm: str, exe: Optional[str], argv: tuple[str, ...]) -> None:
         known = self.lookup(pid)
         ppid = known.ppid if known else None
-        self.put(ProcessInfo(pid=pid, ppid=ppid, comm=comm, exe=exe, argv=argv))
+        share = self._share
+        self.put(ProcessInfo(pid=pid, ppid=ppid, comm=share(comm), exe=share(exe) if exe else exe, argv=share(argv)))
 
     def on_exit(self, pid: int) -> None:
         # Kept (marked) for events still in flight; the LRU bound retires it.

@@ -188,7 +188,9 @@ LAYOUTS = (GUARD_EVENT, EVENT_HEADER, EXEC_ARGS_EVENT, EXEC_EVENT, EXEC_ARGV_EVE
            FLOW_EVENT, OPEN_EVENT)
 
 
-@dataclass(frozen=True)
+# Records are built once per ring-buffer record and never changed: plain slotted dataclasses,
+# since a frozen one's __init__ costs several times more (a setattr call per field).
+@dataclass(slots=True)
 class Header:
     """What every record carries: when, where (cgroup) and who."""
 
@@ -203,7 +205,7 @@ class Header:
     lineage_cgroup_id: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ExecArgsRecord:
     """What an exec asked for, sent at syscall entry."""
 
@@ -217,7 +219,7 @@ class ExecArgsRecord:
     filename_unreadable: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ExecRecord:
     """An exec's result, sent at syscall exit (in the new program, when it succeeded).
 
@@ -234,7 +236,7 @@ class ExecRecord:
     stack_held_back: bool = False  # the cgroup's budget for stack reads was spent
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ExecArgvRecord:
     """A piece of the new image's argv strings, read from its stack at execve's exit."""
 
@@ -243,20 +245,20 @@ class ExecArgvRecord:
     data: bytes
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ForkRecord:
     hdr: Header
     child_pid: int
     clone_flags: int
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ExitRecord:
     hdr: Header
     exit_code: Optional[int]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class SocketRecord:
     hdr: Header
     family: int
@@ -265,7 +267,7 @@ class SocketRecord:
     retval: int
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ConnectRecord:
     hdr: Header
     sock_cookie: int
@@ -277,7 +279,7 @@ class ConnectRecord:
     in_syscall: bool = True  # False: made outside connect(2) (io_uring), so no result is known
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class FlowRecord:
     """The first bytes of one data segment (or one DNS packet) of a flow."""
 
@@ -295,7 +297,7 @@ class FlowRecord:
     payload: bytes
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class OpenRecord:
     """An open of a GPU or accelerator device node."""
 
@@ -312,7 +314,7 @@ GUARD_WHAT: dict[int, str] = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class GuardRecord:
     """An escape or tamper attempt by a sandboxed process (`escape` tells which family)."""
 
@@ -357,20 +359,32 @@ def _cstr(raw: bytes) -> bytes:
     return raw if end < 0 else raw[:end]
 
 
-def _unpack(layout: struct.Struct, data: memoryview, what: str) -> tuple:
+def _unpack(layout: struct.Struct, data: bytes, what: str) -> tuple:
     if len(data) < layout.size:
         raise DecodeError(f"{what} record of {len(data)} bytes, want {layout.size}")
     return layout.unpack_from(data, 0)
 
 
-def _exec_args(data: memoryview) -> ExecArgsRecord:
-    *head, argc, flags, args_size, _pad, filename = _unpack(_EXEC_ARGS_FIXED, data, "exec args")
+# Every record's layout starts with the header's eight fields: ktime, cgroup, lineage cgroup,
+# kind, pid, tid, uid, comm. Decoders index the unpacked tuple (this runs for every record).
+_FIELDS_AFTER_HEADER = 8
+
+
+def _header(f: tuple) -> Header:
+    comm = f[7]
+    end = comm.find(b"\0")
+    return Header(f[0], f[1], f[4], f[5], f[6], comm if end < 0 else comm[:end], f[2])
+
+
+def _exec_args(data: bytes) -> ExecArgsRecord:
+    f = _unpack(_EXEC_ARGS_FIXED, data, "exec args")
+    argc, flags, args_size, filename = f[8], f[9], f[10], f[12]
     end = _EXEC_ARGS_FIXED.size + args_size
     if args_size > C["ARGV_BUF_LEN"] or len(data) < end:
         raise DecodeError(f"exec args record of {len(data)} bytes claims {args_size} bytes of args")
-    args = bytes(data[_EXEC_ARGS_FIXED.size : end]).split(b"\0")
+    args = data[_EXEC_ARGS_FIXED.size : end].split(b"\0")
     return ExecArgsRecord(
-        _header(head),
+        _header(f),
         _cstr(filename),
         tuple(args[: min(argc, len(args) - 1, C["ARGV_MAX_ARGS"])]),
         argv_truncated=bool(flags & C["EXEC_ARGV_TRUNCATED"]),
@@ -381,10 +395,11 @@ def _exec_args(data: memoryview) -> ExecArgsRecord:
     )
 
 
-def _exec(data: memoryview) -> ExecRecord:
-    *head, retval, flags, stack_argc, stack_size = _unpack(_EXEC, data, "exec")
+def _exec(data: bytes) -> ExecRecord:
+    f = _unpack(_EXEC, data, "exec")
+    retval, flags, stack_argc, stack_size = f[8:12]
     return ExecRecord(
-        _header(head), retval,
+        _header(f), retval,
         stack_argv=bool(flags & C["EXEC_STACK_ARGV"]), stack_argc=stack_argc, stack_size=stack_size,
         stack_truncated=bool(flags & C["EXEC_STACK_TRUNCATED"]),
         stack_unreadable=bool(flags & C["EXEC_STACK_UNREADABLE"]),
@@ -392,63 +407,70 @@ def _exec(data: memoryview) -> ExecRecord:
     )
 
 
-def _exec_argv(data: memoryview) -> ExecArgvRecord:
-    *head, offset, size = _unpack(_EXEC_ARGV_FIXED, data, "exec argv")
+def _exec_argv(data: bytes) -> ExecArgvRecord:
+    f = _unpack(_EXEC_ARGV_FIXED, data, "exec argv")
+    offset, size = f[8], f[9]
     end = _EXEC_ARGV_FIXED.size + size
     if size > C["ARGV_STACK_CHUNK"] or len(data) < end or offset + size > ARGV_STACK_MAX:
         raise DecodeError(f"exec argv record of {len(data)} bytes claims {size} bytes at {offset}")
-    return ExecArgvRecord(_header(head), offset, bytes(data[_EXEC_ARGV_FIXED.size : end]))
+    return ExecArgvRecord(_header(f), offset, data[_EXEC_ARGV_FIXED.size : end])
 
 
-def _fork(data: memoryview) -> ForkRecord:
-    *head, child, _pad, clone_flags = _unpack(_FORK, data, "fork")
-    return ForkRecord(_header(head), child, clone_flags)
+def _fork(data: bytes) -> ForkRecord:
+    f = _unpack(_FORK, data, "fork")
+    return ForkRecord(_header(f), f[8], f[10])
 
 
-def _exit(data: memoryview) -> ExitRecord:
-    *head, code, flags = _unpack(_EXIT, data, "exit")
-    return ExitRecord(_header(head), code if flags & C["EXIT_HAS_CODE"] else None)
+def _exit(data: bytes) -> ExitRecord:
+    f = _unpack(_EXIT, data, "exit")
+    return ExitRecord(_header(f), f[8] if f[9] & C["EXIT_HAS_CODE"] else None)
 
 
-def _socket(data: memoryview) -> SocketRecord:
-    *head, family, sock_type, protocol, retval = _unpack(_SOCKET, data, "socket")
-    return SocketRecord(_header(head), family, sock_type, protocol, retval)
+def _socket(data: bytes) -> SocketRecord:
+    f = _unpack(_SOCKET, data, "socket")
+    return SocketRecord(_header(f), f[8], f[9], f[10], f[11])
 
 
-def _connect(data: memoryview) -> ConnectRecord:
-    *head, cookie, netns, family, dport, retval, daddr, flags, _pad = _unpack(_CONNECT, data, "connect")
-    return ConnectRecord(_header(head), cookie, netns, family,
+_CONNECT_OUTSIDE_SYSCALL = C["CONNECT_OUTSIDE_SYSCALL"]
+
+
+def _connect(data: bytes) -> ConnectRecord:
+    f = _unpack(_CONNECT, data, "connect")
+    cookie, netns, family, dport, retval, daddr, flags = f[8:15]
+    return ConnectRecord(_header(f), cookie, netns, family,
                          daddr[:4] if family == _AF_INET else daddr, dport, retval,
-                         in_syscall=not flags & C["CONNECT_OUTSIDE_SYSCALL"])
+                         in_syscall=not flags & _CONNECT_OUTSIDE_SYSCALL)
 
 
-def _flow(data: memoryview) -> FlowRecord:
-    (*head, cookie, payload_len, captured, family, dport, sport, direction, protocol, seq,
-     flags, _pad, _pad2, daddr) = _unpack(_FLOW_FIXED, data, "flow")
+def _flow(data: bytes) -> FlowRecord:
+    f = _unpack(_FLOW_FIXED, data, "flow")
+    (cookie, payload_len, captured, family, dport, sport, direction, protocol, seq,
+     flags, _pad, _pad2, daddr) = f[8:21]
     end = _FLOW_FIXED.size + captured
     if captured > C["FLOW_PAYLOAD_MAX"] or len(data) < end:
         raise DecodeError(f"flow record of {len(data)} bytes claims {captured} captured bytes")
     return FlowRecord(
-        _header(head), cookie, not flags & C["FLOW_OWNER_UNKNOWN"],
+        _header(f), cookie, not flags & C["FLOW_OWNER_UNKNOWN"],
         direction == C["FLOW_EGRESS"], protocol, family,
         daddr[:4] if family == _AF_INET else daddr, dport, sport, seq, payload_len,
-        bytes(data[_FLOW_FIXED.size : end]),
+        data[_FLOW_FIXED.size : end],
     )
 
 
-def _open(data: memoryview) -> OpenRecord:
-    *head, retval, flags, filename = _unpack(_OPEN, data, "open")
-    return OpenRecord(_header(head), retval, flags, _cstr(filename))
+def _open(data: bytes) -> OpenRecord:
+    f = _unpack(_OPEN, data, "open")
+    return OpenRecord(_header(f), f[8], f[9], _cstr(f[10]))
 
 
-def _guard(data: memoryview) -> GuardRecord:
-    (*head, what, target_pid, arg, aux, target_cgroup, target_lineage, path, detail) = _unpack(_GUARD, data, "guard")
-    return GuardRecord(_header(head), head[3] == C["EVENT_ESCAPE"], GUARD_WHAT.get(what, str(what)),
+def _guard(data: bytes) -> GuardRecord:
+    f = _unpack(_GUARD, data, "guard")
+    what, target_pid, arg, aux, target_cgroup, target_lineage, path, detail = f[8:16]
+    return GuardRecord(_header(f), f[3] == C["EVENT_ESCAPE"], GUARD_WHAT.get(what, str(what)),
                        target_pid, arg, aux, target_cgroup, target_lineage, _cstr(path), _cstr(detail))
 
 
 # One decoder per record kind of events.h, like the agent's dispatch table.
-DECODERS: dict[int, Callable[[memoryview], Record]] = {
+DECODERS: dict[int, Callable[[bytes], Record]] = {
     C["EVENT_EXEC_ARGS"]: _exec_args,
     C["EVENT_EXEC"]: _exec,
     C["EVENT_EXEC_ARGV"]: _exec_argv,
@@ -463,16 +485,18 @@ DECODERS: dict[int, Callable[[memoryview], Record]] = {
 }
 
 
+_KIND = struct.Struct("<I")
+_KIND_AT = EVENT_HEADER.offsets()["kind"]
+
+
 def decode(data: Union[bytes, memoryview]) -> Record:
     """Decode one ring-buffer record; DecodeError if it is not one of ours."""
-    data = memoryview(data)
-    kind = _unpack(_HEADER, data, "event")[3]
+    if type(data) is not bytes:
+        data = bytes(data)
+    if len(data) < _HEADER.size:
+        raise DecodeError(f"event record of {len(data)} bytes, want {_HEADER.size}")
+    kind = _KIND.unpack_from(data, _KIND_AT)[0]
     decoder = DECODERS.get(kind)
     if decoder is None:
         raise DecodeError(f"unknown event kind {kind}")
     return decoder(data)
-
-
-def _header(fields: list) -> Header:
-    ktime, cgid, lineage, _kind, pid, tid, uid, comm = fields
-    return Header(ktime, cgid, pid, tid, uid, _cstr(comm), lineage)

@@ -1,8 +1,10 @@
-"""Giving back the compiler's memory once the probes are loaded.
+"""Giving back the compilers' memory once the probes and rules are built.
 
 bcc compiles the probes with clang and LLVM inside the agent: the pages of libLLVM and
 libclang-cpp it touched stay mapped (about 80 MiB of RSS) and the heap keeps the compiler's
-freed arenas, though neither is used again until the next start. Read-only mappings of those
+freed arenas, though neither is used again until the next start. yara-x compiles the YARA
+rules to native code with its own code generator in the same library as its scanner: about
+13 of the 17 MiB it touches are the compiler's, and a scan reads back only the rest. Read-only mappings of those
 libraries that were never written (no anonymous pages: nothing relocated or copied on write)
 are clean file pages: MADV_DONTNEED drops them from the agent, and should the code run again
 the kernel reads them back from the page cache. malloc_trim returns the freed heap.
@@ -14,8 +16,9 @@ import ctypes
 import re
 from dataclasses import dataclass
 
-COMPILER_LIBRARIES = re.compile(r"/lib(?:LLVM|clang)[^/]*\.so")
+COMPILER_LIBRARIES = re.compile(r"/(?:lib(?:LLVM|clang)|yara_x)[^/]*\.so")
 MADV_DONTNEED = 4
+M_ARENA_MAX = -8  # mallopt(3)
 _MAPPING = re.compile(r"([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ \S+\s*(.*)")
 
 
@@ -78,3 +81,17 @@ def release_compiler_pages(smaps_path: str = "/proc/self/smaps",
     if trim is not None:
         trim(0)
     return dropped
+
+
+def one_malloc_arena() -> bool:
+    """Make every thread allocate from glibc's main arena (before any thread is started);
+    False where that is not glibc. Python runs one thread at a time (its interpreter lock),
+    so per-thread arenas buy no concurrency here; each holds its own freed memory, which
+    only malloc_trim gives back (the detection thread's grew to 14 MiB, 1% in use, under
+    a storm)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    mallopt = getattr(libc, "mallopt", None)
+    if mallopt is None:
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    return mallopt(M_ARENA_MAX, 1) == 1

@@ -1,7 +1,8 @@
 """Loading: compile the probes in bpf/ with bcc, attach them, and drain their ring buffers.
 
-The only module that talks to bcc. Probes submit records without waking us; `drain()` is
-called on a short timer and hands each record's bytes to the consumer in one batch.
+The only module that talks to bcc. Bulk records are submitted without waking us; `drain()` is
+called on a short timer and hands each record's bytes to the consumer in one batch, read
+from the rings' mapped pages (kernel/ringbuf.py) or, where that is not safe, by libbpf.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Callable, Mapping, Optional
 
 from ebpfguard.kernel import features
 from ebpfguard.kernel.events import BPF_DIR, C
+from ebpfguard.kernel.ringbuf import RingReader, RingSet
 from ebpfguard.kernel.links import (
     CgroupLink, attached_program_ids, link_to_cgroup, program_id, tracepoint_program_ids,
 )
@@ -256,6 +258,9 @@ class ProbeSet:
     # tracepoint perf fd or None, cgroup link or None).
     attachments: list[tuple[str, int, Optional[int], Optional[CgroupLink]]] = field(default_factory=list)
     _seeded: int = 0
+    # The rings, read from their mapped pages (kernel/ringbuf.py); None where libbpf reads them.
+    rings: Optional[RingSet] = None
+    _on_record: Optional[Callable[[bytes], Optional[int]]] = None
     _stop_at: int = 0  # delivered count at which the current drain stops
 
     @classmethod
@@ -291,6 +296,15 @@ class ProbeSet:
             probes.close()
             raise ProbeError(f"attaching cgroup programs to {cgroup_root} failed: {exc}") from None
 
+        probes._on_record = on_record
+        if RingReader.supported():
+            try:
+                probes.rings = RingSet([RingReader(bpf[ring].map_fd, bpf[ring].max_entries) for ring in RINGS])
+            except OSError as exc:
+                probes.close()
+                raise ProbeError(f"mapping the ring buffers failed: {exc}") from None
+            return probes
+
         def deliver(_ctx, data, size):
             probes.delivered += 1
             stop = on_record(ctypes.string_at(data, size))
@@ -308,6 +322,11 @@ class ProbeSet:
         process records first, at most `max_records` of them; returns how many there were.
         The bound keeps a ring that fills as fast as we read it from holding the caller
         forever (libbpf consumes until a ring is empty)."""
+        if self.rings is not None:
+            self.rings.wait(wait_ms)
+            handed = self.rings.read(self._on_record, max_records)
+            self.delivered += handed
+            return handed
         before = self.delivered
         self._stop_at = before + max_records
         self.bpf.ring_buffer_poll(wait_ms)
@@ -374,6 +393,9 @@ class ProbeSet:
 
     def close(self) -> None:
         """Detach every probe: close the cgroup links, and let bcc detach the tracepoints."""
+        if self.rings is not None:
+            self.rings.close()
+            self.rings = None
         for link in self.links:
             link.close()
         # Each tracepoint detach waits for RCU grace periods (~40 ms each here): one thread

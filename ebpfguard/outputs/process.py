@@ -31,7 +31,7 @@ from typing import Callable, Mapping, Optional
 from ebpfguard.outputs.delivery import DROP_REASONS, OutputSnapshot
 from ebpfguard.outputs.forward import CLOSE_TIMEOUT_S, Forwarders
 from ebpfguard.outputs.settings import plan_outputs
-from ebpfguard.outputs.sinks import to_json_line
+from ebpfguard.outputs.sinks import to_json_bytes
 
 START_TIMEOUT_S = 30.0
 REPORT_INTERVAL_S = 0.5
@@ -48,7 +48,7 @@ class OutputProcess:
     """The agent's side: a sink that hands alerts to the outputs process without blocking."""
 
     def __init__(self, section: Optional[Mapping], warn_interval_s: float,
-                 encoded: Callable[[dict], Optional[str]] = lambda event: None) -> None:
+                 encoded: Callable[[dict], Optional[bytes]] = lambda event: None) -> None:
         """`encoded(event)` may return the event's JSON line already made by an earlier sink."""
         self.names = [plan.name for plan in plan_outputs(section)]
         self.encoded = encoded
@@ -96,7 +96,7 @@ class OutputProcess:
             return True
         else:
             del self._watched[event["process"]["pid"]]
-        line = (self.encoded(event) or to_json_line(event)).encode("ascii")
+        line = self.encoded(event) or to_json_bytes(event)
         if len(self._pending) + len(line) > MAX_PENDING_BYTES:
             self._dropped += 1
             return True

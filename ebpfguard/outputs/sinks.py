@@ -21,7 +21,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Protocol, TextIO
+from typing import Any, BinaryIO, Mapping, Optional, Protocol, TextIO, Union
 
 import orjson
 
@@ -87,7 +87,7 @@ class EventFile:
     def mode(self) -> int:
         return 0o640 if self.gid is not None else 0o600
 
-    def open(self) -> TextIO:
+    def open(self) -> BinaryIO:
         """The file, opened to append, its mode (and group) set whether it is new or not."""
         descriptor = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, self.mode)
         try:
@@ -97,7 +97,7 @@ class EventFile:
         except OSError:
             os.close(descriptor)
             raise
-        return io.open(descriptor, "a", encoding="ascii", buffering=1 << 16)
+        return io.open(descriptor, "ab", buffering=1 << 16)
 
     def rotate(self) -> None:
         """FILE -> FILE.1 -> ... -> FILE.<keep>; the oldest is overwritten."""
@@ -112,16 +112,19 @@ class JsonLinesSink:
     """Buffered JSON Lines writer, flushed at least every `flush_interval_s`, and at the next
     turn of the agent's loop once it holds an alert or action (those should not wait for a batch)."""
 
-    def __init__(self, stream: TextIO, stats: PipelineStats, flush_interval_s: float = 0.05,
+    def __init__(self, stream: Union[TextIO, BinaryIO], stats: PipelineStats, flush_interval_s: float = 0.05,
                  file: Optional[EventFile] = None) -> None:
         self.stream = stream
+        # The event file takes the encoder's bytes as they are; a text stream (stdout) the
+        # same line as text.
+        self._binary = not isinstance(stream, io.TextIOBase)
         self.stats = stats
         self.flush_interval_s = flush_interval_s
         self.file = file
         self._last_flush = time.monotonic()
         self._pending = 0
         self._holds_alert = False
-        self._last: tuple = (None, "")
+        self._last: tuple = (None, b"")
 
     @classmethod
     def open(cls, path: Optional[str], stats: PipelineStats, output: Mapping[str, Any]) -> "JsonLinesSink":
@@ -132,17 +135,17 @@ class JsonLinesSink:
         file = EventFile.from_config(path, output)
         return cls(file.open(), stats, flush_interval_s, file)
 
-    def line_of(self, event: dict) -> Optional[str]:
+    def line_of(self, event: dict) -> Optional[bytes]:
         """The line just written for this very event object, if it was the last one: later
         sinks of the same write (the outputs) reuse it instead of encoding it again."""
         last, line = self._last
         return line if last is event else None
 
     def write(self, event: dict) -> bool:
-        line = to_json_line(event)
+        line = to_json_bytes(event)
         self._last = (event, line)
         try:
-            self.stream.write(line)
+            self.stream.write(line if self._binary else line.decode("ascii"))
         except (OSError, ValueError):
             self.stats.drop("output", "write_error")
             return False
@@ -180,6 +183,7 @@ class JsonLinesSink:
             self.stats.drop("output", "rotate_error")
         try:
             self.stream = self.file.open()
+            self._binary = True
         except OSError:
             # The closed stream stays: the lines that follow are counted as write errors.
             self.stats.drop("output", "rotate_error")
@@ -194,11 +198,14 @@ class FanOut:
     """Several sinks written as one, in order (the output file first, then the viewers)."""
 
     def __init__(self, *sinks) -> None:
-        self.sinks = sinks
+        # Nested fan-outs are flattened: one call per sink for each event.
+        self.sinks = tuple(inner for sink in sinks for inner in (sink.sinks if isinstance(sink, FanOut) else (sink,)))
 
     def write(self, event: dict) -> bool:
-        written = [sink.write(event) for sink in self.sinks]
-        return all(written)
+        written = True
+        for sink in self.sinks:
+            written = sink.write(event) and written
+        return written
 
     def flush_if_due(self, now: Optional[float] = None) -> None:
         for sink in self.sinks:

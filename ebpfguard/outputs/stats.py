@@ -4,8 +4,9 @@ One place that every stage reports to; the metrics endpoint and the loss warning
 Nothing is dropped without being counted here.
 
 The main loop writes these and the metrics endpoint's HTTP threads read them, so every access
-holds one lock: a scrape iterating a Counter while an event adds a key to it would raise
-"dictionary changed size during iteration". Readers take a `snapshot()`.
+holds one lock (but count_event's, the per-event one: see there): a scrape iterating a Counter
+while an event adds a key to it would raise "dictionary changed size during iteration".
+Readers take a `snapshot()`.
 """
 
 from __future__ import annotations
@@ -73,13 +74,16 @@ class PipelineStats:
 
     def count_event(self, kind: str, sandbox: str, latency_s: Optional[float] = None) -> None:
         """One event; `latency_s` is its time from the kernel's timestamp to its line being
-        written, when it has one (one lock for both: this runs for every event)."""
-        with self._lock:
-            self._events[(kind, sandbox)] += 1
-            self._events_written += 1
-            if latency_s is not None:
-                self._latency[bisect.bisect_left(LATENCY_BUCKETS_S, latency_s)] += 1
-                self._latency_sum_s += latency_s
+        written, when it has one.
+
+        Runs for every event, on the main loop only, so without the lock: the main loop is the
+        only writer of these counters, and snapshot() copies each in one step that other
+        threads cannot interleave with (dict and list copies run under the GIL)."""
+        self._events[(kind, sandbox)] += 1
+        self._events_written += 1
+        if latency_s is not None:
+            self._latency[bisect.bisect_left(LATENCY_BUCKETS_S, latency_s)] += 1
+            self._latency_sum_s += latency_s
 
     def count_alert(self, rule: str, severity: str, sandbox: str) -> None:
         with self._lock:

@@ -66,7 +66,7 @@ def full_results(**phases) -> dict:
             if config == "ebpfguard":
                 record["latency_ns"] = {"exec": {"event": [5_000_000, 9_000_000], "alert": [7_000_000]}}
             rounds.append(record)
-    return {"machine": {"cpus": 2, "cpu_model": "Test CPU", "memory_gib": 4.0, "kernel": "6.18.0-test",
+    return {"machine": {"cpus": 2, "cpu_model": "Intel(R) Xeon(R) Processor", "memory_gib": 4.0, "kernel": "6.18.0-test",
                         "bpftrace": "bpftrace v0.17.0", "auditd": "auditctl version 3.0.9",
                         "loadavg": ["0.10", "0.20", "0.30"], "loadavg_end": ["0.40", "0.50", "0.60"],
                         "bpf_programs_loaded": 0, "minutes": 13.0},
@@ -171,3 +171,8 @@ def test_only_the_benchmark_sandbox_alerts_count_toward_its_alert_latency():
              (json.dumps({"kind": "connect", **event("host")}).encode(), 1_520_000_000)]
     found = latencies_by_window(lines, [window], keep=from_sandbox_or_not_alert("sandbox-bench-1"))
     assert found["quiet"] == {"event": [20_000_000], "alert": [10_000_000]}
+
+
+def test_a_cpu_model_with_parentheses_is_named_whole_in_the_readme():
+    section = " ".join(render(results_markdown(full_results())).split())
+    assert "2 vCPUs (Intel(R) Xeon(R) Processor), kernel 6.18.0-test, load average 0.10 at the start" in section

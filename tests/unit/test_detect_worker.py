@@ -98,10 +98,30 @@ def test_a_drain_is_handed_over_as_one_batch_in_event_order():
                           on_overrun=lambda: None, on_full=lambda: None)
     for n in range(5):
         worker.submit({"n": n})
-    assert worker._queue.qsize() == 0  # nothing crosses threads until the drain ends
+    assert not worker._bulk  # nothing crosses threads until the drain ends
     worker.flush()
     worker.stop(timeout_s=10)
     assert seen == [0, 1, 2, 3, 4]
+
+
+def test_a_batch_with_an_urgent_event_is_held_until_its_detection_is_done():
+    release = threading.Event()
+    worker = DetectWorker(lambda event: release.wait() and [], max_queue=100, budget_s=60,
+                          on_overrun=lambda: None, on_full=lambda: None, handoff_interval_s=3600,
+                          urgent_kinds=frozenset({"exec"}))
+    worker.submit({"kind": "connect"})
+    worker.flush()
+    assert not worker.holds_urgent()  # bulk: the loop keeps its batching wait
+    worker.submit({"kind": "exec"})
+    worker.flush()  # within the hand-over interval, yet handed over at once
+    assert not worker.holds_back()
+    assert worker.holds_urgent()
+    release.set()
+    deadline = time.monotonic() + 10
+    while worker.holds_urgent() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not worker.holds_urgent()
+    worker.stop(timeout_s=10)
 
 
 def test_under_a_stream_of_events_hand_overs_are_spaced_and_a_held_batch_goes_next():
@@ -129,3 +149,30 @@ def test_stop_hands_over_a_held_batch():
         worker.flush()
     assert worker.stop(timeout_s=10) == 0
     assert seen == [0, 1, 2]
+
+
+def test_urgent_events_are_detected_before_a_backlog_of_bulk_ones_each_stream_in_order():
+    seen = []
+    first = threading.Event()
+    release = threading.Event()
+
+    def detect(event):
+        if event["n"] == 0:
+            first.set()
+            release.wait()
+        seen.append(event["n"])
+        return []
+
+    worker = DetectWorker(detect, max_queue=100, budget_s=60, on_overrun=lambda: None, on_full=lambda: None,
+                          handoff_interval_s=0, urgent_kinds=frozenset({"exec"}))
+    worker.submit({"kind": "connect", "n": 0})
+    worker.flush()
+    assert first.wait(10)  # the worker is inside the first bulk event
+    for n in (1, 2, 3):
+        worker.submit({"kind": "connect", "n": n})
+    worker.submit({"kind": "exec", "n": 4})
+    worker.submit({"kind": "exec", "n": 5})
+    worker.flush()
+    release.set()
+    worker.stop(timeout_s=10)
+    assert seen == [0, 4, 5, 1, 2, 3]

@@ -44,6 +44,20 @@ def test_envelope_names_the_outermost_sandbox_and_the_ancestry_from_proc(env):
     assert event["node"] == "node-1"
 
 
+def test_envelope_of_a_process_follows_its_exec_comm_and_uid_between_events(env):
+    envelope, procs = env["envelope"], env["procs"]
+    assert envelope.about_process("connect", hdr(env))["process"]["comm"] == "sh"
+    procs.on_exec(100, "xmrig", "/tmp/xmrig", ("xmrig", "-o", "pool:3333"))
+    after_exec = envelope.about_process("connect", hdr(env))
+    assert after_exec["process"]["exe"] == "/tmp/xmrig"
+    assert after_exec["process"]["argv"] == ["xmrig", "-o", "pool:3333"]
+    renamed = envelope.about_process("connect", hdr(env, comm=b"kworker"))
+    assert renamed["process"]["comm"] == "kworker"
+    setuid = envelope.about_process("connect", Header(KTIME, env["sandbox_id"], 100, 100, 0, b"kworker"))
+    assert setuid["process"]["uid"] == 0
+    assert envelope.about_process("connect", hdr(env))["process"]["argv"] == ["xmrig", "-o", "pool:3333"]
+
+
 def test_envelope_lists_an_unresolvable_cgroup_as_partial_not_host(env):
     event = env["envelope"].about_process("exit", hdr(env, cgroup_id=999_999_999))
     assert event["sandbox"]["name"] == "unknown"

@@ -62,3 +62,42 @@ Rss:                   0 kB
 Anonymous:             0 kB
 """
     assert [(m.start, m.rss_kib) for m in releasable(parse_smaps(smaps))] == [(0x7F0000000000, 900)]
+
+
+def test_the_compilers_are_bccs_llvm_and_clang_and_yara_x_not_the_libraries_the_agent_runs_on():
+    from ebpfguard.kernel.footprint import COMPILER_LIBRARIES
+    compilers = ["/usr/lib/x86_64-linux-gnu/libLLVM-14.so.1", "/usr/lib/llvm-14/lib/libclang-cpp.so.14",
+                 "/opt/venv/lib/python3.11/site-packages/yara_x/yara_x.abi3.so"]
+    others = ["/usr/lib/x86_64-linux-gnu/libbcc.so.0.26.0", "/usr/lib/x86_64-linux-gnu/libc.so.6",
+              "/usr/lib/x86_64-linux-gnu/libbpf.so.1.1.2", "/usr/bin/python3.11",
+              "/opt/venv/lib/python3.11/site-packages/orjson/orjson.cpython-311-x86_64-linux-gnu.so"]
+    assert [p for p in compilers + others if COMPILER_LIBRARIES.search(p)] == compilers
+
+
+ARENAS_SCRIPT = """
+import ctypes, sys, threading
+from ebpfguard.kernel.footprint import one_malloc_arena
+if sys.argv[1] == "one":
+    assert one_malloc_arena()
+def work():
+    kept = [bytes(2000) for _ in range(2000)]  # past pymalloc's 512 bytes: glibc's malloc
+    del kept
+threads = [threading.Thread(target=work) for _ in range(4)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+ctypes.CDLL(None).malloc_stats()
+"""
+
+
+def arenas_after_threads(mode: str) -> int:
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, "-c", ARENAS_SCRIPT, mode], capture_output=True, text=True, check=True)
+    return sum(1 for line in done.stderr.splitlines() if line.startswith("Arena "))
+
+
+def test_threads_allocate_from_the_main_arena_once_limited_to_one():
+    assert arenas_after_threads("default") > 1  # what glibc does by itself: an arena per thread
+    assert arenas_after_threads("one") == 1

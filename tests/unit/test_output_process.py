@@ -77,11 +77,11 @@ def test_an_outputs_process_that_cannot_start_is_a_clear_error(tmp_path):
 def test_the_json_lines_sink_hands_its_line_to_later_sinks_of_the_same_event_only():
     import io
 
-    from ebpfguard.outputs.sinks import JsonLinesSink, to_json_line
+    from ebpfguard.outputs.sinks import JsonLinesSink, to_json_bytes
     from ebpfguard.outputs.stats import PipelineStats
 
     sink = JsonLinesSink(io.StringIO(), PipelineStats())
     first, second = alert(1), alert(1)
     sink.write(first)
-    assert sink.line_of(first) == to_json_line(first)
+    assert sink.line_of(first) == to_json_bytes(first)
     assert sink.line_of(second) is None  # equal, but not the object just written

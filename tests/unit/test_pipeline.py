@@ -67,3 +67,18 @@ def test_an_undecodable_record_is_counted_and_the_next_one_still_flows(tmp_path)
     pipeline.on_record(header(C["EVENT_EXIT"], host.sandbox_id, 100, b"sh") + struct.pack("<iI", 3, C["EXIT_HAS_CODE"]))
     assert [e["exit_code"] for e in lines(out)] == [3]
     assert stats.snapshot().dropped[("decode", "malformed")] == 1
+
+
+def test_events_of_a_kind_no_rule_looks_at_skip_detection_but_are_written(tmp_path):
+    from ebpfguard.config import load_config
+    from ebpfguard.detect.engine import DetectionEngine, load_rules
+
+    engine = DetectionEngine(load_rules(), load_config()["detect"])
+    detected = []
+    pipeline, host, out, stats = make_pipeline(tmp_path, lambda event: detected.append(event["kind"]) or [])
+    pipeline.detects = engine.detects
+    pipeline.on_record(header(C["EVENT_SOCKET"], host.sandbox_id, 100, b"sh") + struct.pack("<iiii", 2, 1, 0, 3))
+    pipeline.on_record(header(C["EVENT_EXIT"], host.sandbox_id, 100, b"sh") + struct.pack("<iI", 0, C["EXIT_HAS_CODE"]))
+    assert [e["kind"] for e in lines(out)] == ["socket", "exit"]
+    assert not engine.detects("socket") and engine.detects("exit")
+    assert detected == ["exit"]

@@ -1,6 +1,8 @@
 """The process table: lineage, bounds, and honesty about what it does not know."""
 
-from ebpfguard.enrich.proctable import CLONE_PARENT, ProcessInfo, ProcessTable
+import random
+
+from ebpfguard.enrich.proctable import CLONE_PARENT, ProcessInfo, ProcessTable, SharedValues, argv_cost
 
 
 def table(tmp_path, **kwargs):
@@ -63,3 +65,55 @@ def test_seed_reads_a_proc_tree_with_odd_comm(tmp_path):
     info = procs.get(42)
     assert info.ppid == 7 and info.comm == "we ird) (name"
     assert info.argv == ("python3", "agent.py", "\\xff")
+
+
+def test_long_command_lines_past_the_byte_bound_evict_the_oldest_processes(tmp_path):
+    procs = table(tmp_path, max_argv_bytes=10_000)
+    for pid in range(2, 202):
+        procs.on_fork(1, pid, 0, "sh")
+        procs.on_exec(pid, "sh", "/bin/sh", ("sh", "-c", f"{pid}:" + "x" * 2000))
+    assert procs.argv_bytes <= 10_000
+    assert len(procs) == 4  # five 2 KiB command lines would be over
+    assert procs.get(201).argv[2].startswith("201:") and procs.get(197) is None
+
+
+def test_a_command_line_many_processes_ran_is_kept_once_and_counted_once(tmp_path):
+    procs = table(tmp_path, max_argv_bytes=10_000)
+    argv = ("python3", "-c", "x" * 2000)
+    for pid in range(2, 1002):
+        procs.on_fork(1, pid, 0, "python3")
+        procs.on_exec(pid, "python3", "/usr/bin/python3", tuple(list(argv)))  # a new tuple each time
+    assert len(procs) == 1000
+    assert procs.argv_bytes == argv_cost(argv)
+    kept = {id(procs.get(pid).argv) for pid in range(2, 1002)} | {id(procs.get(pid).exe) for pid in range(2, 1002)}
+    assert len(kept) == 2
+
+
+def test_the_byte_count_follows_every_put_replacement_exit_and_eviction(tmp_path):
+    procs = table(tmp_path, max_processes=50, max_argv_bytes=3_000)
+    rng = random.Random(7)
+    for _ in range(5000):
+        pid = rng.randrange(2, 120)
+        step = rng.randrange(4)
+        if step == 0:
+            procs.on_fork(rng.randrange(2, 120), pid, 0, "sh")
+        elif step == 1:
+            procs.on_exec(pid, "sh", "/bin/sh", ("sh", "-c", "y" * rng.randrange(0, 400)))
+        elif step == 2:
+            procs.on_exit(pid)
+        else:
+            procs.put(ProcessInfo(pid, 1, "p", None, ("p",) * rng.randrange(3)))
+        held = {id(info.argv): info.argv for info in procs._procs.values() if info.argv is not None}
+        assert procs.argv_bytes == sum(argv_cost(a) for a in held.values()) <= 3_000
+        assert len(procs) <= 50
+
+
+def test_shared_values_hold_at_most_their_capacity_then_start_afresh():
+    share = SharedValues(capacity=3)
+    first = share(tuple("ab"))
+    assert share(tuple("ab")) is first
+    for n in range(3):
+        share(str(n) * 3)
+    assert len(share._values) == 1  # the fourth distinct value cleared the first three
+    again = tuple("ab")
+    assert share(again) is again
