@@ -21,8 +21,7 @@ from typing import Callable, Optional
 
 from bench.latency import latencies_by_window, latency_summary
 from bench.procinfo import footprint
-from bench.storms import NO_RATE_LIMIT
-from bench.tracers import Ebpfguard
+from bench.tracers import NO_RATE_LIMIT, Ebpfguard
 from bench.workloads import WORKLOADS, Run, Workload, run_workload
 from ebpfguard.enrich.sandbox import cgroup_root_from_proc
 

@@ -29,7 +29,7 @@ def start_agent(src: Path, workdir: Path) -> subprocess.Popen:
     stderr = open(workdir / "agent.stderr", "w")
     env = {**os.environ, "PYTHONPATH": str(src)}
     proc = subprocess.Popen([sys.executable, "-m", "ebpfguard", "run", "--output", str(workdir / "events.jsonl"),
-                             "--socket", "none", "--metrics-addr", "none"],
+                             "--socket", "none", "--control-socket", "none", "--metrics-addr", "none"],
                             stdout=subprocess.DEVNULL, stderr=stderr, env=env, cwd=src)
     deadline = time.monotonic() + 180
     while "ready" not in (workdir / "agent.stderr").read_text().splitlines():

@@ -35,8 +35,8 @@ from bench.alert_latency import run_alert_latency
 from bench.latency import latencies_by_window
 from bench.report import aggregate, render_markdown
 from bench.soak import SOAK_EVENTS, run_soak
-from bench.storms import NO_RATE_LIMIT, run_storms
-from bench.tracers import REPO, Ebpfguard, Tracer, all_tracers
+from bench.storms import run_storms
+from bench.tracers import NO_RATE_LIMIT, REPO, Ebpfguard, Tracer, all_tracers
 from bench.workloads import WORKLOADS, build_driver, run_workload
 
 RESULTS = REPO / "bench" / "results"

@@ -18,8 +18,7 @@ import time
 from pathlib import Path
 
 from bench.procinfo import Memory, footprint, memory
-from bench.storms import NO_RATE_LIMIT
-from bench.tracers import REPO, Ebpfguard
+from bench.tracers import NO_RATE_LIMIT, REPO, Ebpfguard
 from bench.workloads import WORKLOADS, build_driver, run_workload
 
 SOAK_EVENTS = 1_000_000

@@ -17,14 +17,11 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 from bench.latency import latencies_by_window, latency_summary
-from bench.tracers import Bpftrace, Ebpfguard
+from bench.tracers import NO_RATE_LIMIT, Bpftrace, Ebpfguard
 from bench.workloads import WORKLOADS, Run, Workload, run_workload
 
 STORMS = ("connect", "refused", "exec")
 KEEPS_UP_P99_MS = 100.0
-# The per-cgroup rate limit off: it holds a storm's bulk records back in the kernel (counted,
-# not sent) at 1,000 a second per kind, and the question here is how much the pipeline takes.
-NO_RATE_LIMIT = {"probes": {"rate_limit": {"events_per_s": 0}}}
 
 
 def keeps_up(step: dict) -> bool:

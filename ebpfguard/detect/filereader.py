@@ -305,7 +305,10 @@ class TimedReader:
         wait_s = self.timeout_s if timeout_s is None else timeout_s
         if self._quick is not None:
             started = time.monotonic()
-            result = self._quick(pid, path, limit)
+            try:
+                result = self._quick(pid, path, limit)
+            except Exception as exc:  # noqa: BLE001 - as on a worker: the reader's bug is this read's outcome
+                result = ReadResult(None, f"error: {type(exc).__name__}")
             if result is not None:
                 if time.monotonic() - started > wait_s:
                     self.on_timeout()  # a local disk this slow: done, but counted

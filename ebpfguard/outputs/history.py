@@ -264,14 +264,16 @@ class SandboxHistory:
                 self._records.popitem(last=False)
                 self.evicted["sandboxes"] += 1
         self._records.move_to_end(name)
-        before = sum(record.evicted.values())
+        # Summed only for a sandbox that has evicted before (most never do): this runs per event.
+        before = sum(record.evicted.values()) if record.evicted else 0
         try:
             record.observe(event, self.clock())
         except (TypeError, AttributeError, ValueError):  # a hand-made line of odd shape (report --from)
             self.unusable += 1
-        grown = sum(record.evicted.values()) - before
-        if grown:
-            self.evicted["entries"] += grown
+        if record.evicted:
+            grown = sum(record.evicted.values()) - before
+            if grown:
+                self.evicted["entries"] += grown
         return True
 
     def flush_if_due(self, now: Optional[float] = None) -> None:

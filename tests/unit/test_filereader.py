@@ -174,3 +174,14 @@ def test_a_quick_read_is_answered_without_a_worker_and_one_that_could_wait_takes
     assert reader.full == []
     assert timed.read(1, "fuse").data == b"full"
     assert reader.full == ["ebpfguard-read-0"]
+
+
+def test_a_quick_read_that_fails_is_an_outcome_not_an_exception():
+    class Broken:
+        def read_quick(self, pid, path, limit=0):
+            raise UnicodeEncodeError("utf-8", path, 0, 1, "surrogates not allowed")
+
+        def read(self, pid, path, limit=0):
+            raise AssertionError("not reached")
+
+    assert TimedReader(Broken(), workers=1).read(1, "\ud800") == ReadResult(None, "error: UnicodeEncodeError")
