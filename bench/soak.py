@@ -39,10 +39,14 @@ def run_soak(driver: Path, idle_s: float, events: int, raw: Path) -> dict:
     storms = [w for w in WORKLOADS if w.name in ("connect", "exec")]
     chunks = 0
     highest = ready
-    while chunks < MAX_CHUNKS and agent.events_written() < events:
+    trajectory = []  # (events written, RSS MiB, RssAnon MiB) after each storm: flat, or growing?
+    written = agent.events_written()
+    while chunks < MAX_CHUNKS and written < events:
         run_workload(driver, storms[chunks % len(storms)], SOAK_CHUNK_S)
         chunks += 1
         now = memory(agent.proc.pid)
+        written = agent.events_written()
+        trajectory.append((written, round(now.rss_kib / 1024, 1), round(now.anon_kib / 1024, 1)))
         highest = now if now.rss_kib > highest.rss_kib else highest
     agent.settle()  # until it has worked through the backlog
     after = memory(agent.proc.pid)
@@ -51,6 +55,7 @@ def run_soak(driver: Path, idle_s: float, events: int, raw: Path) -> dict:
     soak = {"idle_s": idle_s, "idle_cpu_fraction": idle_cpu, "events": result.events, "lost": result.lost,
             "cpu_s": result.cpu_s, "memory": {"ready": ready.as_mib(), "highest": highest.as_mib(),
                                               "after": after.as_mib()},
+            "trajectory": trajectory,
             # the keys of earlier runs (bench/report.py reads both)
             "rss_kib_start": ready.rss_kib, "anon_rss_kib_start": ready.anon_kib,
             "rss_kib_after": after.rss_kib, "anon_rss_kib_after": after.anon_kib,
@@ -66,7 +71,9 @@ def summary(soak: dict, ready: Memory, highest: Memory, after: Memory) -> str:
                 f"  (rings {m.ring_kib / 1024:4.1f})  PSS {m.pss_kib / 1024:6.1f}")
     return "\n".join([f"soak: idle CPU {soak['idle_cpu_fraction']:.2%}; {soak['events']:,} events, lost {soak['lost']}; "
                       f"MiB (VmHWM, start-up compile included: {after.peak_rss_kib / 1024:.1f}):",
-                      row("ready", ready), row("highest", highest), row("after", after)])
+                      row("ready", ready), row("highest", highest), row("after", after),
+                      "  after each storm (events, RSS, anon): "
+                      + ", ".join(f"{n // 1000}k {rss:.0f} {anon:.0f}" for n, rss, anon in soak.get("trajectory", []))])
 
 
 def main() -> None:

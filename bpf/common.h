@@ -99,18 +99,32 @@ static __always_inline u64 lineage_of_current(void)
 	return id;
 }
 
-static __always_inline void fill_header(struct event_header *hdr, u32 kind)
+/* fill_header with the lineage already looked up (lineage_of_current()). */
+static __always_inline void fill_header_as(struct event_header *hdr, u32 kind, u64 lineage_cgroup_id)
 {
 	u64 id = bpf_get_current_pid_tgid();
 
 	hdr->ktime_ns = bpf_ktime_get_boot_ns();
 	hdr->cgroup_id = bpf_get_current_cgroup_id();
-	hdr->lineage_cgroup_id = lineage_of_current();
+	hdr->lineage_cgroup_id = lineage_cgroup_id;
 	hdr->kind = kind;
 	hdr->pid = id >> 32;
 	hdr->tid = (u32)id;
 	hdr->uid = (u32)bpf_get_current_uid_gid();
 	bpf_get_current_comm(&hdr->comm, sizeof(hdr->comm));
+}
+
+static __always_inline void fill_header(struct event_header *hdr, u32 kind)
+{
+	fill_header_as(hdr, kind, lineage_of_current());
+}
+
+/* Whose budget a record spends (ratelimit.bpf.c): its sandbox, the cgroup its lineage began
+ * in, wherever the process is now, so child cgroups a sandbox makes share one budget; for a
+ * process outside every sandbox, its cgroup. */
+static __always_inline u64 budget_of(u64 lineage_cgroup_id, u64 cgroup_id)
+{
+	return lineage_cgroup_id ? lineage_cgroup_id : cgroup_id;
 }
 
 /* Records that can raise an alert (an exec's result, a flow the prefilter kept, a GPU open,

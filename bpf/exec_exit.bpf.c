@@ -69,7 +69,8 @@ static __always_inline void send_stack_argv(struct exec_event *x)
 		x->flags |= EXEC_STACK_TRUNCATED;
 		total = ARGV_STACK_MAX;
 	}
-	if (!stack_argv_admit(x->hdr.cgroup_id, (total + ARGV_STACK_CHUNK - 1) / ARGV_STACK_CHUNK)) {
+	if (!stack_argv_admit(budget_of(x->hdr.lineage_cgroup_id, x->hdr.cgroup_id),
+			      (total + ARGV_STACK_CHUNK - 1) / ARGV_STACK_CHUNK)) {
 		x->flags |= EXEC_STACK_HELD_BACK;
 		return;
 	}

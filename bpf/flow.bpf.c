@@ -81,7 +81,7 @@ static __always_inline void send_segment(struct __sk_buff *skb, u8 direction,
 		e->hdr.cgroup_id = bpf_skb_cgroup_id(skb);
 		e->flags = FLOW_OWNER_UNKNOWN;
 	}
-	if (!bulk_admit(e->hdr.cgroup_id, EVENT_FLOW))
+	if (!bulk_admit(budget_of(e->hdr.lineage_cgroup_id, e->hdr.cgroup_id), EVENT_FLOW))
 		return;
 	e->hdr.kind = EVENT_FLOW;
 	e->hdr.ktime_ns = bpf_ktime_get_boot_ns();

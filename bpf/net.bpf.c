@@ -71,9 +71,10 @@ TRACEPOINT_PROBE(syscalls, sys_exit_socket)
 	if (!c || !c->in_socket)
 		return 0;
 	c->in_socket = 0;
-	if (!bulk_admit(bpf_get_current_cgroup_id(), EVENT_SOCKET))
+	u64 lineage = lineage_of_current();
+	if (!bulk_admit(budget_of(lineage, bpf_get_current_cgroup_id()), EVENT_SOCKET))
 		return 0;
-	fill_header(&e.hdr, EVENT_SOCKET);
+	fill_header_as(&e.hdr, EVENT_SOCKET, lineage);
 	e.family = c->family;
 	e.type = c->type;
 	e.protocol = c->protocol;
@@ -108,9 +109,10 @@ static __always_inline void remember_connect(struct bpf_sock_addr *ctx, u16 fami
 		c->connected = 1;
 		return;
 	}
-	if (!connect_admit(family, e->daddr))
+	u64 lineage = lineage_of_current();
+	if (!connect_admit(family, e->daddr, budget_of(lineage, bpf_get_current_cgroup_id())))
 		return;
-	fill_header(&e->hdr, EVENT_CONNECT);
+	fill_header_as(&e->hdr, EVENT_CONNECT, lineage);
 	e->flags = CONNECT_OUTSIDE_SYSCALL;
 	submit(e, sizeof(*e), PROBE_NET);
 }
@@ -151,9 +153,10 @@ TRACEPOINT_PROBE(syscalls, sys_exit_connect)
 		return 0;
 	c->connected = 0;
 	struct connect_event *e = &c->connect;
-	if (!connect_admit(e->family, e->daddr))
+	u64 lineage = lineage_of_current();
+	if (!connect_admit(e->family, e->daddr, budget_of(lineage, bpf_get_current_cgroup_id())))
 		return 0;
-	fill_header(&e->hdr, EVENT_CONNECT);
+	fill_header_as(&e->hdr, EVENT_CONNECT, lineage);
 	e->retval = args->ret;
 	e->flags = 0;
 	submit(e, sizeof(*e), PROBE_NET);

@@ -1,5 +1,7 @@
 /* Per-sandbox rate limits: of the bulk record kinds (socket, connect, flow), and of the bytes
- * of argv read again from new images' stacks (exec_exit.bpf.c).
+ * of argv read again from new images' stacks (exec_exit.bpf.c). Buckets are keyed by the
+ * record's budget_of (common.h): a sandbox's lineage cgroup, so child cgroups it makes (each
+ * would otherwise get a bucket of its own) share its one budget.
  *
  * A sandbox looping on connect() to a closed port makes hundreds of thousands of records a
  * second; sent whole they would fill the ring and cost every other sandbox its events. Each
@@ -78,7 +80,7 @@ static __always_inline int bulk_admit(u64 cgroup_id, u32 kind)
 /* Connects to link-local addresses (the cloud metadata service: 169.254.169.254, fe80::/10,
  * fd00:ec2::254) are never held back: a flood must not hide the one connect that matters
  * most (egress.internal, critical). Flooding them instead sends every one. */
-static __always_inline int connect_admit(u16 family, const u8 *daddr)
+static __always_inline int connect_admit(u16 family, const u8 *daddr, u64 budget)
 {
 	if (family == 2 && daddr[0] == 169 && daddr[1] == 254)
 		return 1;
@@ -86,7 +88,7 @@ static __always_inline int connect_admit(u16 family, const u8 *daddr)
 			     (daddr[0] == 0xfd && daddr[1] == 0 && daddr[2] == 0x0e && daddr[3] == 0xc2) ||
 			     (daddr[10] == 0xff && daddr[11] == 0xff && daddr[12] == 169 && daddr[13] == 254)))
 		return 1;
-	return bulk_admit(bpf_get_current_cgroup_id(), EVENT_CONNECT);
+	return bulk_admit(budget, EVENT_CONNECT);
 }
 
 #ifndef ARGV_STACK_RATE

@@ -15,6 +15,7 @@ from ebpfguard.client import DEFAULT_CONTROL_SOCKET
 from ebpfguard.config import ConfigError, load_config
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
+HEAP_TRIM_INTERVAL_S = 10.0  # docs/performance.md, Memory
 
 
 def fail(message: str) -> None:
@@ -114,9 +115,10 @@ def run(config_path: Optional[Path], rule_files: tuple[Path, ...], output: Optio
     from ebpfguard.enrich.hostnet import host_addresses
     from ebpfguard.kernel.load import ProbeError, compile_flags, program_text, tracefs_root
     from ebpfguard.enrich.sandbox import cgroup_root_from_proc, validate_matchers
-    from ebpfguard.kernel.footprint import one_malloc_arena
+    from ebpfguard.kernel.footprint import keep_heap_trimmed, one_malloc_arena
 
     one_malloc_arena()  # before the first thread
+    keep_heap_trimmed(HEAP_TRIM_INTERVAL_S)
     config = config_or_fail(config_path)
     stats = PipelineStats()
     try:

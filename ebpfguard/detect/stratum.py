@@ -234,10 +234,17 @@ def _scan(text: str) -> tuple[Optional[str], bool, Optional[int]]:
     return "".join(reversed(stack)), in_string, last_comma
 
 
-def classify_message(message: Any, framed: bool) -> Optional[StratumMatch]:
+# Lists inside lists looked into: a JSON-RPC batch is one, a sender's odd wrapping a few more;
+# a flow's payload nested thousands deep must not recurse as deep (it is sandbox input).
+MAX_BATCH_NESTING = 4
+
+
+def classify_message(message: Any, framed: bool, nesting: int = 0) -> Optional[StratumMatch]:
     """The mining verdict for one parsed JSON-RPC message (a batch: its first mining element)."""
     if isinstance(message, list):
-        return next((m for m in (classify_message(item, framed) for item in message[:16])
+        if nesting >= MAX_BATCH_NESTING:
+            return None
+        return next((m for m in (classify_message(item, framed, nesting + 1) for item in message[:16])
                      if m is not None), None)
     if not isinstance(message, Mapping):
         return None

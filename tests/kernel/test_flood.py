@@ -168,3 +168,33 @@ def test_overflowing_bulk_ring_costs_no_exec_and_its_losses_name_the_flooding_sa
     assert f'ebpfguard_events_lost_by_sandbox_total{{probe="net",sandbox="{flood_cg.path.name}"}}' in metrics
     assert 'ebpfguard_events_lost_total{probe="net"}' in metrics
     assert 'ebpfguard_events_lost_total{probe="exec"} 0.0' in metrics  # a ring of its own
+
+
+def test_child_cgroups_a_sandbox_makes_share_its_budget(agent, make_cgroup, flooder):
+    from ebpfguard.config import load_config
+
+    limit = load_config()["probes"]["rate_limit"]
+    sandbox = make_cgroup("sandbox-nest-")
+    children = [sandbox.child(f"c{i}") for i in range(4)]
+    port = closed_port()
+    # One shell in the sandbox forks four flooders, each moving itself into a child cgroup of
+    # its own first: a bucket per cgroup would give the sandbox four budgets.
+    script = " ".join(f"(echo 0 > {c.path}/cgroup.procs; exec {flooder} {port} {FLOOD_SECONDS}) &"
+                      for c in children) + " wait"
+    done = sandbox.run(["sh", "-c", script], capture_output=True, text=True, timeout=60)
+    made = sum(int(n) for n in done.stdout.split())
+    assert made, done.stderr
+
+    def ours(evs, kind):
+        return [e for e in evs if e["kind"] == kind and e["sandbox"]["name"] == sandbox.path.name]
+
+    def accounted(evs):
+        sent = len(ours(evs, "connect"))
+        held = sum(s["held_back"].get("connect", 0) for s in ours(evs, "summary"))
+        return sent + held >= made
+
+    events = wait_until(agent, accounted)
+    sent = len(ours(events, "connect"))
+    budget = limit["burst"] + limit["events_per_s"] * (FLOOD_SECONDS + 1)
+    assert made > 4 * budget  # each flooder alone could spend a whole budget
+    assert sent <= budget + limit["burst"]  # one budget for the sandbox, not four

@@ -130,3 +130,8 @@ def test_the_reported_ssh_host_pattern_stall_is_gone():
 def test_a_miner_name_padded_with_dots_does_not_backtrack():
     # `(?:[-_.][a-z0-9.]+)*` read `xmrig....!` every possible way: exponential in the dots.
     within_budget(lambda: ENGINE.process(exec_event(["xmrig" + "." * 60 + "!"])))
+
+
+def test_a_payload_nested_thousands_deep_is_no_stratum_and_no_recursion():
+    for depth in (1000, 5000):
+        assert classify_segment(b"[" * depth + b"{}" + b"]" * depth, True).complete == ()

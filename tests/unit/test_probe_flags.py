@@ -64,7 +64,7 @@ def test_bad_probe_settings_are_clear_errors(tmp_path, probes, message):
 
 def test_the_rate_limit_and_stack_reader_are_in_the_program_before_their_users():
     text = program_text()
-    assert text.index("bulk_admit(u64 cgroup_id") < text.index("bulk_admit(bpf_get_current_cgroup_id()")
+    assert text.index("bulk_admit(u64 cgroup_id") < text.index("bulk_admit(budget_of(")
     assert text.index("BPF_TABLE(\"lru_hash\", u32, u32, argv_incomplete") < text.index("argv_incomplete.delete")
 
 
