@@ -58,6 +58,14 @@ STOP_DRAIN = -1
 # while the detection worker holds one, the loop comes back within this many ms for the alerts.
 URGENT_KINDS = frozenset({"exec", "flow", "dns", "open", "escape", "tamper"})
 URGENT_WAIT_MS = 1
+# The shortest turn of the loop while records keep coming (short of a backlog): an exec
+# storm wakes the agent with every exec's record, and a wakeup per exec, each taking a CPU
+# from the storm's own fork-exec-wait chain, cost more than the work itself. Records that
+# arrive meanwhile wait at most this long, and are handled together.
+MIN_TURN_S = 0.005
+# How often every probe is checked to be still attached (a backstop: the tamper probes see a
+# sandbox's bpf() and perf_event_open() calls as they happen).
+ATTACH_CHECK_S = 5.0
 GIL_SWITCH_INTERVAL_S = 0.001
 
 # Records handled per drain before the loop comes up for its housekeeping (loss counters,
@@ -324,12 +332,13 @@ class Agent:
         busy_ms = int(self.config["probes"]["drain_interval_ms"])
         idle_ms = max(busy_ms, int(self.config["probes"]["idle_drain_interval_ms"]))
         wait_ms = busy_ms
-        next_housekeeping = 0.0
+        next_housekeeping = next_attach_check = 0.0
         try:
             while not self._stop:
                 # An empty drain stretches the next wait (up to idle_ms): an idle host should
                 # not cost a hundred wakeups a second. Any record brings the short wait back;
                 # a drain cut at its bound (a backlog) goes on without waiting.
+                turn_started = time.monotonic()
                 drained = probes.drain(wait_ms, MAX_RECORDS_PER_DRAIN)
                 if self.worker is not None:
                     self.worker.flush()
@@ -355,10 +364,16 @@ class Agent:
                     self.report_floods()
                     self.expire_sandbox_labels()
                     self.history.expire()
-                    self.check_attached(probes)
+                    if now >= next_attach_check:
+                        self.check_attached(probes)
+                        next_attach_check = now + ATTACH_CHECK_S
                     next_housekeeping = now + 1.0
                 if self.gpus is not None:
                     self.poll_gpus()
+                if 0 < drained < MAX_RECORDS_PER_DRAIN:
+                    spare = MIN_TURN_S - (time.monotonic() - turn_started)
+                    if spare > 0 and not self._stop:
+                        time.sleep(spare)
         finally:
             probes.drain(0, 8 * MAX_RECORDS_PER_DRAIN)  # what is there now; a flood has no end
             if self.worker is not None:
