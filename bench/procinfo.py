@@ -73,3 +73,16 @@ def memory(pid: int, proc: str = "/proc") -> Memory:
         rings = bpf_map_rss_kib(f.read())
     return Memory(status.get("VmRSS", 0), status.get("RssAnon", 0), status.get("RssFile", 0),
                   rollup.get("Pss", 0), status.get("VmHWM", 0), rings)
+
+
+def held_program_ids(pid: int, proc: str = "/proc") -> set[int]:
+    """Ids of the BPF programs process `pid` holds open (its bpf-prog fds' fdinfo)."""
+    ids: set[int] = set()
+    for fd in os.listdir(f"{proc}/{pid}/fd"):
+        try:
+            if os.readlink(f"{proc}/{pid}/fd/{fd}") == "anon_inode:bpf-prog":
+                with open(f"{proc}/{pid}/fdinfo/{fd}") as info:
+                    ids.update(int(line.split()[1]) for line in info if line.startswith("prog_id:"))
+        except OSError:
+            continue
+    return ids

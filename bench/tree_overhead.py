@@ -40,6 +40,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from bench.procinfo import held_program_ids
 from bench.workloads import WORKLOADS, build_driver, run_workload
 
 READY_TIMEOUT_S = 180
@@ -64,14 +65,7 @@ def probe_counters(pid: int) -> dict[str, tuple[int, int]]:
     perf = json.loads(subprocess.run(["bpftool", "perf", "show", "--json"], capture_output=True,
                                      text=True, check=True).stdout or "[]")
     tracepoints = {e["prog_id"]: e["tracepoint"] for e in perf if e.get("pid") == pid and "tracepoint" in e}
-    held = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            if os.readlink(f"/proc/{pid}/fd/{fd}") == "anon_inode:bpf-prog":
-                with open(f"/proc/{pid}/fdinfo/{fd}") as info:
-                    held.update(int(line.split()[1]) for line in info if line.startswith("prog_id:"))
-        except OSError:
-            continue
+    held = held_program_ids(pid)
     progs = json.loads(subprocess.run(["bpftool", "prog", "show", "--json"], capture_output=True,
                                       text=True, check=True).stdout)
     out: dict[str, tuple[int, int]] = {}

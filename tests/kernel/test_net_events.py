@@ -13,6 +13,7 @@ from bcc import BPFAttachType
 from conftest import RunningAgent
 from netns import enter, isolated_netns
 
+from bench.procinfo import held_program_ids
 from ebpfguard.kernel.links import attached_program_ids
 
 CLIENT = textwrap.dedent("""
@@ -136,25 +137,12 @@ def test_connect_to_metadata_address_inside_a_test_namespace_is_seen(agent, make
     assert event["sandbox"]["name"] == cg.path.name
 
 
-def _held_program_ids(pid):
-    """Ids of the BPF programs process `pid` holds open."""
-    ids = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            if os.readlink(f"/proc/{pid}/fd/{fd}") == "anon_inode:bpf-prog":
-                with open(f"/proc/{pid}/fdinfo/{fd}") as info:
-                    ids.update(int(line.split()[1]) for line in info if line.startswith("prog_id:"))
-        except OSError:
-            continue
-    return ids
-
-
 def test_sigkilled_agent_leaves_no_program_on_the_cgroup_root(tmp_path, cgroup_root):
     # Other agents may attach and detach programs meanwhile: only this agent's own count.
     root = str(cgroup_root)
     types = (BPFAttachType.CGROUP_INET4_CONNECT, BPFAttachType.CGROUP_INET6_CONNECT)
     own = RunningAgent(tmp_path)
-    held = _held_program_ids(own.proc.pid)
+    held = held_program_ids(own.proc.pid)
     during = {t: set(attached_program_ids(root, t)) & held for t in types}
     os.kill(own.proc.pid, signal.SIGKILL)
     own.stop()  # reaps it and closes its log
