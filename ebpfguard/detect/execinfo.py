@@ -35,6 +35,11 @@ _last_program: tuple = (None, ("", []))
 
 def exec_argv(event: Event) -> list[str]:
     """The argv of an exec event, top-level (minimal replay form) or under `process`."""
+    return list(_argv_of(event))
+
+
+def _argv_of(event: Event) -> list[str]:
+    """exec_argv's answer as remembered: not to be handed out (callers may change theirs)."""
     global _last_argv
     last_event, argv = _last_argv
     if last_event is not event:
@@ -43,7 +48,7 @@ def exec_argv(event: Event) -> list[str]:
             raw = (event.get("process") or {}).get("argv")
         argv = [str(a) for a in raw or ()]
         _last_argv = (event, argv)
-    return list(argv)
+    return argv
 
 
 def program_and_args(event: Event) -> tuple[str, list[str]]:
@@ -57,7 +62,7 @@ def program_and_args(event: Event) -> tuple[str, list[str]]:
     last_event, (last_name, last_args) = _last_program
     if last_event is event:
         return last_name, list(last_args)
-    argv = exec_argv(event)
+    argv = _argv_of(event)
     filename = event.get("filename") or ""
     # fexecve() and friends run `/dev/fd/N` or `/proc/self/fd/N`: that name says nothing.
     name = "" if filename.startswith(("/dev/fd/", "/proc/")) else basename(filename)

@@ -48,7 +48,9 @@ class DetectWorker:
                  poll: Optional[Callable[[], list]] = None, handoff_interval_s: float = HANDOFF_INTERVAL_S,
                  urgent_kinds: frozenset = frozenset()) -> None:
         """`poll`, when given, returns alerts found after their event; it is called on this
-        thread too, after each event and when idle, so detection state has one thread."""
+        thread too, after each event and when idle, so detection state has one thread.
+        Events of `urgent_kinds` are handed over at once and detected first (the module's
+        docstring says why)."""
         self.handoff_interval_s = handoff_interval_s
         self._last_handoff = -handoff_interval_s
         self.detect = detect
@@ -159,7 +161,9 @@ class DetectWorker:
             self.on_overrun()
 
     def take_alerts(self) -> list:
-        """The alerts found since the last call, in event order (safe from another thread)."""
+        """The alerts found since the last call, in the order found: each stream's (urgent,
+        bulk) in event order, urgent ones ahead of bulk events handed over before them. Safe
+        from another thread."""
         taken = []
         while self._alerts:
             taken.append(self._alerts.popleft())
