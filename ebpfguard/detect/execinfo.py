@@ -77,6 +77,73 @@ def program_and_args(event: Event) -> tuple[str, list[str]]:
     return name, list(args)
 
 
+# A command line longer than this (in characters) is not remembered by NoFindings: its key
+# would hold the whole argv (up to ARGV_STACK_MAX bytes from the stack read).
+MAX_KEY_ARGV_CHARS = 2048
+_last_key: tuple = (None, None)
+
+
+def exec_key(event: Event) -> Optional[tuple]:
+    """Everything the exec rules read of an exec event, as one hashable value; None when the
+    event has another shape than the enricher's (or replay's JSON) gives, or a long argv.
+
+    Two events with the same key get the same answer from a rule that reads nothing else (no
+    file, no state): sandbox, pid and time are not in it, except whether the sandbox is `host`.
+    Remembered for the last event, like program_and_args: every exec rule asks in turn."""
+    global _last_key
+    last_event, key = _last_key
+    if last_event is event:
+        return key
+    key = _key_of(event)
+    _last_key = (event, key)
+    return key
+
+
+def _key_of(event: Event) -> Optional[tuple]:
+    process = event.get("process") or {}
+    if not isinstance(process, dict):
+        return None
+    fields = (event.get("filename"), process.get("exe"), process.get("comm"))
+    if any(value is not None and type(value) is not str for value in fields):
+        return None
+    parts = []
+    for texts in (event.get("argv"), process.get("argv"), event.get("argv_anomalies")):
+        if texts is None:
+            parts.append(None)
+            continue
+        if type(texts) is not list:
+            return None
+        texts = tuple(texts)
+        if not set(map(type, texts)) <= {str} or sum(map(len, texts)) > MAX_KEY_ARGV_CHARS:
+            return None
+        parts.append(texts)
+    truncated, retval = process.get("argv_truncated"), event.get("retval", 0)
+    if (truncated is not None and type(truncated) is not bool) or (retval is not None and type(retval) is not int):
+        return None
+    return (*fields, *parts, truncated, retval, sandbox_name(event) == "host")
+
+
+class NoFindings:
+    """Exec keys (exec_key) a rule found nothing in: most execs on a host repeat a few command
+    lines, and a pure rule need not read them again. Only answers without a finding are kept,
+    so no alert's evidence is ever shared; at most `capacity` keys, then it starts afresh."""
+
+    def __init__(self, capacity: int = 1024) -> None:
+        self.capacity = capacity
+        self._keys: set = set()
+
+    def __contains__(self, key: Optional[tuple]) -> bool:
+        return key is not None and key in self._keys
+
+    def add(self, key: Optional[tuple]) -> None:
+        """Remember that `key` raised nothing (a None key is not remembered)."""
+        if key is None:
+            return
+        if len(self._keys) >= self.capacity:
+            self._keys.clear()
+        self._keys.add(key)
+
+
 def sandbox_name(event: Event) -> str:
     """The sandbox an event came from; replay's default for a missing one is `unknown`."""
     sandbox = event.get("sandbox") or {}

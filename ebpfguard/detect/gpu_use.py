@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from ebpfguard.detect.execinfo import basename, exec_succeeded, program_and_args, sandbox_name
+from ebpfguard.detect.execinfo import NoFindings, basename, exec_key, exec_succeeded, program_and_args, sandbox_name
 from ebpfguard.detect.registry import Detector, Event, Finding, RuleContext, detector
 
 
@@ -36,6 +36,7 @@ class GpuUse(Detector):
         self.changing_options = frozenset(ctx.params.get("probe_tool_changing_options", ()))
         self.busy_seconds = float(ctx.params.get("miner_busy_seconds", 60))
         self.small_memory = int(ctx.params.get("miner_max_memory_bytes", 6 << 30))
+        self._quiet = NoFindings()
 
     def on_event(self, event: Event) -> Iterable[Finding]:
         if sandbox_name(event) == "host":
@@ -80,6 +81,15 @@ class GpuUse(Detector):
     def _probe_tool(self, event: Event) -> list[Finding]:
         if not exec_succeeded(event):
             return []
+        key = exec_key(event)
+        if key in self._quiet:
+            return []
+        findings = self._probe_findings(event)
+        if not findings:
+            self._quiet.add(key)
+        return findings
+
+    def _probe_findings(self, event: Event) -> list[Finding]:
         program, args = program_and_args(event)
         if basename(program) not in self.probe_tools:
             return []

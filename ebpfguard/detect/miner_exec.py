@@ -19,6 +19,7 @@ from typing import Any, Iterable, Iterator, Optional, Sequence
 
 from ebpfguard.detect.cmdline import Command, command_list, program_name
 from ebpfguard.detect.conditions import compile_globs
+from ebpfguard.detect.execinfo import NoFindings, exec_key
 from ebpfguard.detect.registry import Detector, Event, Finding, RuleContext, detector
 
 HINT_NAMES = (
@@ -129,8 +130,26 @@ class MinerExec(Detector):
         # A command's own hints depend on nothing else, and hosts run the same few command
         # lines over and over. Bounded: an argv is at most ARGV_BUF_LEN bytes.
         self._hints_of = functools.lru_cache(maxsize=512)(lambda command: tuple(self.command_hints(command)))
+        self._quiet = NoFindings()
 
     def on_event(self, event: Event) -> Iterable[Finding]:
+        key = exec_key(event)
+        if key in self._quiet:
+            return ()
+        findings = list(self._findings(event))
+        if not findings and not self._reads_files(event):
+            self._quiet.add(key)
+        return findings
+
+    def _reads_files(self, event: Event) -> bool:
+        """Whether this exec's score read config files (live only): then it is no function of
+        the exec alone, and is not remembered."""
+        if self.ctx.read_file is None:
+            return False
+        assessed = self.assess(event)
+        return bool(assessed) and bool(self._config_paths(event, assessed[0].command))
+
+    def _findings(self, event: Event) -> Iterator[Finding]:
         best = None
         for assessed in self.assess(event):
             if assessed.score >= assessed.needed and (best is None or assessed.score > best.score):

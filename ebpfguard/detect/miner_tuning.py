@@ -23,7 +23,7 @@ from typing import Iterable, Optional
 import re2
 
 from ebpfguard.detect.cmdline import command_list, program_name, shell_script
-from ebpfguard.detect.execinfo import exec_argv, exec_succeeded, sandbox_name
+from ebpfguard.detect.execinfo import NoFindings, exec_argv, exec_key, exec_succeeded, sandbox_name
 from ebpfguard.detect.registry import Detector, Event, Finding, RuleContext, detector
 
 O_ACCMODE = 3
@@ -49,6 +49,7 @@ class MinerTuning(Detector):
         self.module_loaders = frozenset(ctx.params.get("module_loaders", ()))
         self.msr_writers = frozenset(ctx.params.get("msr_writers", ()))
         self.sysctl = frozenset(ctx.params.get("sysctl", ()))
+        self._quiet = NoFindings()
 
     def on_event(self, event: Event) -> Iterable[Finding]:
         if sandbox_name(event) == "host":
@@ -57,6 +58,9 @@ class MinerTuning(Detector):
             return self.on_open(event)
         if not exec_succeeded(event):
             return []
+        key = exec_key(event)
+        if key in self._quiet:
+            return []
         for command in command_list(exec_argv(event))[:16]:
             found = self.judge_command(list(command.argv))
             if found is not None:
@@ -64,6 +68,7 @@ class MinerTuning(Detector):
                 return [Finding(f"miner CPU tuning in a sandbox: {action} ({target})",
                                 {"action": action, "target": target, "source": command.source},
                                 severity=_severity(action, target))]
+        self._quiet.add(key)
         return []
 
     def judge_command(self, argv: list[str]) -> Optional[tuple[str, str]]:

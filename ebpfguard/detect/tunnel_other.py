@@ -36,7 +36,7 @@ import re2
 
 from ebpfguard.detect.cmdline import command_list, program_name, shell_script
 from ebpfguard.detect.execinfo import (
-    basename, exec_argv, exec_succeeded, first_positional, program_and_args,
+    NoFindings, basename, exec_argv, exec_key, exec_succeeded, first_positional, program_and_args,
 )
 from ebpfguard.detect.registry import Detector, Event, Finding, RuleContext, detector
 
@@ -552,10 +552,20 @@ class OtherTunnel(Detector):
         # grammars). Bounded: an argv is at most ARGV_BUF_LEN bytes.
         self._classified = functools.lru_cache(maxsize=512)(
             lambda name, args: self.classify(name, list(args)))
+        self._quiet = NoFindings()
 
     def on_event(self, event: Event) -> Iterable[Finding]:
         if not exec_succeeded(event):
             return []
+        key = exec_key(event)
+        if key in self._quiet:
+            return []
+        findings = self._findings(event)
+        if not findings:
+            self._quiet.add(key)
+        return findings
+
+    def _findings(self, event: Event) -> list[Finding]:
         name, args = program_and_args(event)
         match = self._classified(name, tuple(args))
         if match is None:

@@ -37,7 +37,7 @@ import re2
 
 from ebpfguard.detect.addresses import parse_address
 from ebpfguard.detect.cmdline import WRAPPERS, command_list, program_name
-from ebpfguard.detect.execinfo import event_pid, exec_argv, exec_succeeded, program_and_args
+from ebpfguard.detect.execinfo import NoFindings, event_pid, exec_argv, exec_key, exec_succeeded, program_and_args
 from ebpfguard.detect.registry import Detector, Event, Finding, RuleContext, detector
 from ebpfguard.detect.ssh_command import SshCommand, parse_ssh_command
 from ebpfguard.detect.ssh_config import ConfigRead, home_directory, read_remote_forwards
@@ -65,6 +65,7 @@ class SshRemoteForward(Detector):
         self.capacity = int(ctx.params.get("max_tracked_processes", 4096))
         # pid -> (exec evidence, expected ssh port or None)
         self.flagged: OrderedDict[int, tuple[dict, Optional[int]]] = OrderedDict()
+        self._no_ssh = NoFindings()
 
     def on_event(self, event: Event) -> Iterable[Finding]:
         kind = event.get("kind")
@@ -83,8 +84,12 @@ class SshRemoteForward(Detector):
         pid = event_pid(event)
         if pid is not None:
             self.flagged.pop(pid, None)  # a new image in this pid: the old one is gone
+        key = exec_key(event)
+        if key in self._no_ssh:
+            return []
         found = self.ssh_command_of(event)
         if found is None:
+            self._no_ssh.add(key)  # no ssh client in it: a function of the command line alone
             return []
         name, dialect, command, own = found
         forwards = list(command.remote_forwards)
@@ -121,7 +126,8 @@ class SshRemoteForward(Detector):
                 command = parse_ssh_command(dialect, arguments)
                 if command.connects and (command.remote_forwards or self.ctx.read_file is not None):
                     return program, dialect, command, own
-            elif program not in NOT_SSH and program not in WRAPPERS:  # wrappers: read unwrapped
+            # Wrappers are read unwrapped, as the commands after the first.
+            elif program not in NOT_SSH and program not in WRAPPERS and _may_forward(arguments):
                 command = parse_ssh_command("openssh", arguments)
                 if command.connects and is_ssh_shaped(command):
                     return program, "openssh", command, own
@@ -156,6 +162,13 @@ class SshRemoteForward(Detector):
         return [Finding(summary=f"{evidence['program']} remote forward connected to "
                                 f"{daddr} port {dport}",
                         evidence={**evidence, "destination": destination})]
+
+
+def _may_forward(arguments: list[str]) -> bool:
+    """Whether OpenSSH's grammar could find a remote forward here: only the option letters
+    `R` and `o` (RemoteForward) make one, and getopt reads letters only in words that start
+    with `-`. Most command lines have neither, and skip the parse."""
+    return any(arg[:1] == "-" and ("R" in arg or "o" in arg) for arg in arguments)
 
 
 def is_ssh_shaped(command: SshCommand) -> bool:

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 CLONE_PARENT = 0x00008000
+# Lineages remembered at once (each holds a list of its ancestors): a storm needs its
+# parents' and the last few children's.
+MAX_LINEAGES = 4096
 
 
 # Slotted, not frozen: one is built per fork and exec (see kernel/events.py's records).
@@ -75,9 +78,13 @@ class ProcessTable:
         # tuple while it counts it, so its id stays its own.
         self._argvs: dict[int, list[int]] = {}
         self.argv_bytes = 0
-        # lineage() answers, valid while no process is added, changed or evicted: a connect
-        # storm asks for the same few lineages thousands of times between two forks.
+        # lineage() answers, valid while no process they were read from is added, changed or
+        # evicted: a connect storm asks for the same few lineages thousands of times, and an
+        # exec storm's children share their parent's. `_read_by` holds every pid an answer
+        # was read from (the process, its ancestors, the missing parent it stopped at); a put
+        # of any of those forgets every answer, a put of another pid (a new child) none.
         self._lineages: dict[int, Lineage] = {}
+        self._read_by: set[int] = set()
 
     def __len__(self) -> int:
         return len(self._procs)
@@ -89,15 +96,26 @@ class ProcessTable:
         return info
 
     def put(self, info: ProcessInfo) -> None:
-        self._lineages.clear()
-        old = self._procs.get(info.pid)
+        procs = self._procs
+        pid = info.pid
+        if pid in self._read_by:
+            self._forget_lineages()
+        old = procs.get(pid)
         if old is not None:
             self._release(old.argv)
-        self._hold(info.argv)
-        self._procs[info.pid] = info
-        self._procs.move_to_end(info.pid)
-        while len(self._procs) > self.max_processes or (self.argv_bytes > self.max_argv_bytes and len(self._procs) > 1):
-            self._release(self._procs.popitem(last=False)[1].argv)
+            procs.move_to_end(pid)
+        if info.argv is not None:
+            self._hold(info.argv)
+        procs[pid] = info
+        while len(procs) > self.max_processes or (self.argv_bytes > self.max_argv_bytes and len(procs) > 1):
+            evicted, gone = procs.popitem(last=False)
+            if evicted in self._read_by:
+                self._forget_lineages()
+            self._release(gone.argv)
+
+    def _forget_lineages(self) -> None:
+        self._lineages.clear()
+        self._read_by.clear()
 
     def _hold(self, argv: Optional[tuple[str, ...]]) -> None:
         if argv is None:
@@ -155,7 +173,7 @@ class ProcessTable:
         # Kept (marked) for events still in flight; the LRU bound retires it.
         known = self._procs.get(pid)
         if known is not None:
-            self._procs[pid] = replace(known, exited=True)  # lineage unchanged: keep the cache
+            known.exited = True  # in place: nothing a lineage or an event shows changes
 
     def lookup(self, pid: int) -> Optional[ProcessInfo]:
         """The table's entry, else what /proc says now (remembered), else None."""
@@ -184,26 +202,63 @@ class ProcessTable:
         """ppid and ancestry (nearest parent first, up to pid 1 or the depth bound)."""
         cached = self._lineages.get(pid)
         if cached is None:
-            cached = self._lineages[pid] = self._walk_lineage(pid)
+            if len(self._lineages) >= MAX_LINEAGES:
+                self._forget_lineages()
+            cached = self._from_parent(pid) or self._walk_lineage(pid)
+            self._lineages[pid] = cached
         return cached
 
+    def _from_parent(self, pid: int) -> Optional[Lineage]:
+        """The lineage as the walk would find it, from the parent's remembered one: the parent
+        in front, cut at the depth bound. None when the parent's is not remembered, or the walk
+        could end otherwise (the parent has no known ppid, or the process is its own ancestor)."""
+        me = self._procs.get(pid)
+        if me is None or not me.ppid:
+            return None
+        ppid = me.ppid
+        above = self._lineages.get(ppid)
+        if above is None or above.ppid is None or ppid not in self._procs:
+            return None
+        ancestry = above.ancestry
+        if any(parent["pid"] == pid for parent in ancestry):
+            return None
+        procs = self._procs
+        procs.move_to_end(pid)
+        for parent in ancestry:  # the walk would have looked each one up: keep them as recent
+            procs.move_to_end(parent["pid"])
+        parent = procs[ppid]
+        procs.move_to_end(ppid)
+        self._read_by.add(pid)
+        chain = [{"pid": ppid, "comm": parent.comm, "exe": parent.exe}]
+        chain += ancestry
+        if len(chain) > self.ancestry_depth:
+            return Lineage(ppid, chain[: self.ancestry_depth], False)
+        return Lineage(ppid, chain, above.complete)
+
     def _walk_lineage(self, pid: int) -> Lineage:
+        # The pids read are noted once the walk is done: a lookup that reads /proc puts, and
+        # may evict, on the way.
         me = self.lookup(pid)
         if me is None or me.ppid is None:
+            self._read_by.add(pid)
             return Lineage(None, [], False)
         ancestry: list[dict] = []
         seen = {pid}
         ppid = me.ppid
+        complete = True
         while ppid and ppid not in seen:
             if len(ancestry) >= self.ancestry_depth:
-                return Lineage(me.ppid, ancestry, False)
+                complete = False
+                break
             parent = self.lookup(ppid)
-            if parent is None:
-                return Lineage(me.ppid, ancestry, False)
-            ancestry.append({"pid": parent.pid, "comm": parent.comm, "exe": parent.exe})
             seen.add(ppid)
+            if parent is None:
+                complete = False
+                break
+            ancestry.append({"pid": parent.pid, "comm": parent.comm, "exe": parent.exe})
             ppid = parent.ppid
-        return Lineage(me.ppid, ancestry, True)
+        self._read_by.update(seen)
+        return Lineage(me.ppid, ancestry, complete)
 
 
 def read_proc_process(proc_root: str, pid: int) -> Optional[ProcessInfo]:

@@ -192,6 +192,9 @@ def compile_flags(config: Mapping, tracefs: str, btf: str = "/sys/kernel/btf/vml
     if config.get("response", {}).get("mode") == "enforce":
         flags.append("-DRESPONSE_ENFORCE")
     flags += local_storage_flags(helper_allowed)
+    # libbpf's reader (where ours cannot run) does not say when it sleeps (bpf/common.h).
+    if not RingReader.supported():
+        flags.append("-DREADER_WAKE_ALWAYS")
     if tracepoint_has_field(tracefs, "sched", "sched_process_exit", "group_dead"):
         flags.append("-DHAVE_GROUP_DEAD")
     # open(2) has no syscall of its own on arm64 (only openat)
@@ -301,7 +304,8 @@ class ProbeSet:
         probes._on_records = on_records
         if RingReader.supported():
             try:
-                probes.rings = RingSet([RingReader(bpf[ring].map_fd, bpf[ring].max_entries) for ring in RINGS])
+                probes.rings = RingSet([RingReader(bpf[ring].map_fd, bpf[ring].max_entries) for ring in RINGS],
+                                       asleep_fd=bpf["reader_asleep"].map_fd)
             except OSError as exc:
                 probes.close()
                 raise ProbeError(f"mapping the ring buffers failed: {exc}") from None

@@ -22,6 +22,7 @@ import mmap
 import platform
 import select
 import struct
+import threading
 from typing import Callable, Optional, Sequence
 
 BPF_RINGBUF_BUSY_BIT = 1 << 31
@@ -97,21 +98,40 @@ class RingReader:
 
 
 class RingSet:
-    """Several ring buffers, read in their order, woken by epoll on their map fds."""
+    """Several ring buffers, read in their order, woken by epoll on their map fds.
 
-    def __init__(self, readers: Sequence[RingReader]) -> None:
+    With `asleep_fd` (the probes' `reader_asleep` map, bpf/common.h) the set says when it
+    sleeps, and the probes wake it only then: a wakeup costs the probe a self-IPI (15 us per
+    exec on a VM), so one per sleep rather than one per record that can raise an alert."""
+
+    def __init__(self, readers: Sequence[RingReader], asleep_fd: Optional[int] = None) -> None:
         self.readers = tuple(readers)
         self._epoll = select.epoll()
         for reader in self.readers:
             self._epoll.register(reader.fd, select.EPOLLIN)
+        self._asleep = None if asleep_fd is None else mmap.mmap(
+            asleep_fd, mmap.PAGESIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        # Taking and releasing a lock is a locked instruction, a full barrier on x86 (where
+        # this reader runs): the flag's store is seen before the rings' positions are read.
+        self._barrier = threading.Lock()
 
     def wait(self, timeout_ms: int) -> None:
         """Until a ring has a record whose producer asked to wake us, or `timeout_ms`."""
-        if timeout_ms > 0 and not any(reader.pending() for reader in self.readers):
-            try:
-                self._epoll.poll(timeout_ms / 1000)
-            except InterruptedError:
+        if timeout_ms <= 0:
+            return
+        asleep = self._asleep
+        if asleep is not None:
+            asleep[0] = 1
+            with self._barrier:
                 pass
+        try:
+            if not any(reader.pending() for reader in self.readers):
+                self._epoll.poll(timeout_ms / 1000)
+        except InterruptedError:
+            pass
+        finally:
+            if asleep is not None:
+                asleep[0] = 0
 
     def read(self, handle: Callable[[list[bytes]], Optional[int]], max_records: int) -> int:
         """Records of each ring in turn, at most `max_records` in all, handed over a ring's
@@ -129,5 +149,7 @@ class RingSet:
 
     def close(self) -> None:
         self._epoll.close()
+        if self._asleep is not None:
+            self._asleep.close()
         for reader in self.readers:
             reader.close()

@@ -117,3 +117,40 @@ def test_shared_values_hold_at_most_their_capacity_then_start_afresh():
     assert len(share._values) == 1  # the fourth distinct value cleared the first three
     again = tuple("ab")
     assert share(again) is again
+
+
+def _walked(procs, pid):
+    """The lineage read afresh from the table's entries (no remembered answers)."""
+    entries = procs._procs
+    me = entries.get(pid)
+    if me is None or me.ppid is None:
+        return (None, [], False)
+    ancestry, seen, ppid = [], {pid}, me.ppid
+    while ppid and ppid not in seen:
+        if len(ancestry) >= procs.ancestry_depth or ppid not in entries:
+            return (me.ppid, ancestry, False)
+        parent = entries[ppid]
+        ancestry.append({"pid": parent.pid, "comm": parent.comm, "exe": parent.exe})
+        seen.add(ppid)
+        ppid = parent.ppid
+    return (me.ppid, ancestry, True)
+
+
+def test_remembered_lineages_answer_as_a_fresh_walk_through_forks_execs_reuse_and_eviction(tmp_path):
+    procs = table(tmp_path, max_processes=40, ancestry_depth=4)
+    rng = random.Random(11)
+    procs.put(ProcessInfo(1, 0, "init", "/sbin/init"))
+    for step in range(20000):
+        pid = rng.randrange(2, 60)
+        action = rng.randrange(6)
+        if action == 0:
+            procs.on_fork(rng.choice([1, *list(procs._procs)[-8:]]), pid, rng.choice([0, CLONE_PARENT]), "sh")
+        elif action == 1:
+            procs.on_exec(pid, f"c{step % 7}", f"/bin/c{step % 5}", ("c",))
+        elif action == 2:
+            procs.on_exit(pid)
+        elif action == 3:
+            procs.put(ProcessInfo(pid, rng.randrange(0, 60), "p", None))
+        for asked in (pid, *rng.sample(range(1, 60), 3)):
+            got = procs.lineage(asked)
+            assert (got.ppid, got.ancestry, got.complete) == _walked(procs, asked), (step, asked)
