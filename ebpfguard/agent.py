@@ -503,6 +503,12 @@ class Agent:
                 return self.probes.lineage_counts()
         return None
 
+    def wake_for_late_alerts(self) -> None:
+        """Called (from any thread) when late alerts may be ready: the detection worker asks
+        for them now; without a worker the main loop asks at every turn anyway."""
+        if self.worker is not None:
+            self.worker.wake()
+
     def collect_late_alerts(self) -> None:
         """Write the alerts found off the hot path since the last call: the detection
         worker's (which also polls for late ones), or else the late ones themselves."""
