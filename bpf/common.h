@@ -128,30 +128,66 @@ static __always_inline u64 budget_of(u64 lineage_cgroup_id, u64 cgroup_id)
 }
 
 /* Records that can raise an alert (an exec's result, a flow the prefilter kept, a GPU open,
- * escape and tamper) wake the reader at once; bulk ones (fork, exit, socket, connect, an
- * exec's arguments, which its result follows) wait for its next drain, so a storm costs no
- * wakeup per record. Forced: the adaptive default wakes only a reader that has consumed
- * everything before, which a bulk record just ahead defeats. */
-static __always_inline u64 wakeup_flags(u32 kind)
+ * escape and tamper) wake the reader; bulk ones (fork, exit, socket, connect, an exec's
+ * arguments, which its result follows) wait for its next drain, so a storm costs no wakeup
+ * per record. */
+static __always_inline int wakes_reader(u32 kind)
 {
-	if (kind == EVENT_EXEC || kind == EVENT_FLOW || kind == EVENT_OPEN || kind == EVENT_ESCAPE
-	    || kind == EVENT_TAMPER)
-		return BPF_RB_FORCE_WAKEUP;
-	return BPF_RB_NO_WAKEUP;
+	return kind == EVENT_EXEC || kind == EVENT_FLOW || kind == EVENT_OPEN || kind == EVENT_ESCAPE
+	       || kind == EVENT_TAMPER;
+}
+
+/* A wakeup is an irq_work, which raises a self-IPI: 15 us per exec on a VM, paid whether or
+ * not anyone sleeps. So the reader (ebpfguard/kernel/ringbuf.py) sets this flag just before it
+ * sleeps in epoll, and clears it when it wakes; a record that wakes the reader is committed
+ * without a wakeup, and the first program to find the flag set after that takes it (an atomic
+ * exchange: one wakeup per sleep) and wakes the reader with an empty record it discards
+ * (readers skip discarded records). The commit and the exchange are full barriers, and the
+ * reader looks at the rings after setting the flag (behind a barrier of its own): either it
+ * sees the record and does not sleep, or the program sees the flag. Where the agent reads the
+ * rings through libbpf (READER_WAKE_ALWAYS, not x86), every such record wakes it, as before. */
+BPF_F_TABLE("array", u32, u64, reader_asleep, 1, BPF_F_MMAPABLE);
+
+static __always_inline void wake_reader(u32 family)
+{
+	u32 zero = 0;
+	u64 *asleep = reader_asleep.lookup(&zero);
+
+	if (!asleep || !__sync_lock_test_and_set(asleep, 0))
+		return;
+	if (family == PROBE_EXEC || family == PROBE_PROC || family == PROBE_ESCAPE || family == PROBE_TAMPER) {
+		u64 *mark = exec_events.ringbuf_reserve(sizeof(u64));
+		if (mark)
+			exec_events.ringbuf_discard(mark, BPF_RB_FORCE_WAKEUP);
+	} else {
+		u64 *mark = events.ringbuf_reserve(sizeof(u64));
+		if (mark)
+			events.ringbuf_discard(mark, BPF_RB_FORCE_WAKEUP);
+	}
 }
 
 /* Every record starts with its event_header: a lost one is charged to its cgroup. */
 static __always_inline void submit(void *record, u64 size, u32 family)
 {
-	u64 flags = wakeup_flags(((struct event_header *)record)->kind);
+	int wakes = wakes_reader(((struct event_header *)record)->kind);
+#ifdef READER_WAKE_ALWAYS
+	u64 flags = wakes ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+#else
+	u64 flags = BPF_RB_NO_WAKEUP;
+#endif
 	long err;
 
 	if (family == PROBE_EXEC || family == PROBE_PROC || family == PROBE_ESCAPE || family == PROBE_TAMPER)
 		err = exec_events.ringbuf_output(record, size, flags);
 	else
 		err = events.ringbuf_output(record, size, flags);
-	if (err == 0)
+	if (err == 0) {
+#ifndef READER_WAKE_ALWAYS
+		if (wakes)
+			wake_reader(family);
+#endif
 		return;
+	}
 	count_lost(family);
 	struct cgroup_count_key key = {
 		.cgroup_id = ((struct event_header *)record)->cgroup_id, .kind = family,
