@@ -12,7 +12,7 @@ import socket
 import sys
 import threading
 import time
-from typing import Callable, Mapping, Optional, TextIO
+from typing import Callable, Mapping, Optional, Sequence, TextIO
 
 from ebpfguard.clock import BootClock
 from ebpfguard.control import ControlServer
@@ -39,7 +39,7 @@ from ebpfguard.outputs.process import OutputProcess
 from ebpfguard.outputs.runner_access import RunnerAccess, parse_grants
 from ebpfguard.outputs.runner_service import register_runner_operations
 from ebpfguard.outputs.sdnotify import Notifier
-from ebpfguard.outputs.sinks import FanOut, JsonLinesSink, Sink
+from ebpfguard.outputs.sinks import FanOut, HeldUntilTurnEnd, JsonLinesSink, Sink
 from ebpfguard.outputs.stats import PipelineStats, RateLimitedWarnings
 from ebpfguard.enrich.wire.dns import DnsParseError
 from ebpfguard.respond.config import ResponseConfig
@@ -51,7 +51,7 @@ Detect = Callable[[dict], list]
 # finish its queue: SIGTERM ends the agent within a second whatever it holds.
 SHUTDOWN_DRAIN_S = 0.2
 SHUTDOWN_DETECT_S = 0.3
-# What on_record answers the ring buffer to end a drain early.
+# What on_records answers the ring buffer to end a drain early.
 STOP_DRAIN = -1
 
 # Kinds whose detection raises most alerts (the probes wake the agent for their records):
@@ -127,55 +127,107 @@ class Pipeline:
         self.stats.count_action(event["action"], str(event.get("rule")), sandbox, event["outcome"])
 
     def on_record(self, raw: bytes) -> Optional[int]:
-        """Handle one record; STOP_DRAIN once the agent is stopping and its drain time is up."""
-        started = time.monotonic()
-        if self.drain_deadline is not None and started > self.drain_deadline:
-            self.stats.drop("drain", "shutdown")
+        """Handle one record (see on_records)."""
+        return self.on_records((raw,))
+
+    def on_records(self, raws: Sequence[bytes]) -> Optional[int]:
+        """Handle a drain's records, in order; STOP_DRAIN once the agent is stopping and its
+        drain time is up (the records are then dropped, counted).
+
+        Stage by stage over the batch, not record by record: decode them all, then build
+        their events, then write those, then account for them and hand them to detection.
+        Each stage's code and data stay in the CPU's caches across the batch, which costs a
+        fifth less CPU per event than running every stage for each record in turn
+        (bench/pipeline_cpu.py). The order of records, of events and of their lines is
+        kept; state updates (a fork, an exec's arguments) come in the enrich stage, in
+        record order, before the events that follow them are built."""
+        if self.drain_deadline is not None and time.monotonic() > self.drain_deadline:
+            self.stats.drop("drain", "shutdown", len(raws))
             return STOP_DRAIN
-        stage = "decode"
-        try:
-            record = decode(raw)
-            stage = "enrich"
-            updates_state = self._updates_state.get(type(record))
-            if updates_state is not None:
-                updates_state(record)
-                return
-            event = self._to_event[type(record)](record)
-            self.emit(event, record.hdr.ktime_ns)
-        except DecodeError as exc:
-            self.stats.drop("decode", "malformed")
-            self.warnings.warn("decode", f"undecodable record dropped: {exc}")
-        except DnsParseError as exc:
-            self.stats.drop("enrich", "dns_malformed")
-            self.warnings.warn("dns", f"malformed DNS packet skipped: {exc}")
-        except Exception as exc:  # noqa: BLE001 - one bad event must not stop the agent
-            self.stats.drop(stage, "error")
-            self.warnings.warn(stage, f"event dropped in {stage}: {type(exc).__name__}: {exc}")
-        finally:
-            if time.monotonic() - started > self.event_budget_s:
-                self.stats.overrun("pipeline")
+        self.emit_all(self._enrich_all(self._decode_all(raws)))
         return None
+
+    def _decode_all(self, raws: Sequence[bytes]) -> list:
+        records = []
+        for raw in raws:
+            try:
+                records.append(decode(raw))
+            except DecodeError as exc:
+                self.stats.drop("decode", "malformed")
+                self.warnings.warn("decode", f"undecodable record dropped: {exc}")
+            except Exception as exc:  # noqa: BLE001 - one bad record must not stop the agent
+                self.stats.drop("decode", "error")
+                self.warnings.warn("decode", f"record dropped in decode: {type(exc).__name__}: {exc}")
+        return records
+
+    def _enrich_all(self, records: list) -> list[tuple[dict, Optional[int]]]:
+        """Each record's event (with its kernel time) or its state update; a record whose
+        enrichment runs past the event budget is counted as an overrun."""
+        events = []
+        updates_state, to_event = self._updates_state.get, self._to_event
+        budget_s = self.event_budget_s
+        mark = time.monotonic()
+        for record in records:
+            try:
+                update = updates_state(type(record))
+                if update is not None:
+                    update(record)
+                else:
+                    events.append((to_event[type(record)](record), record.hdr.ktime_ns))
+            except DnsParseError as exc:
+                self.stats.drop("enrich", "dns_malformed")
+                self.warnings.warn("dns", f"malformed DNS packet skipped: {exc}")
+            except Exception as exc:  # noqa: BLE001 - one bad event must not stop the agent
+                self.stats.drop("enrich", "error")
+                self.warnings.warn("enrich", f"event dropped in enrich: {type(exc).__name__}: {exc}")
+            now = time.monotonic()
+            if now - mark > budget_s:
+                self.stats.overrun("pipeline")
+            mark = now
+        return events
 
     def emit(self, event: dict, ktime_ns: Optional[int]) -> None:
         """Write an event and pass it on to detection. `ktime_ns` is the kernel timestamp of
         its record, for the latency histogram; None for events not from the kernel (NVML)."""
-        label = self.sandboxes.observe(event["kind"], event["sandbox"]["name"], event["process"]["pid"])
-        written = self.sink.write(event)
-        if written:
+        self.emit_all([(event, ktime_ns)])
+
+    def emit_all(self, events: list[tuple[dict, Optional[int]]]) -> None:
+        """Write events (with their records' kernel times, or None), then count them and
+        pass them on to detection, each stage over them all (see on_records)."""
+        if not events:
+            return
+        write = self.sink.write
+        written = []
+        for event, _ in events:
+            try:
+                written.append(write(event))
+            except Exception as exc:  # noqa: BLE001 - as for any one event
+                written.append(False)
+                self.stats.drop("output", "error")
+                self.warnings.warn("output", f"writing a {event.get('kind')} event failed: {type(exc).__name__}: {exc}")
+        if any(written):
             self.last_event_time = time.time()
-        latency_s = (self.now_ktime_ns() - ktime_ns) / 1e9 if written and ktime_ns is not None else None
-        self.stats.count_event(event["kind"], label, latency_s)
-        if self.responder is not None:
-            self.responder.observe(event)
-        if self.relays is not None:
-            self.relays.observe(event)
-        if self.detect is not None:
+        now_ns = self.now_ktime_ns()
+        observe, count_event = self.sandboxes.observe, self.stats.count_event
+        detected_kinds = self._detected_kinds
+        for (event, ktime_ns), was_written in zip(events, written):
             kind = event["kind"]
-            detected = self._detected_kinds.get(kind)
-            if detected is None:
-                detected = self._detected_kinds[kind] = self.detects(kind)
-            if detected:
-                self.submit(event)
+            try:
+                label = observe(kind, event["sandbox"]["name"], event["process"]["pid"])
+                count_event(kind, label, (now_ns - ktime_ns) / 1e9 if was_written and ktime_ns is not None else None)
+                if self.responder is not None:
+                    self.responder.observe(event)
+                if self.relays is not None:
+                    self.relays.observe(event)
+                if self.detect is not None:
+                    detected = detected_kinds.get(kind)
+                    if detected is None:
+                        detected = detected_kinds[kind] = self.detects(kind)
+                    if detected:
+                        self.submit(event)
+            except Exception as exc:  # noqa: BLE001 - as for any one event
+                self.stats.drop("output", "error")
+                self.warnings.warn("output", f"accounting for a {kind} event failed: {type(exc).__name__}: {exc}")
 
     def detect_and_write(self, event: dict) -> None:
         """Detection inline: run it on one event and write the alerts it raises."""
@@ -250,9 +302,10 @@ class Agent:
         )
         lines = JsonLinesSink.open(output, self.stats, config["output"])
         self.sink: Sink = lines
-        # Each sandbox's recent history, for `report` and the runner client.
+        # Each sandbox's recent history, for `report` and the runner client: written at the
+        # end of each turn of the loop, before the control socket is served.
         self.history = SandboxHistory(HistoryBounds.from_config(config["history"]))
-        self.sink = FanOut(self.sink, self.history)
+        self.sink = FanOut(self.sink, HeldUntilTurnEnd(self.history))
         if socket_path is not None:
             viewers = EventSocket.open(socket_path, self.stats, config["viewer"]["buffer_bytes"],
                                        config["viewer"]["max_viewers"])
@@ -320,7 +373,7 @@ class Agent:
         # The detection worker and the main loop share the interpreter lock: a thread waiting
         # for it gets it within this time, so an alert found beside a busy drain goes out soon.
         sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
-        probes = ProbeSet.load(self.config, self.cgroup_root, self.pipeline.on_record)
+        probes = ProbeSet.load(self.config, self.cgroup_root, self.pipeline.on_records)
         release_compiler_pages()  # the compiler has done its work: its ~80 MiB go back
         with self._probes_lock:
             self.probes = probes
@@ -449,6 +502,12 @@ class Agent:
             if self.probes is not None:
                 return self.probes.lineage_counts()
         return None
+
+    def wake_for_late_alerts(self) -> None:
+        """Called (from any thread) when late alerts may be ready: the detection worker asks
+        for them now; without a worker the main loop asks at every turn anyway."""
+        if self.worker is not None:
+            self.worker.wake()
 
     def collect_late_alerts(self) -> None:
         """Write the alerts found off the hot path since the last call: the detection

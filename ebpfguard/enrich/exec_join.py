@@ -127,6 +127,9 @@ def argv_anomalies(asked: Optional[ExecArgsRecord], rec: ExecRecord, from_stack:
     * `stack_held_back`: the sandbox spent its budget of stack reads (it execs huge command
       lines in a loop): argv is what entry read, and the summary counts it.
     """
+    if not (rec.stack_argv or rec.stack_unreadable or rec.stack_truncated or rec.stack_held_back
+            or (asked is not None and (asked.argv_truncated or asked.argv_unreadable))):
+        return []  # the usual exec: argv read whole at entry, nothing read from the stack
     found = set()
     if asked is not None:
         if asked.argv_truncated:

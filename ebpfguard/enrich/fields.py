@@ -18,13 +18,10 @@ def text(raw: bytes) -> str:
 def argv_fields(argv: tuple[bytes, ...]) -> dict:
     """`argv` as strings, plus `argv_b64` (each element's exact bytes) when any element is
     not valid UTF-8, so the escaped form never hides what was really passed."""
-    out: dict = {"argv": [text(a) for a in argv]}
     try:
-        for a in argv:
-            a.decode("utf-8")
+        return {"argv": [a.decode("utf-8") for a in argv]}  # the usual case: one strict pass
     except UnicodeDecodeError:
-        out["argv_b64"] = [base64.b64encode(a).decode("ascii") for a in argv]
-    return out
+        return {"argv": [text(a) for a in argv], "argv_b64": [base64.b64encode(a).decode("ascii") for a in argv]}
 
 
 def address_text(raw: bytes) -> str:

@@ -209,21 +209,27 @@ class ProcessTable:
         return cached
 
     def _from_parent(self, pid: int) -> Optional[Lineage]:
-        """The lineage as the walk would find it, from the parent's remembered one: the parent
-        in front, cut at the depth bound. None when the parent's is not remembered, or the walk
-        could end otherwise (the parent has no known ppid, or the process is its own ancestor)."""
+        """The lineage as the walk would find it, from the parent's (remembered for the next
+        child): the parent in front, cut at the depth bound. None when the walk could end
+        otherwise (the parent is not in the table or has no known ppid, the process is its
+        own ancestor)."""
         me = self._procs.get(pid)
-        if me is None or not me.ppid:
+        if me is None or not me.ppid or me.ppid == pid:
             return None
         ppid = me.ppid
+        procs = self._procs
+        if ppid not in procs:
+            return None
+        procs.move_to_end(pid)
         above = self._lineages.get(ppid)
-        if above is None or above.ppid is None or ppid not in self._procs:
+        if above is None:
+            # Its children will ask again (a storm's parent forks thousands): remembered.
+            above = self._lineages[ppid] = self._walk_lineage(ppid)
+            if procs.get(pid) is not me or ppid not in procs:  # the walk read /proc and evicted
+                return None
+        if above.ppid is None or any(parent["pid"] == pid for parent in above.ancestry):
             return None
         ancestry = above.ancestry
-        if any(parent["pid"] == pid for parent in ancestry):
-            return None
-        procs = self._procs
-        procs.move_to_end(pid)
         for parent in ancestry:  # the walk would have looked each one up: keep them as recent
             procs.move_to_end(parent["pid"])
         parent = procs[ppid]

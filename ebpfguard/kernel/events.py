@@ -376,22 +376,33 @@ def _header(f: tuple) -> Header:
     return Header(f[0], f[1], f[4], f[5], f[6], comm if end < 0 else comm[:end], f[2])
 
 
+_ARGV_BUF_LEN, _ARGV_MAX_ARGS = C["ARGV_BUF_LEN"], C["ARGV_MAX_ARGS"]
+_ARGV_TRUNCATED, _FILENAME_TRUNCATED = C["EXEC_ARGV_TRUNCATED"], C["EXEC_FILENAME_TRUNCATED"]
+_VIA_EXECVEAT, _ARGV_UNREADABLE = C["EXEC_VIA_EXECVEAT"], C["EXEC_ARGV_UNREADABLE"]
+_FILENAME_UNREADABLE = C["EXEC_FILENAME_UNREADABLE"]
+_STACK_ARGV, _STACK_TRUNCATED = C["EXEC_STACK_ARGV"], C["EXEC_STACK_TRUNCATED"]
+_STACK_UNREADABLE, _STACK_HELD_BACK = C["EXEC_STACK_UNREADABLE"], C["EXEC_STACK_HELD_BACK"]
+_EXEC_ARGS_AT = _EXEC_ARGS_FIXED.size
+
+
 def _exec_args(data: bytes) -> ExecArgsRecord:
     f = _unpack(_EXEC_ARGS_FIXED, data, "exec args")
     argc, flags, args_size, filename = f[8], f[9], f[10], f[12]
-    end = _EXEC_ARGS_FIXED.size + args_size
-    if args_size > C["ARGV_BUF_LEN"] or len(data) < end:
+    end = _EXEC_ARGS_AT + args_size
+    if args_size > _ARGV_BUF_LEN or len(data) < end:
         raise DecodeError(f"exec args record of {len(data)} bytes claims {args_size} bytes of args")
-    args = data[_EXEC_ARGS_FIXED.size : end].split(b"\0")
+    args = data[_EXEC_ARGS_AT:end].split(b"\0")
+    end = filename.find(b"\0")
+    # Positional, in the record's field order (this runs for every exec).
     return ExecArgsRecord(
         _header(f),
-        _cstr(filename),
-        tuple(args[: min(argc, len(args) - 1, C["ARGV_MAX_ARGS"])]),
-        argv_truncated=bool(flags & C["EXEC_ARGV_TRUNCATED"]),
-        filename_truncated=bool(flags & C["EXEC_FILENAME_TRUNCATED"]),
-        via_execveat=bool(flags & C["EXEC_VIA_EXECVEAT"]),
-        argv_unreadable=bool(flags & C["EXEC_ARGV_UNREADABLE"]),
-        filename_unreadable=bool(flags & C["EXEC_FILENAME_UNREADABLE"]),
+        filename if end < 0 else filename[:end],
+        tuple(args[: min(argc, len(args) - 1, _ARGV_MAX_ARGS)]),
+        bool(flags & _ARGV_TRUNCATED),
+        bool(flags & _FILENAME_TRUNCATED),
+        bool(flags & _VIA_EXECVEAT),
+        bool(flags & _ARGV_UNREADABLE),
+        bool(flags & _FILENAME_UNREADABLE),
     )
 
 
@@ -399,11 +410,8 @@ def _exec(data: bytes) -> ExecRecord:
     f = _unpack(_EXEC, data, "exec")
     retval, flags, stack_argc, stack_size = f[8:12]
     return ExecRecord(
-        _header(f), retval,
-        stack_argv=bool(flags & C["EXEC_STACK_ARGV"]), stack_argc=stack_argc, stack_size=stack_size,
-        stack_truncated=bool(flags & C["EXEC_STACK_TRUNCATED"]),
-        stack_unreadable=bool(flags & C["EXEC_STACK_UNREADABLE"]),
-        stack_held_back=bool(flags & C["EXEC_STACK_HELD_BACK"]),
+        _header(f), retval, bool(flags & _STACK_ARGV), stack_argc, stack_size,
+        bool(flags & _STACK_TRUNCATED), bool(flags & _STACK_UNREADABLE), bool(flags & _STACK_HELD_BACK),
     )
 
 

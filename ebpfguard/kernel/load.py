@@ -290,13 +290,15 @@ class ProbeSet:
     _lineage_epoch: int = 0  # userspace's slot of lineage_epoch
     # The rings, read from their mapped pages (kernel/ringbuf.py); None where libbpf reads them.
     rings: Optional[RingSet] = None
-    _on_record: Optional[Callable[[bytes], Optional[int]]] = None
+    _on_records: Optional[Callable[[list[bytes]], Optional[int]]] = None
     _stop_at: int = 0  # delivered count at which the current drain stops
+    _batch: list[bytes] = field(default_factory=list)  # libbpf's deliveries of the current drain
 
     @classmethod
-    def load(cls, config: Mapping, cgroup_root: str, on_record: Callable[[bytes], Optional[int]],
+    def load(cls, config: Mapping, cgroup_root: str, on_records: Callable[[list[bytes]], Optional[int]],
              helper_allowed: Callable[[int, int, int], bool] = features.helper_allowed) -> "ProbeSet":
-        """Compile and attach every probe family; records go to `on_record` on drain().
+        """Compile and attach every probe family; records go to `on_records` on drain(), a
+        ring's batch at a time (a negative answer ends the drain).
         `helper_allowed` says which helpers the kernel offers (a stand-in that refuses some
         builds the fallbacks of older kernels)."""
         from bcc import BPF, BPFAttachType  # the distro's python3-bpfcc: unit tests need no bcc
@@ -326,7 +328,7 @@ class ProbeSet:
             probes.close()
             raise ProbeError(f"attaching cgroup programs to {cgroup_root} failed: {exc}") from None
 
-        probes._on_record = on_record
+        probes._on_records = on_records
         if RingReader.supported():
             try:
                 probes.rings = RingSet([RingReader(bpf[ring].map_fd, bpf[ring].max_entries) for ring in RINGS],
@@ -338,10 +340,10 @@ class ProbeSet:
 
         def deliver(_ctx, data, size):
             probes.delivered += 1
-            stop = on_record(ctypes.string_at(data, size))
+            probes._batch.append(ctypes.string_at(data, size))
             # A negative return makes libbpf stop consuming (this record counts as consumed):
-            # at the drain's bound, or when the agent is stopping (see Pipeline.on_record).
-            return -1 if (stop is not None and stop < 0) or probes.delivered >= probes._stop_at else 0
+            # at the drain's bound.
+            return -1 if probes.delivered >= probes._stop_at else 0
 
         for ring in RINGS:  # one bcc ring-buffer manager polls them all
             bpf[ring].open_ring_buffer(deliver)
@@ -355,7 +357,7 @@ class ProbeSet:
         forever (libbpf consumes until a ring is empty)."""
         if self.rings is not None:
             self.rings.wait(wait_ms)
-            handed = self.rings.read(self._on_record, max_records)
+            handed = self.rings.read(self._on_records, max_records)
             self.delivered += handed
             return handed
         before = self.delivered
@@ -363,6 +365,9 @@ class ProbeSet:
         self.bpf.ring_buffer_poll(wait_ms)
         if self.delivered < self._stop_at:
             self.bpf.ring_buffer_consume()
+        batch, self._batch = self._batch, []
+        if batch:
+            self._on_records(batch)
         return self.delivered - before
 
     def lost(self) -> dict[str, int]:

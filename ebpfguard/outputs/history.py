@@ -51,6 +51,8 @@ def _bounded_put(table: OrderedDict, key, value, limit: int, evicted: Counter, w
 
 
 def _short_argv(argv: Iterable, limit: int) -> tuple[list[str], bool]:
+    if type(argv) is list and set(map(type, argv)) <= {str} and sum(map(len, argv)) <= limit:
+        return list(argv), False  # the usual command line: short, all text
     out, used = [], 0
     for arg in argv:
         arg = str(arg)
@@ -142,12 +144,21 @@ class SandboxRecord:
         process = event.get("process") or {}
         if event.get("retval") not in (0, None):
             return  # a failed exec changed nothing about the process
-        entry = self._process_entry(process)
-        if entry is None:
+        pid = process.get("pid")
+        if not isinstance(pid, int):
             return
-        self.live.add(entry["pid"])
-        entry.update(comm=process.get("comm"), exe=process.get("exe"), ppid=process.get("ppid", entry["ppid"]))
-        entry["argv"], entry["argv_cut"] = _short_argv(process.get("argv") or [], self.bounds.argv_chars)
+        argv, cut = _short_argv(process.get("argv") or [], self.bounds.argv_chars)
+        entry = self.processes.get(pid)
+        if entry is None:  # most execs follow a fork: the entry is made whole at once
+            entry = {"pid": pid, "ppid": process.get("ppid"), "comm": process.get("comm"), "exe": process.get("exe"),
+                     "argv": argv, "argv_cut": cut, "execs": 0, "exited": False, "exit_code": None,
+                     "first_time": None}
+            _bounded_put(self.processes, pid, entry, self.bounds.max_processes, self.evicted, "processes")
+        else:
+            self.processes.move_to_end(pid)
+            entry.update(comm=process.get("comm"), exe=process.get("exe"), ppid=process.get("ppid", entry["ppid"]))
+            entry["argv"], entry["argv_cut"] = argv, cut
+        self.live.add(pid)
         entry["execs"] += 1
         # A shell that execs its last command keeps its pid: the images it ran, the first and
         # the latest ones, show who started what.

@@ -31,7 +31,7 @@ def fallback_probes(cgroup_root):
     """Every probe family built as on a kernel whose hooks may not call the local-storage helpers."""
     records = []
     config = load_config(None)
-    probes = ProbeSet.load(config, str(cgroup_root), records.append, helper_allowed=lambda *_: False)
+    probes = ProbeSet.load(config, str(cgroup_root), records.extend, helper_allowed=lambda *_: False)
     yield probes, records
     probes.close()
 

@@ -9,7 +9,7 @@ import struct
 
 import pytest
 
-from ebpfguard.kernel.ringbuf import RingReader
+from ebpfguard.kernel.ringbuf import RingReader, RingSet
 
 PROGRAM = r"""
 BPF_RINGBUF_OUTPUT(ring, 1);
@@ -79,8 +79,7 @@ def test_every_committed_record_is_read_once_in_order_across_wraps(ring):
     for start in range(0, CALLS, BATCH):
         for _ in range(min(BATCH, CALLS - start)):
             getppid(110)  # SYS_getppid on x86-64, through syscall(2): no libc caching
-        handed, stopped = ring.read(records.append, 1 << 30)
-        assert not stopped
+        records += ring.read(1 << 30)
     assert not ring.pending()
     seqs = [struct.unpack_from("<Q", r)[0] for r in records]
     assert seqs == [seq for seq in range(CALLS) if seq % 3 != 2]
@@ -91,17 +90,32 @@ def test_every_committed_record_is_read_once_in_order_across_wraps(ring):
             assert record[16:] == bytes((seq + i) & 0xFF for i in range(200))
 
 
-def test_a_drain_stops_at_its_bound_and_when_the_consumer_asks(ring):
+def test_a_read_stops_at_its_bound_and_the_next_goes_on_from_there(ring):
     libc = ctypes.CDLL(None, use_errno=True)
     for _ in range(10):
         libc.syscall(110)
-    first: list[bytes] = []
-    assert ring.read(first.append, 2) == (2, False)
-    stopped_at: list[bytes] = []
-    assert ring.read(lambda r: stopped_at.append(r) or -1, 100) == (1, True)
-    rest: list[bytes] = []
-    assert ring.read(rest.append, 100) == (4, False)  # seqs 0..9 less the three discarded, less three read
-    seqs = [struct.unpack_from("<Q", r)[0] for r in first + stopped_at + rest]
+    first = ring.read(2)
+    second = ring.read(1)
+    rest = ring.read(100)  # seqs 0..9 less the three discarded, less three read
+    assert (len(first), len(second), len(rest)) == (2, 1, 4)
+    assert not ring.pending()
+    seqs = [struct.unpack_from("<Q", r)[0] for r in first + second + rest]
+    assert seqs == [0, 1, 3, 4, 6, 7, 9]
+
+
+def test_a_ring_set_hands_over_a_batch_and_stops_when_the_consumer_asks(ring):
+    libc = ctypes.CDLL(None, use_errno=True)
+    for _ in range(10):
+        libc.syscall(110)
+    batches: list[list[bytes]] = []
+    rings = RingSet([ring])
+    try:
+        assert rings.read(lambda batch: batches.append(batch) or -1, 5) == 5
+        assert rings.read(lambda batch: batches.append(batch), 100) == 2
+    finally:
+        rings.close()  # the reader's too: closing it again in the fixture does nothing
+    assert [len(b) for b in batches] == [5, 2]
+    seqs = [struct.unpack_from("<Q", r)[0] for b in batches for r in b]
     assert seqs == [0, 1, 3, 4, 6, 7, 9]
 
 
