@@ -26,7 +26,8 @@ END = "<!-- end cost -->"
 
 # Configurations in RESULTS.md -> the README's column headings, in the README's order.
 COLUMNS = {
-    "ebpfguard": "ebpfguard",
+    "ebpfguard": "ebpfguard, rate limit off",
+    "ebpfguard-shipped": "ebpfguard as shipped",
     "floor-unread": "probes, ring unread",
     "floor-empty": "probes, empty",
     "bpftrace": "bpftrace",

@@ -14,7 +14,7 @@ from bench.storms import bisect_rates, events_in_window, keeps_up, round_rate
 from bench.workloads import WORKLOADS, Run
 from ebpfguard.clock import rfc3339_ns
 
-CONFIGS = ("none", "ebpfguard", "floor-empty", "floor-unread", "bpftrace", "auditd")
+CONFIGS = ("none", "ebpfguard", "ebpfguard-shipped", "floor-empty", "floor-unread", "bpftrace", "auditd")
 
 
 def step(workload: str, rate: int, ops: float, events: float, lost: int, p99_ms: float) -> dict:
