@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ebpfguard.outputs.history import SandboxHistory
-from ebpfguard.outputs.sinks import HeldUntilTurnEnd, JsonLinesSink, to_json_bytes, to_json_line
+from ebpfguard.outputs.sinks import FanOut, HeldUntilTurnEnd, JsonLinesSink, to_json_bytes, to_json_line
 from ebpfguard.outputs.stats import PipelineStats
 
 
@@ -156,3 +156,18 @@ def test_a_sink_held_until_the_turn_ends_gets_the_turns_events_then_in_order():
                 "sandbox": {"name": "sandbox-a"}, "process": {"pid": 10}, "exit_code": 0})
     held.close()  # what is held is written before the sink closes
     assert history.get("sandbox-a").processes[10]["exited"] is True
+
+
+def test_a_batch_written_at_once_gives_the_same_lines_as_one_event_at_a_time():
+    events = [{"kind": "connect", "n": n, "argv": ["ü", "\x1b[2J"]} for n in range(3)] + [{"kind": "alert", "n": 3}]
+    one_by_one, batched = io.BytesIO(), io.BytesIO()
+    single = JsonLinesSink(one_by_one, PipelineStats())
+    for event in events:
+        assert single.write(event)
+    history = SandboxHistory()
+    fan_out = FanOut(JsonLinesSink(batched, PipelineStats()), HeldUntilTurnEnd(history))
+    assert fan_out.write_all(events) == [True] * 4
+    fan_out.flush_if_due()  # an alert in the batch: flushed at the turn's end
+    single.flush()
+    assert batched.getvalue() == one_by_one.getvalue()
+    assert batched.getvalue().isascii() and batched.getvalue().count(b"\n") == 4
