@@ -67,7 +67,6 @@ TRACEPOINT_PROBE(syscalls, sys_enter_socket)
 TRACEPOINT_PROBE(syscalls, sys_exit_socket)
 {
 	struct net_call *c = net_call(0);
-	struct socket_event e = {};
 
 	if (!c || !c->in_socket)
 		return 0;
@@ -76,6 +75,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_socket)
 	u64 lineage = lineage_remembered(&c->lineage, cgroup_id);
 	if (!bulk_admit(budget_of(lineage, cgroup_id), EVENT_SOCKET))
 		return 0;
+	struct socket_event e = {};
 	fill_header_in(&e.hdr, EVENT_SOCKET, lineage, cgroup_id);
 	e.family = c->family;
 	e.type = c->type;
