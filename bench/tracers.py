@@ -180,7 +180,7 @@ class Ebpfguard(ProcessTracer):
         stats = json.loads(summary.group(1))
         result.lost = sum(stats["lost"].values()) + sum(stats["dropped"].values())
         result.events, result.alerts = stats["events"], stats["alerts"]
-        result.detail = {"lost": stats["lost"], "dropped": stats["dropped"]}
+        result.detail = {"lost": stats["lost"], "dropped": stats["dropped"], "held_back": stats.get("held_back", 0)}
         return result
 
 

@@ -531,6 +531,7 @@ class Agent:
             "events": snap.events_written,
             "alerts": snap.alerts_written,
             "lost": snap.lost,
+            "held_back": sum(snap.held_back.values()),
             "dropped": {f"{stage}/{reason}": n for (stage, reason), n in snap.dropped.items()},
             "overruns": snap.overruns,
         }
