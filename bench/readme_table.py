@@ -26,7 +26,8 @@ END = "<!-- end cost -->"
 
 # Configurations in RESULTS.md -> the README's column headings, in the README's order.
 COLUMNS = {
-    "ebpfguard": "ebpfguard",
+    "ebpfguard": "ebpfguard, rate limit off",
+    "ebpfguard-shipped": "ebpfguard as shipped",
     "floor-unread": "probes, ring unread",
     "floor-empty": "probes, empty",
     "bpftrace": "bpftrace",
@@ -204,6 +205,14 @@ def alert_bullets(rows: dict[str, dict[str, str]], notes: list[str]) -> list[str
                                       if idle else "")]
 
 
+def shipped_bullet(rows: list[dict[str, str]]) -> str:
+    """The storms flat out through the agent as shipped, in a sentence."""
+    parts = [f"{row['storm']} {row['ops/s']} ops/s, {row['lost']} lost, {row['held back']} held back, "
+             f"event p99 {row['event p99 ms']} ms" for row in rows]
+    return ("**As shipped, storms flat out** (bulk records past 1,000 a second per sandbox and kind held "
+            f"back in the kernel, counted and summarised): {'; '.join(parts)}.")
+
+
 def render(markdown: str) -> str:
     """The README's Cost section (markers included) for a RESULTS.md."""
     all_sections = sections(markdown)
@@ -215,6 +224,7 @@ def render(markdown: str) -> str:
     storm_section = section(all_sections, "Storms", required=False)
     storms = table(storm_section)
     alert_section = section(all_sections, "Alert latency", required=False)
+    shipped = table(section(all_sections, "Storms flat out through the agent as shipped", required=False))
     footprint = [line[2:] for line in section(all_sections, "Footprint") if line.startswith("- ")]
     cost_table, parsed = cost_rows(costs)
     ours = losses["ebpfguard"]
@@ -231,6 +241,7 @@ def render(markdown: str) -> str:
            "counted; shipped, the limit holds a storm back in the kernel and summarises it)."
            if "rate limit off" in " ".join(cost_lines) else "."),
         *[f"**Paced storms**: {line}" for line in ramp],
+        *([shipped_bullet(shipped)] if shipped else []),
         *alert_lines,
         *[f"**Footprint**: {line}" for line in footprint],
     ]

@@ -83,7 +83,8 @@ def run_rounds(driver: Path, tracers: list[Tracer], rounds: int, seconds: float,
             record = {"round": r, "config": tracer.name, "runs": [asdict(x) for x in runs],
                       "settle_s": settled, "tracer": asdict(result)}
             if isinstance(tracer, Ebpfguard) and tracer.write_times:
-                record["latency_ns"] = latencies_by_window(tracer.write_times.lines(), runs)
+                if tracer.name == Ebpfguard.name:  # the latency figures are the rate-limit-off agent's
+                    record["latency_ns"] = latencies_by_window(tracer.write_times.lines(), runs)
                 tracer.output.unlink()  # large, and parsed already
             records.append(record)
             print(f"round {r} {tracer.name:<13} " + "  ".join(f"{x.workload} {x.ops_per_s:,.0f}/s" for x in runs)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 from bench.latency import latencies_by_window, latency_summary
-from bench.tracers import NO_RATE_LIMIT, Bpftrace, Ebpfguard
+from bench.tracers import NO_RATE_LIMIT, SHIPPED, Bpftrace, Ebpfguard
 from bench.workloads import WORKLOADS, Run, Workload, run_workload
 
 STORMS = ("connect", "refused", "exec")
@@ -59,10 +59,11 @@ def events_in_window(lines: Iterable[str], start_ns: int, end_ns: int) -> int:
     return count
 
 
-def run_step(driver: Path, base: Workload, rate: int, seconds: float, workdir: Path) -> dict:
-    """ebpfguard through one storm at `rate` ops/s (0: flat out); its backlog drained before it stops."""
+def run_step(driver: Path, base: Workload, rate: int, seconds: float, workdir: Path, shipped: bool = False) -> dict:
+    """ebpfguard through one storm at `rate` ops/s (0: flat out); its backlog drained before it
+    stops. The rate limit off, or `shipped`: the agent's default config."""
     workdir.mkdir(parents=True, exist_ok=True)
-    agent = Ebpfguard(config=NO_RATE_LIMIT)
+    agent = Ebpfguard(config=None if shipped else NO_RATE_LIMIT, name=SHIPPED if shipped else Ebpfguard.name)
     agent.start(workdir)
     try:
         run = run_workload(driver, Workload(base.name, base.driver, base.unit, rate, base.extra), seconds)
@@ -74,9 +75,10 @@ def run_step(driver: Path, base: Workload, rate: int, seconds: float, workdir: P
     agent.output.unlink()  # large, and parsed already
     step = {"workload": base.name, "target_rate": rate, "ops_per_s": run.ops_per_s,
             "events_per_s": len(latency["event"]) / run.seconds, "lost": result.lost,
+            "held_back": result.detail.get("held_back", 0), "shipped": shipped,
             "latency": latency_summary(latency["event"]), "alert_latency": latency_summary(latency["alert"])}
     step["keeps_up"] = keeps_up(step)
-    print(f"storm {base.name} rate {rate or 'max'}: {run.ops_per_s:,.0f} ops/s, {step['events_per_s']:,.0f} events/s, "
+    print(f"storm {base.name}{' (as shipped)' if shipped else ''} rate {rate or 'max'}: {run.ops_per_s:,.0f} ops/s, {step['events_per_s']:,.0f} events/s, "
           f"lost {result.lost}, event p99 {step['latency'].get('p99_ms', float('nan')):.1f} ms", flush=True)
     return step
 
@@ -104,8 +106,10 @@ def run_bpftrace(driver: Path, base: Workload, seconds: float, workdir: Path) ->
 
 def run_storms(driver: Path, seconds: float, bisect_steps: int, raw: Path, with_peers: bool = True) -> dict:
     """Every storm through ebpfguard (flat out, then bisected paced steps while it falls behind)
-    and, with peers, bpftrace flat out: {"steps": [...], "bpftrace": [...]}."""
+    and as shipped (its default config, flat out), and, with peers, bpftrace flat out:
+    {"steps": [...], "shipped": [...], "bpftrace": [...]}."""
     steps: list[dict] = []
+    shipped: list[dict] = []  # each storm flat out through the agent as shipped
     peers: list[dict] = []
     for name in STORMS:
         base = next(w for w in WORKLOADS if w.name == name)
@@ -119,6 +123,7 @@ def run_storms(driver: Path, seconds: float, bisect_steps: int, raw: Path, with_
             step = run_step(driver, base, rate, seconds, raw / "storms" / f"{name}-{rate}")
             steps.append(step)
             paced.append((rate, step["keeps_up"]))
+        shipped.append(run_step(driver, base, 0, seconds, raw / "storms" / f"{name}-shipped", shipped=True))
         if with_peers:
             peers.append(run_bpftrace(driver, base, seconds, raw / "storms" / f"{name}-bpftrace"))
-    return {"steps": steps, "bpftrace": peers}
+    return {"steps": steps, "shipped": shipped, "bpftrace": peers}

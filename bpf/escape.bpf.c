@@ -50,6 +50,7 @@ TRACEPOINT_PROBE(cgroup, cgroup_attach_task)
 			if (path_names_sandbox(scratch->path)) {
 				u8 yes = 1;
 				sandbox_cgroups.update(&dst, &yes);
+				lineage_epoch_bump();
 				known = 1;
 			}
 		}

@@ -58,6 +58,9 @@ enum probe_family {
 /* Counters of the lineage map (common.h), read by userspace: lineage_counts[LINEAGE_*]. */
 #define LINEAGE_INSERTS 0
 #define LINEAGE_DELETES 1
+/* Slots of lineage_epoch (common.h): changed by the probes, and by userspace. */
+#define LINEAGE_EPOCH_PROBES 0
+#define LINEAGE_EPOCH_USERSPACE 1
 
 /* exec_event.flags */
 #define EXEC_ARGV_TRUNCATED 0x1     /* more args, or longer ones, than the bounds above */

@@ -40,11 +40,15 @@ int cgroup__sock_create(struct bpf_sock *sk)
 	struct sock_owner *o = sock_owners.lookup(&slot);
 
 	if (o) {
+		u64 cgroup_id = bpf_get_current_cgroup_id();
+		struct net_call *c = net_call(0);  /* made by socket(2)'s entry (net.bpf.c) */
+		u64 lineage = c ? lineage_remembered(&c->lineage, cgroup_id) : lineage_of_current();
+
 		/* Cleared first, so that a reader of the slot sees no owner rather than a mix
 		 * of two sockets' (the compiler barriers keep the stores in this order). */
 		*(volatile u64 *)&o->cookie = 0;
 		asm volatile("" ::: "memory");
-		fill_header(&o->hdr, EVENT_FLOW);
+		fill_header_who(&o->hdr, EVENT_FLOW, lineage, cgroup_id);  /* timed when sent */
 		asm volatile("" ::: "memory");
 		*(volatile u64 *)&o->cookie = cookie;
 	}

@@ -22,6 +22,7 @@ struct net_call {
 	u8 in_socket;   /* inside socket(2) */
 	u8 in_connect;  /* inside connect(2); the hook also runs for connects no syscall made */
 	u8 connected;   /* the hook filled `connect` during this connect(2) */
+	struct lineage_memo lineage;   /* also read by cgroup/sock_create (flow.bpf.c) */
 };
 
 #ifdef HAVE_TASK_STORAGE
@@ -66,15 +67,16 @@ TRACEPOINT_PROBE(syscalls, sys_enter_socket)
 TRACEPOINT_PROBE(syscalls, sys_exit_socket)
 {
 	struct net_call *c = net_call(0);
-	struct socket_event e = {};
 
 	if (!c || !c->in_socket)
 		return 0;
 	c->in_socket = 0;
-	u64 lineage = lineage_of_current();
-	if (!bulk_admit(budget_of(lineage, bpf_get_current_cgroup_id()), EVENT_SOCKET))
+	u64 cgroup_id = bpf_get_current_cgroup_id();
+	u64 lineage = lineage_remembered(&c->lineage, cgroup_id);
+	if (!bulk_admit(budget_of(lineage, cgroup_id), EVENT_SOCKET))
 		return 0;
-	fill_header_as(&e.hdr, EVENT_SOCKET, lineage);
+	struct socket_event e = {};
+	fill_header_in(&e.hdr, EVENT_SOCKET, lineage, cgroup_id);
 	e.family = c->family;
 	e.type = c->type;
 	e.protocol = c->protocol;
@@ -109,10 +111,11 @@ static __always_inline void remember_connect(struct bpf_sock_addr *ctx, u16 fami
 		c->connected = 1;
 		return;
 	}
-	u64 lineage = lineage_of_current();
-	if (!connect_admit(family, e->daddr, budget_of(lineage, bpf_get_current_cgroup_id())))
+	u64 cgroup_id = bpf_get_current_cgroup_id();
+	u64 lineage = c ? lineage_remembered(&c->lineage, cgroup_id) : lineage_of_current();
+	if (!connect_admit(family, e->daddr, budget_of(lineage, cgroup_id)))
 		return;
-	fill_header_as(&e->hdr, EVENT_CONNECT, lineage);
+	fill_header_in(&e->hdr, EVENT_CONNECT, lineage, cgroup_id);
 	e->flags = CONNECT_OUTSIDE_SYSCALL;
 	submit(e, sizeof(*e), PROBE_NET);
 }
@@ -153,10 +156,11 @@ TRACEPOINT_PROBE(syscalls, sys_exit_connect)
 		return 0;
 	c->connected = 0;
 	struct connect_event *e = &c->connect;
-	u64 lineage = lineage_of_current();
-	if (!connect_admit(e->family, e->daddr, budget_of(lineage, bpf_get_current_cgroup_id())))
+	u64 cgroup_id = bpf_get_current_cgroup_id();
+	u64 lineage = lineage_remembered(&c->lineage, cgroup_id);
+	if (!connect_admit(e->family, e->daddr, budget_of(lineage, cgroup_id)))
 		return 0;
-	fill_header_as(&e->hdr, EVENT_CONNECT, lineage);
+	fill_header_in(&e->hdr, EVENT_CONNECT, lineage, cgroup_id);
 	e->retval = args->ret;
 	e->flags = 0;
 	submit(e, sizeof(*e), PROBE_NET);

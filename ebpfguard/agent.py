@@ -39,7 +39,7 @@ from ebpfguard.outputs.process import OutputProcess
 from ebpfguard.outputs.runner_access import RunnerAccess, parse_grants
 from ebpfguard.outputs.runner_service import register_runner_operations
 from ebpfguard.outputs.sdnotify import Notifier
-from ebpfguard.outputs.sinks import FanOut, HeldUntilTurnEnd, JsonLinesSink, Sink
+from ebpfguard.outputs.sinks import FanOut, HeldUntilTurnEnd, JsonLinesSink, Sink, write_all
 from ebpfguard.outputs.stats import PipelineStats, RateLimitedWarnings
 from ebpfguard.enrich.wire.dns import DnsParseError
 from ebpfguard.respond.config import ResponseConfig
@@ -196,15 +196,12 @@ class Pipeline:
         pass them on to detection, each stage over them all (see on_records)."""
         if not events:
             return
-        write = self.sink.write
-        written = []
-        for event, _ in events:
-            try:
-                written.append(write(event))
-            except Exception as exc:  # noqa: BLE001 - as for any one event
-                written.append(False)
-                self.stats.drop("output", "error")
-                self.warnings.warn("output", f"writing a {event.get('kind')} event failed: {type(exc).__name__}: {exc}")
+        try:
+            written = write_all(self.sink, [event for event, _ in events])
+        except Exception as exc:  # noqa: BLE001 - the events are still counted and detected
+            written = [False] * len(events)
+            self.stats.drop("output", "error", len(events))
+            self.warnings.warn("output", f"writing {len(events)} events failed: {type(exc).__name__}: {exc}")
         if any(written):
             self.last_event_time = time.time()
         now_ns = self.now_ktime_ns()
@@ -503,6 +500,12 @@ class Agent:
                 return self.probes.lineage_counts()
         return None
 
+    def wake_for_late_alerts(self) -> None:
+        """Called (from any thread) when late alerts may be ready: the detection worker asks
+        for them now; without a worker the main loop asks at every turn anyway."""
+        if self.worker is not None:
+            self.worker.wake()
+
     def collect_late_alerts(self) -> None:
         """Write the alerts found off the hot path since the last call: the detection
         worker's (which also polls for late ones), or else the late ones themselves."""
@@ -528,6 +531,7 @@ class Agent:
             "events": snap.events_written,
             "alerts": snap.alerts_written,
             "lost": snap.lost,
+            "held_back": sum(snap.held_back.values()),
             "dropped": {f"{stage}/{reason}": n for (stage, reason), n in snap.dropped.items()},
             "overruns": snap.overruns,
         }

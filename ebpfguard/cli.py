@@ -158,6 +158,8 @@ def run(config_path: Optional[Path], rule_files: tuple[Path, ...], output: Optio
         fail(f"cannot open {exc.filename or output}: {exc.strerror}")
     except ValueError as exc:  # an output's settings went bad since the config was read
         fail(f"{config_path}: {exc}")
+    # The executable scanner's verdicts wake the detection worker to collect their alerts.
+    engine.wake_on_late(agent.wake_for_late_alerts)
     server = None if metrics_address is None else _serve_metrics(agent, *metrics_address)
     try:
         agent.run()

@@ -135,6 +135,12 @@ class ControlServer:
                 pass  # dropped at the next serve()
         return True
 
+    def write_all(self, lines: list) -> list[bool]:
+        """write() for several lines (nothing to do while nobody watches)."""
+        if not self.clients:
+            return [True] * len(lines)
+        return [self.write(line) for line in lines]
+
     def flush_if_due(self, now: Optional[float] = None) -> None:
         """Streams are sent as they are written (part of the sink protocol)."""
 

@@ -16,7 +16,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import orjson
 
@@ -119,6 +119,11 @@ class DetectionEngine:
                 if not self._allowed(rule, event):
                     alerts.extend(self._unless_repeat(rule, finding, event))
         return alerts
+
+    def wake_on_late(self, wake: Callable[[], None]) -> None:
+        """`wake` is called, from any thread, whenever `poll` may have alerts."""
+        for _rule, instance in self._pollers:
+            instance.wake_on_late(wake)
 
     def _unless_repeat(self, rule: Rule, finding: Finding, event: Event) -> list[dict]:
         """The finding's alert, or nothing when the same one alerted within the window at this

@@ -139,6 +139,8 @@ class ExecutableScanner:
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._done: deque = deque()
         self._worker: Optional[threading.Thread] = None
+        # Called on the scanning thread after each verdict it adds to results().
+        self.on_result: Optional[Callable[[], None]] = None
 
     def submit(self, event: Event) -> bool:
         """Queue an exec for scanning; False (and counted) when the queue is full."""
@@ -183,6 +185,8 @@ class ExecutableScanner:
                 verdict = self.verdict_for(event)
                 if verdict is not None:
                     self._done.append((event, verdict))
+                    if self.on_result is not None:
+                        self.on_result()
             except Exception:  # noqa: BLE001 - one odd file must not stop the worker
                 log.exception("executable scan failed")
             finally:

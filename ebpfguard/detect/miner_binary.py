@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib.resources
 import os
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 from ebpfguard.detect.execinfo import exec_succeeded
 from ebpfguard.detect.exescan import ExecutableScanner, ScanVerdict, compile_rules
@@ -56,6 +56,10 @@ class MinerBinary(Detector):
         if self.scanner is not None and exec_succeeded(event):
             self.scanner.submit(event)
         return ()
+
+    def wake_on_late(self, wake: Callable[[], None]) -> None:
+        if self.scanner is not None:
+            self.scanner.on_result = wake
 
     def poll(self) -> Iterable[tuple[Event, Finding]]:
         """Findings for the scans finished since the last call, each with its exec event."""

@@ -60,6 +60,10 @@ class Detector:
         the event it is about; the engine calls this between events. Most detectors have none."""
         return ()
 
+    def wake_on_late(self, wake: Callable[[], None]) -> None:
+        """A detector with `poll` calls `wake` (from any thread) when poll has something new,
+        so that nobody needs to ask it over and over."""
+
 
 DETECTORS: dict[str, type[Detector]] = {}
 

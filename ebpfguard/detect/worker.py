@@ -29,8 +29,10 @@ import time
 from typing import Callable, Optional
 
 _STOP = object()
-# How often an idle worker asks `poll` for late alerts (findings that finish after their event).
-POLL_INTERVAL_S = 0.05
+# How often an idle worker asks `poll` for late alerts (findings that finish after their event)
+# when nothing woke it: a backstop, since whoever finds them calls `wake` (an idle agent should
+# not wake twenty times a second to ask).
+POLL_INTERVAL_S = 1.0
 # The shortest time between two hand-overs, unless a batch reaches HANDOFF_BATCH events.
 HANDOFF_INTERVAL_S = 0.005
 HANDOFF_BATCH = 256
@@ -110,6 +112,10 @@ class DetectWorker:
             self._urgent.append(urgent)
         if bulk:
             self._bulk.append(bulk)
+        self._wake.put(None)
+
+    def wake(self) -> None:
+        """Have the worker ask `poll` for late alerts now (from any thread)."""
         self._wake.put(None)
 
     def holds_back(self) -> bool:

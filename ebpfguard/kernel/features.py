@@ -20,6 +20,7 @@ REFUSED = (b"unknown func", b"cannot use helper", b"invalid func")
 
 # Program types (enum bpf_prog_type) and expected attach types (enum bpf_attach_type).
 PROG_TYPE_TRACEPOINT = 5
+PROG_TYPE_CGROUP_SKB = 8
 PROG_TYPE_CGROUP_SOCK_ADDR = 18
 ATTACH_CGROUP_INET4_CONNECT = 10
 
@@ -27,6 +28,7 @@ ATTACH_CGROUP_INET4_CONNECT = 10
 FUNC_MAP_LOOKUP_ELEM = 1
 FUNC_TASK_STORAGE_GET = 156
 FUNC_GET_CURRENT_TASK_BTF = 158
+FUNC_JIFFIES64 = 118
 
 
 class _ProgLoadAttr(ctypes.Structure):

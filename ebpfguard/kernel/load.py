@@ -8,11 +8,12 @@ from the rings' mapped pages (kernel/ringbuf.py) or, where that is not safe, by 
 from __future__ import annotations
 
 import ctypes
+import gzip
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Optional
+from typing import Callable, Mapping, Optional, Sequence
 
 from ebpfguard.kernel import features
 from ebpfguard.kernel.events import BPF_DIR, C
@@ -163,6 +164,30 @@ def local_storage_flags(allowed: Callable[[int, int, int], bool] = features.help
     return flags
 
 
+def kernel_hz(config_files: Sequence[str] = ("/proc/config.gz", f"/boot/config-{os.uname().release}")) -> Optional[int]:
+    """The running kernel's CONFIG_HZ (jiffies a second), from the first of its build
+    configurations found (gzipped where named .gz); None where none is there."""
+    for path in config_files:
+        try:
+            with (gzip.open(path, "rt") if path.endswith(".gz") else open(path)) as config:
+                for line in config:
+                    if line.startswith("CONFIG_HZ="):
+                        return int(line.split("=", 1)[1])
+        except (OSError, ValueError, EOFError):
+            continue
+    return None
+
+
+def clock_flags(hz: Optional[int], allowed: Callable[[int, int, int], bool] = features.helper_allowed) -> list[str]:
+    """The rate limits' clock (bpf/ratelimit.bpf.c `bucket_clock`): jiffies, where the kernel's
+    HZ is known and every hook that sends bulk records may read them (Linux 5.5)."""
+    hooks = ((features.PROG_TYPE_TRACEPOINT, 0), (features.PROG_TYPE_CGROUP_SKB, 0),
+             (features.PROG_TYPE_CGROUP_SOCK_ADDR, features.ATTACH_CGROUP_INET4_CONNECT))
+    if hz and 0 < hz <= 10_000 and all(allowed(t, features.FUNC_JIFFIES64, a) for t, a in hooks):
+        return [f"-DJIFFY_NS={1_000_000_000 // hz}"]
+    return []
+
+
 def compile_flags(config: Mapping, tracefs: str, btf: str = "/sys/kernel/btf/vmlinux",
                   agent_pid: Optional[int] = None,
                   helper_allowed: Callable[[int, int, int], bool] = features.helper_allowed) -> list[str]:
@@ -192,6 +217,7 @@ def compile_flags(config: Mapping, tracefs: str, btf: str = "/sys/kernel/btf/vml
     if config.get("response", {}).get("mode") == "enforce":
         flags.append("-DRESPONSE_ENFORCE")
     flags += local_storage_flags(helper_allowed)
+    flags += clock_flags(kernel_hz(), helper_allowed)
     # libbpf's reader (where ours cannot run) does not say when it sleeps (bpf/common.h).
     if not RingReader.supported():
         flags.append("-DREADER_WAKE_ALWAYS")
@@ -261,6 +287,7 @@ class ProbeSet:
     # tracepoint perf fd or None, cgroup link or None).
     attachments: list[tuple[str, int, Optional[int], Optional[CgroupLink]]] = field(default_factory=list)
     _seeded: int = 0
+    _lineage_epoch: int = 0  # userspace's slot of lineage_epoch
     # The rings, read from their mapped pages (kernel/ringbuf.py); None where libbpf reads them.
     rings: Optional[RingSet] = None
     _on_records: Optional[Callable[[list[bytes]], Optional[int]]] = None
@@ -370,6 +397,7 @@ class ProbeSet:
         """Tell the kernel a cgroup is (in) a sandbox: processes found in it get a lineage."""
         table = self.bpf["sandbox_cgroups"]
         table[table.Key(cgroup_id)] = table.Leaf(1)
+        self._lineage_changed()
 
     def seed_lineage(self, pid: int, cgroup_id: int) -> None:
         """Give a process already running in a sandbox its lineage entry, if it has none."""
@@ -379,6 +407,13 @@ class ProbeSet:
             table[key] = table.Leaf(cgroup_id)
             # Counted with the kernel's inserts, so evictions stay inserts - deletes - live.
             self._seeded += 1
+            self._lineage_changed()
+
+    def _lineage_changed(self) -> None:
+        """Tasks forget the lineage they remembered (bpf/common.h lineage_epoch)."""
+        self._lineage_epoch += 1
+        table = self.bpf["lineage_epoch"]
+        table[table.Key(C["LINEAGE_EPOCH_USERSPACE"])] = table.Leaf(self._lineage_epoch)
 
     def lineage_counts(self) -> tuple[int, int, int]:
         """(entries inserted, entries deleted at exit, live entries) of the lineage map; what

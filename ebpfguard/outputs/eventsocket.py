@@ -105,6 +105,12 @@ class EventSocket:
                 viewer.enqueue(line)
         return True
 
+    def write_all(self, events: list) -> list[bool]:
+        """write() for several events (nothing to do while no viewer is connected)."""
+        if not self.viewers:
+            return [True] * len(events)
+        return [self.write(event) for event in events]
+
     def flush_if_due(self, now: Optional[float] = None) -> None:
         """Called every turn of the agent's loop: accept viewers and send what is queued."""
         self._accept()

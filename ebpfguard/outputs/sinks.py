@@ -54,13 +54,23 @@ def to_json_line(event: dict) -> str:
 
 
 class Sink(Protocol):
-    """Where the pipeline writes; the agent's loop calls flush_if_due every turn."""
+    """Where the pipeline writes; the agent's loop calls flush_if_due every turn. A sink may
+    also take a batch in one call (`write_all(events) -> list[bool]`, see write_all)."""
 
     def write(self, event: dict) -> bool: ...
 
     def flush_if_due(self, now: Optional[float] = None) -> None: ...
 
     def close(self) -> None: ...
+
+
+def write_all(sink: "Sink", events: list) -> list[bool]:
+    """Write events to a sink, in order, through its `write_all` where it has one (one call
+    for a drain's events, not one per event); whether each was written."""
+    batch = getattr(sink, "write_all", None)
+    if batch is not None:
+        return batch(events)
+    return [sink.write(event) for event in events]
 
 
 @dataclass(frozen=True)
@@ -153,6 +163,22 @@ class JsonLinesSink:
         self._holds_alert = self._holds_alert or event.get("kind") in ("alert", "action")
         return True
 
+    def write_all(self, events: list) -> list[bool]:
+        """write() for several events: their lines go to the stream in one write."""
+        if not events:
+            return []
+        lines = [to_json_bytes(event) for event in events]
+        self._last = (events[-1], lines[-1])
+        data = b"".join(lines)
+        try:
+            self.stream.write(data if self._binary else data.decode("ascii"))
+        except (OSError, ValueError):
+            self.stats.drop("output", "write_error", len(events))
+            return [False] * len(events)
+        self._pending += len(events)
+        self._holds_alert = self._holds_alert or any(event.get("kind") in ("alert", "action") for event in events)
+        return [True] * len(events)
+
     def flush_if_due(self, now: Optional[float] = None) -> None:
         now = time.monotonic() if now is None else now
         if self._pending and (self._holds_alert or now - self._last_flush >= self.flush_interval_s):
@@ -211,6 +237,10 @@ class HeldUntilTurnEnd:
         self._held.append(event)
         return True
 
+    def write_all(self, events: list) -> list[bool]:
+        self._held.extend(events)
+        return [True] * len(events)
+
     def release(self) -> None:
         """Write what is held, in order."""
         held, self._held = self._held, []
@@ -238,6 +268,13 @@ class FanOut:
         written = True
         for sink in self.sinks:
             written = sink.write(event) and written
+        return written
+
+    def write_all(self, events: list) -> list[bool]:
+        """The events to each sink in turn, a batch per sink; written where every sink took it."""
+        written = [True] * len(events)
+        for sink in self.sinks:
+            written = [a and b for a, b in zip(write_all(sink, events), written)]
         return written
 
     def flush_if_due(self, now: Optional[float] = None) -> None:

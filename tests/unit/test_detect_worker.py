@@ -92,6 +92,18 @@ def test_late_alerts_are_polled_on_the_worker_thread_too():
     assert worker.take_alerts() == [{"kind": "alert", "n": 1}]
 
 
+def test_a_wake_has_the_idle_worker_ask_for_late_alerts_at_once(monkeypatch):
+    import ebpfguard.detect.worker as worker_module
+
+    monkeypatch.setattr(worker_module, "POLL_INTERVAL_S", 3600.0)  # no backstop poll within the test
+    asked = threading.Event()
+    worker = DetectWorker(lambda event: [], max_queue=10, budget_s=60, on_overrun=lambda: None,
+                          on_full=lambda: None, poll=lambda: asked.set() or [])
+    worker.wake()
+    assert asked.wait(timeout=10)
+    worker.stop(timeout_s=10)
+
+
 def test_a_drain_is_handed_over_as_one_batch_in_event_order():
     seen = []
     worker = DetectWorker(lambda event: seen.append(event["n"]) or [], max_queue=100, budget_s=60,

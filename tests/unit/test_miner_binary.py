@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -128,7 +129,7 @@ def test_a_bad_hash_in_the_list_is_a_clear_error():
         MinerBinary(context_for("miner.binary", known_sha256=("abc",)))
 
 
-def test_live_engine_alerts_later_through_poll_on_a_user_rule_and_a_renamed_copy(tmp_path):
+def test_live_engine_wakes_its_caller_and_alerts_later_through_poll_on_a_user_rule_and_a_renamed_copy(tmp_path):
     """A real process, its executable read through /proc/<pid>/exe, a user's YARA file."""
     rule_file = tmp_path / "coreutils.yar"
     rule_file.write_text('rule test_coreutils_sleep { strings: $a = "GNU coreutils" $b = "nanosleep" '
@@ -136,6 +137,8 @@ def test_live_engine_alerts_later_through_poll_on_a_user_rule_and_a_renamed_copy
     user_rules = tmp_path / "user.yaml"
     user_rules.write_text(f"lists:\n  miner_yara_files: [{rule_file}]\n")
     engine = DetectionEngine(load_rules([user_rules]), None, read_file=ExecFiles(TimedReader(ProcessRootReader()), budget_s=5.0))
+    verdict_ready = threading.Event()
+    engine.wake_on_late(verdict_ready.set)
     renamed = tmp_path / "updater"
     shutil.copy(shutil.which("sleep"), renamed)
     child = subprocess.Popen([str(renamed), "5"])
@@ -143,11 +146,8 @@ def test_live_engine_alerts_later_through_poll_on_a_user_rule_and_a_renamed_copy
         event = {"kind": "exec", "time": "2026-01-01T00:00:00Z", "sandbox": {"name": "sandbox-a"},
                  "filename": str(renamed), "process": {"pid": child.pid, "exe": str(renamed), "argv": ["updater", "5"]}}
         assert engine.process(event) == []
-        deadline = time.monotonic() + 10
-        alerts = []
-        while not alerts and time.monotonic() < deadline:
-            alerts = [a for a in engine.poll() if a["rule"] == "miner.binary"]
-            time.sleep(0.02)
+        assert verdict_ready.wait(timeout=10)  # the scanner says when: nobody has to ask it over and over
+        alerts = [a for a in engine.poll() if a["rule"] == "miner.binary"]
     finally:
         child.kill()
         child.wait()

@@ -82,3 +82,31 @@ def test_events_of_a_kind_no_rule_looks_at_skip_detection_but_are_written(tmp_pa
     assert [e["kind"] for e in lines(out)] == ["socket", "exit"]
     assert not engine.detects("socket") and engine.detects("exit")
     assert detected == ["exit"]
+
+
+def test_a_drain_batch_keeps_record_order_and_outlives_its_bad_records(tmp_path):
+    pipeline, host, out, stats = make_pipeline(tmp_path)
+    batch = [
+        header(C["EVENT_FORK"], host.sandbox_id, 100, b"sh") + struct.pack("<IIQ", 300, 0, 0),
+        b"\x01\x02",
+        exec_args(host.sandbox_id, 300, (b"kworker", b"-o", b"pool:3333"), b"/tmp/kworker"),
+        header(C["EVENT_EXEC"], host.sandbox_id, 300, b"kworker") + struct.pack("<iIII", 0, 0, 0, 0),
+        header(C["EVENT_EXEC"], host.sandbox_id, 301, b"x") + b"\x00",  # cut short
+        header(C["EVENT_EXIT"], host.sandbox_id, 300, b"kworker") + struct.pack("<iI", 7, C["EXIT_HAS_CODE"]),
+    ]
+    assert pipeline.on_records(batch) is None
+    written = lines(out)
+    assert [e["kind"] for e in written] == ["exec", "exit"]
+    assert written[0]["process"]["ppid"] == 100  # the fork, earlier in the same batch, was seen first
+    assert written[1]["exit_code"] == 7
+    assert stats.snapshot().dropped[("decode", "malformed")] == 2
+    assert stats.snapshot().events_written == 2
+
+
+def test_a_stopping_agent_past_its_drain_time_drops_a_batch_counted(tmp_path):
+    pipeline, host, out, stats = make_pipeline(tmp_path)
+    pipeline.drain_deadline = 0.0
+    exit_record = header(C["EVENT_EXIT"], host.sandbox_id, 100, b"sh") + struct.pack("<iI", 0, C["EXIT_HAS_CODE"])
+    assert pipeline.on_records([exit_record] * 3) < 0
+    assert lines(out) == []
+    assert stats.snapshot().dropped[("drain", "shutdown")] == 3

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import copy
+import gzip
 
 import pytest
 
 from ebpfguard.config import load_config
 from ebpfguard.kernel.features import (
-    ATTACH_CGROUP_INET4_CONNECT, FUNC_TASK_STORAGE_GET, PROG_TYPE_CGROUP_SOCK_ADDR,
+    ATTACH_CGROUP_INET4_CONNECT, FUNC_JIFFIES64, FUNC_TASK_STORAGE_GET, PROG_TYPE_CGROUP_SKB,
+    PROG_TYPE_CGROUP_SOCK_ADDR,
 )
-from ebpfguard.kernel.load import ProbeError, btf_names, compile_flags, local_storage_flags, program_text
+from ebpfguard.kernel.load import (
+    ProbeError, btf_names, clock_flags, compile_flags, kernel_hz, local_storage_flags, program_text,
+)
 
 
 # A BTF string table's shape: names separated by NULs (a kernel's has ~100k of them). 5.15
@@ -75,8 +79,28 @@ def test_thread_local_storage_is_used_only_where_both_hook_kinds_may_call_its_he
     assert local_storage_flags(lambda _t, helper, _a: helper != FUNC_TASK_STORAGE_GET) == []
 
 
+def test_the_buckets_run_on_jiffies_where_the_kernels_hz_is_known_and_every_bulk_hook_may_read_them():
+    assert clock_flags(250, lambda *_: True) == ["-DJIFFY_NS=4000000"]
+    assert clock_flags(1000, lambda *_: True) == ["-DJIFFY_NS=1000000"]
+    assert clock_flags(None, lambda *_: True) == []  # no kernel config to read: the clock
+    assert clock_flags(250, lambda _t, helper, _a: helper != FUNC_JIFFIES64) == []
+    assert clock_flags(250, lambda prog_type, *_: prog_type != PROG_TYPE_CGROUP_SKB) == []
+
+
+def test_the_kernels_hz_is_read_from_the_first_build_configuration_found(tmp_path):
+    packed, plain = tmp_path / "config.gz", tmp_path / "config-6.1"
+    with gzip.open(packed, "wt") as f:
+        f.write("CONFIG_HZ_250=y\nCONFIG_HZ=250\n")
+    plain.write_text("CONFIG_HZ_1000=y\nCONFIG_HZ=1000\n")
+    absent = str(tmp_path / "absent.gz")
+    assert kernel_hz((absent, str(packed), str(plain))) == 250
+    assert kernel_hz((absent, str(plain))) == 1000
+    assert kernel_hz((absent,)) is None
+
+
 def test_the_kernels_helpers_are_asked_through_the_stand_in(tmp_path):
     asked = []
     assert "-DHAVE_TASK_STORAGE" in flags(tmp_path, helper_allowed=lambda *call: asked.append(call) or True)
     assert "-DHAVE_TASK_STORAGE" not in flags(tmp_path, helper_allowed=lambda *_: False)
+    assert not any(f.startswith("-DJIFFY_NS") for f in flags(tmp_path, helper_allowed=lambda *_: False))
     assert (PROG_TYPE_CGROUP_SOCK_ADDR, FUNC_TASK_STORAGE_GET, ATTACH_CGROUP_INET4_CONNECT) in asked

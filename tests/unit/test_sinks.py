@@ -9,7 +9,8 @@ import stat
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ebpfguard.outputs.sinks import JsonLinesSink, to_json_bytes, to_json_line
+from ebpfguard.outputs.history import SandboxHistory
+from ebpfguard.outputs.sinks import FanOut, HeldUntilTurnEnd, JsonLinesSink, to_json_bytes, to_json_line
 from ebpfguard.outputs.stats import PipelineStats
 
 
@@ -140,3 +141,33 @@ def test_the_fast_and_the_fallback_paths_both_escape_what_a_sandbox_could_use_ag
 def test_finite_floats_read_back_as_the_same_numbers():
     event = {"utilization": 0.1, "large": 1e16, "small": 5e-324, "negative": -2.5}
     assert json.loads(to_json_line(event)) == event
+
+
+def test_a_sink_held_until_the_turn_ends_gets_the_turns_events_then_in_order():
+    history = SandboxHistory()
+    held = HeldUntilTurnEnd(history)
+    for pid in (10, 11):
+        assert held.write({"kind": "exec", "time": "2026-11-30T04:00:00.000000000Z",
+                           "sandbox": {"name": "sandbox-a"}, "process": {"pid": pid, "argv": ["x"]}})
+    assert history.get("sandbox-a") is None  # nothing before the turn ends
+    held.flush_if_due()
+    assert list(history.get("sandbox-a").processes) == [10, 11]
+    held.write({"kind": "exit", "time": "2026-11-30T04:00:01.000000000Z",
+                "sandbox": {"name": "sandbox-a"}, "process": {"pid": 10}, "exit_code": 0})
+    held.close()  # what is held is written before the sink closes
+    assert history.get("sandbox-a").processes[10]["exited"] is True
+
+
+def test_a_batch_written_at_once_gives_the_same_lines_as_one_event_at_a_time():
+    events = [{"kind": "connect", "n": n, "argv": ["ü", "\x1b[2J"]} for n in range(3)] + [{"kind": "alert", "n": 3}]
+    one_by_one, batched = io.BytesIO(), io.BytesIO()
+    single = JsonLinesSink(one_by_one, PipelineStats())
+    for event in events:
+        assert single.write(event)
+    history = SandboxHistory()
+    fan_out = FanOut(JsonLinesSink(batched, PipelineStats()), HeldUntilTurnEnd(history))
+    assert fan_out.write_all(events) == [True] * 4
+    fan_out.flush_if_due()  # an alert in the batch: flushed at the turn's end
+    single.flush()
+    assert batched.getvalue() == one_by_one.getvalue()
+    assert batched.getvalue().isascii() and batched.getvalue().count(b"\n") == 4
