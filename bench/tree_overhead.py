@@ -117,7 +117,7 @@ class TreeAgent:
         if not probes.exists():
             probes.symlink_to(tree / "bpf", target_is_directory=True)
         args = [sys.executable, "-m", "ebpfguard", "run", "--output", str(workdir / "events.jsonl"),
-                "--socket", "none", "--metrics-addr", "none"]
+                "--socket", "none", "--control-socket", "none", "--metrics-addr", "none"]
         if config is not None:
             args += ["--config", str(config)]
         if rules is not None:

@@ -99,28 +99,36 @@ def exec_key(event: Event) -> Optional[tuple]:
     return key
 
 
+_TEXT_TYPES = (str, type(None))
+_TEXT_ONLY = {str}
+
+
 def _key_of(event: Event) -> Optional[tuple]:
     process = event.get("process") or {}
-    if not isinstance(process, dict):
+    if type(process) is not dict:
         return None
-    fields = (event.get("filename"), process.get("exe"), process.get("comm"))
-    if any(value is not None and type(value) is not str for value in fields):
+    filename, exe, comm = event.get("filename"), process.get("exe"), process.get("comm")
+    if type(filename) not in _TEXT_TYPES or type(exe) not in _TEXT_TYPES or type(comm) not in _TEXT_TYPES:
         return None
-    parts = []
-    for texts in (event.get("argv"), process.get("argv"), event.get("argv_anomalies")):
-        if texts is None:
-            parts.append(None)
-            continue
-        if type(texts) is not list:
-            return None
-        texts = tuple(texts)
-        if not set(map(type, texts)) <= {str} or sum(map(len, texts)) > MAX_KEY_ARGV_CHARS:
-            return None
-        parts.append(texts)
+    argv, top_argv, anomalies = _texts(process.get("argv")), _texts(event.get("argv")), _texts(event.get("argv_anomalies"))
+    if argv is False or top_argv is False or anomalies is False:
+        return None
     truncated, retval = process.get("argv_truncated"), event.get("retval", 0)
     if (truncated is not None and type(truncated) is not bool) or (retval is not None and type(retval) is not int):
         return None
-    return (*fields, *parts, truncated, retval, sandbox_name(event) == "host")
+    return (filename, exe, comm, argv, top_argv, anomalies, truncated, retval, sandbox_name(event) == "host")
+
+
+def _texts(value: object):
+    """A list of strings as a tuple, None as None; False for anything else or a long one."""
+    if value is None:
+        return None
+    if type(value) is not list or len(value) > MAX_KEY_ARGV_CHARS:
+        return False
+    texts = tuple(value)
+    if not set(map(type, texts)) <= _TEXT_ONLY or sum(map(len, texts)) > MAX_KEY_ARGV_CHARS:
+        return False
+    return texts
 
 
 class NoFindings:
