@@ -153,11 +153,9 @@ class Pipeline:
             try:
                 records.append(decode(raw))
             except DecodeError as exc:
-                self.stats.drop("decode", "malformed")
-                self.warnings.warn("decode", f"undecodable record dropped: {exc}")
+                self._drop("decode", "malformed", "decode", f"undecodable record dropped: {exc}")
             except Exception as exc:  # noqa: BLE001 - one bad record must not stop the agent
-                self.stats.drop("decode", "error")
-                self.warnings.warn("decode", f"record dropped in decode: {type(exc).__name__}: {exc}")
+                self._drop("decode", "error", "decode", f"record dropped in decode: {type(exc).__name__}: {exc}")
         return records
 
     def _enrich_all(self, records: list) -> list[tuple[dict, Optional[int]]]:
@@ -175,16 +173,19 @@ class Pipeline:
                 else:
                     events.append((to_event[type(record)](record), record.hdr.ktime_ns))
             except DnsParseError as exc:
-                self.stats.drop("enrich", "dns_malformed")
-                self.warnings.warn("dns", f"malformed DNS packet skipped: {exc}")
+                self._drop("enrich", "dns_malformed", "dns", f"malformed DNS packet skipped: {exc}")
             except Exception as exc:  # noqa: BLE001 - one bad event must not stop the agent
-                self.stats.drop("enrich", "error")
-                self.warnings.warn("enrich", f"event dropped in enrich: {type(exc).__name__}: {exc}")
+                self._drop("enrich", "error", "enrich", f"event dropped in enrich: {type(exc).__name__}: {exc}")
             now = time.monotonic()
             if now - mark > budget_s:
                 self.stats.overrun("pipeline")
             mark = now
         return events
+
+    def _drop(self, stage: str, reason: str, warning: str, message: str) -> None:
+        """One record dropped: counted (stage, reason) and warned about (rate-limited per `warning`)."""
+        self.stats.drop(stage, reason)
+        self.warnings.warn(warning, message)
 
     def emit(self, event: dict, ktime_ns: Optional[int]) -> None:
         """Write an event and pass it on to detection. `ktime_ns` is the kernel timestamp of

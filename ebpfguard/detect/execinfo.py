@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import posixpath
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from ebpfguard.detect.registry import Event
 
@@ -150,6 +150,15 @@ class NoFindings:
         if len(self._keys) >= self.capacity:
             self._keys.clear()
         self._keys.add(key)
+
+    def findings(self, key: Optional[tuple], find: Callable[[], list]) -> list:
+        """`find()`, unless `key` found nothing before; a key that finds nothing is remembered."""
+        if key in self:
+            return []
+        found = find()
+        if not found:
+            self.add(key)
+        return found
 
 
 def sandbox_name(event: Event) -> str:

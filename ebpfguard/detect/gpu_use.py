@@ -81,13 +81,7 @@ class GpuUse(Detector):
     def _probe_tool(self, event: Event) -> list[Finding]:
         if not exec_succeeded(event):
             return []
-        key = exec_key(event)
-        if key in self._quiet:
-            return []
-        findings = self._probe_findings(event)
-        if not findings:
-            self._quiet.add(key)
-        return findings
+        return self._quiet.findings(exec_key(event), lambda: self._probe_findings(event))
 
     def _probe_findings(self, event: Event) -> list[Finding]:
         program, args = program_and_args(event)

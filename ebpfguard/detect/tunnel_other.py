@@ -557,13 +557,7 @@ class OtherTunnel(Detector):
     def on_event(self, event: Event) -> Iterable[Finding]:
         if not exec_succeeded(event):
             return []
-        key = exec_key(event)
-        if key in self._quiet:
-            return []
-        findings = self._findings(event)
-        if not findings:
-            self._quiet.add(key)
-        return findings
+        return self._quiet.findings(exec_key(event), lambda: self._findings(event))
 
     def _findings(self, event: Event) -> list[Finding]:
         name, args = program_and_args(event)
