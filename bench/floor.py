@@ -71,7 +71,7 @@ def main() -> None:
     else:
         config = load_config(None)
         config["probes"]["ring_buffer_pages"] = UNREAD_RING_PAGES
-        probes = ProbeSet.load(config, cgroup_root, lambda _raw: None)
+        probes = ProbeSet.load(config, cgroup_root, lambda _records: None)
         print("ready", file=sys.stderr, flush=True)
         wait_for_term()
         lost = probes.lost()

@@ -61,7 +61,7 @@ def test_without_thread_storage_a_connect_still_carries_its_result(fallback_prob
 def probes(cgroup_root):
     """Every probe family as this kernel builds it (thread storage on)."""
     records = []
-    probes = ProbeSet.load(load_config(None), str(cgroup_root), records.append)
+    probes = ProbeSet.load(load_config(None), str(cgroup_root), records.extend)
     yield probes, records
     probes.close()
 
