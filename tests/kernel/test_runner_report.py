@@ -131,15 +131,20 @@ def test_a_sandbox_that_ran_only_ls_is_clean_and_an_unknown_one_exits_2(runner_a
 
 
 def first_seen_in_file(path: Path, token: str, seen: dict, stop: threading.Event) -> None:
-    """Poll the agent's output file every millisecond; note when `token` first appears."""
+    """Poll the agent's output file every millisecond; note when `token` first appears. Once
+    `stop` is set the file is read one last time (the test may stop it the moment it saw the
+    line itself, while this poller slept)."""
     offset = 0
-    while not stop.is_set() and "at" not in seen:
+    while "at" not in seen:
+        stopping = stop.is_set()
         with open(path, "rb") as f:
             f.seek(offset)
             chunk = f.read()
         if token.encode() in chunk:
             seen["at"] = time.monotonic()
         offset += max(0, chunk.rfind(b"\n") + 1)
+        if stopping:
+            return
         time.sleep(0.001)
 
 
