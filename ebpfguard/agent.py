@@ -182,9 +182,10 @@ class Pipeline:
             mark = now
         return events
 
-    def _drop(self, stage: str, reason: str, warning: str, message: str) -> None:
-        """One record dropped: counted (stage, reason) and warned about (rate-limited per `warning`)."""
-        self.stats.drop(stage, reason)
+    def _drop(self, stage: str, reason: str, warning: str, message: str, n: int = 1) -> None:
+        """Records or events dropped: counted (stage, reason) and warned about (rate-limited
+        per `warning`)."""
+        self.stats.drop(stage, reason, n)
         self.warnings.warn(warning, message)
 
     def emit(self, event: dict, ktime_ns: Optional[int]) -> None:
@@ -201,8 +202,8 @@ class Pipeline:
             written = write_all(self.sink, [event for event, _ in events])
         except Exception as exc:  # noqa: BLE001 - the events are still counted and detected
             written = [False] * len(events)
-            self.stats.drop("output", "error", len(events))
-            self.warnings.warn("output", f"writing {len(events)} events failed: {type(exc).__name__}: {exc}")
+            self._drop("output", "error", "output", f"writing {len(events)} events failed: {type(exc).__name__}: {exc}",
+                       len(events))
         if any(written):
             self.last_event_time = time.time()
         now_ns = self.now_ktime_ns()
@@ -218,8 +219,7 @@ class Pipeline:
                 if self.relays is not None:
                     self.relays.observe(event)
             except Exception as exc:  # noqa: BLE001 - as for any one event; it is still detected
-                self.stats.drop("output", "error")
-                self.warnings.warn("output", f"accounting for a {kind} event failed: {type(exc).__name__}: {exc}")
+                self._drop("output", "error", "output", f"accounting for a {kind} event failed: {type(exc).__name__}: {exc}")
             if self.detect is not None:
                 detected = detected_kinds.get(kind)
                 if detected is None:

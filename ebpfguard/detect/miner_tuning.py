@@ -58,9 +58,9 @@ class MinerTuning(Detector):
             return self.on_open(event)
         if not exec_succeeded(event):
             return []
-        key = exec_key(event)
-        if key in self._quiet:
-            return []
+        return self._quiet.findings(exec_key(event), lambda: self._exec_findings(event))
+
+    def _exec_findings(self, event: Event) -> list[Finding]:
         for command in command_list(exec_argv(event))[:16]:
             found = self.judge_command(list(command.argv))
             if found is not None:
@@ -68,7 +68,6 @@ class MinerTuning(Detector):
                 return [Finding(f"miner CPU tuning in a sandbox: {action} ({target})",
                                 {"action": action, "target": target, "source": command.source},
                                 severity=_severity(action, target))]
-        self._quiet.add(key)
         return []
 
     def judge_command(self, argv: list[str]) -> Optional[tuple[str, str]]:

@@ -152,19 +152,10 @@ class JsonLinesSink:
         return line if last is event else None
 
     def write(self, event: dict) -> bool:
-        line = to_json_bytes(event)
-        self._last = (event, line)
-        try:
-            self.stream.write(line if self._binary else line.decode("ascii"))
-        except (OSError, ValueError):
-            self.stats.drop("output", "write_error")
-            return False
-        self._pending += 1
-        self._holds_alert = self._holds_alert or event.get("kind") in ("alert", "action")
-        return True
+        return self.write_all([event])[0]
 
     def write_all(self, events: list) -> list[bool]:
-        """write() for several events: their lines go to the stream in one write."""
+        """Events as lines, in one write to the stream; whether each was written."""
         if not events:
             return []
         lines = [to_json_bytes(event) for event in events]
