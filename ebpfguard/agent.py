@@ -58,11 +58,6 @@ STOP_DRAIN = -1
 # while the detection worker holds one, the loop comes back within this many ms for the alerts.
 URGENT_KINDS = frozenset({"exec", "flow", "dns", "open", "escape", "tamper"})
 URGENT_WAIT_MS = 1
-# The shortest turn of the loop while records keep coming (short of a backlog): an exec
-# storm wakes the agent with every exec's record, and a wakeup per exec, each taking a CPU
-# from the storm's own fork-exec-wait chain, cost more than the work itself. Records that
-# arrive meanwhile wait at most this long, and are handled together.
-MIN_TURN_S = 0.005
 # How often every probe is checked to be still attached (a backstop: the tamper probes see a
 # sandbox's bpf() and perf_event_open() calls as they happen).
 ATTACH_CHECK_S = 5.0
@@ -381,6 +376,13 @@ class Agent:
         print("ready", file=self.log, flush=True)
         self.notifier.send("READY=1")
         busy_ms = int(self.config["probes"]["drain_interval_ms"])
+        # While records keep coming (short of a backlog) a turn lasts at least the drain
+        # interval: an exec storm wakes the agent with every exec's record, and a wakeup per
+        # exec, each taking a CPU from the storm's own fork-exec-wait chain, cost more than
+        # the work itself. Records that arrive meanwhile wait at most this long, and are
+        # handled together (a larger batch is cheaper per record: docs/performance.md); the
+        # alerts detection finds meanwhile are written at once (rest_until).
+        min_turn_s = busy_ms / 1000
         idle_ms = max(busy_ms, int(self.config["probes"]["idle_drain_interval_ms"]))
         wait_ms = busy_ms
         next_housekeeping = next_attach_check = 0.0
@@ -422,9 +424,7 @@ class Agent:
                 if self.gpus is not None:
                     self.poll_gpus()
                 if 0 < drained < MAX_RECORDS_PER_DRAIN:
-                    spare = MIN_TURN_S - (time.monotonic() - turn_started)
-                    if spare > 0 and not self._stop:
-                        time.sleep(spare)
+                    self.rest_until(turn_started + min_turn_s)
         finally:
             probes.drain(0, 8 * MAX_RECORDS_PER_DRAIN)  # what is there now; a flood has no end
             if self.worker is not None:
@@ -500,6 +500,20 @@ class Agent:
             if self.probes is not None:
                 return self.probes.lineage_counts()
         return None
+
+    def rest_until(self, until: float) -> None:
+        """Sleep out the rest of a turn (see run), but write the detection worker's alerts the
+        moment it has them: an alert does not wait for the next turn."""
+        while not self._stop:
+            spare = until - time.monotonic()
+            if spare <= 0:
+                return
+            if self.worker is None:
+                time.sleep(spare)
+                return
+            if self.worker.wait_for_alerts(spare):
+                self.collect_late_alerts()
+                self.sink.flush_if_due(time.monotonic())
 
     def wake_for_late_alerts(self) -> None:
         """Called (from any thread) when late alerts may be ready: the detection worker asks

@@ -61,6 +61,7 @@ class DetectionEngine:
             for kind in cls.kinds:
                 self._by_kind.setdefault(kind, []).append((rule, instance))
         self._conditions = RuleIndex(conditions)
+        self._instances = tuple(instances.values())
         self._fields = FieldEnv(instances, lambda rule_id: _standalone_detector(rules, rule_id, read_file))
         self._dedup = _Deduplicator(self.config.dedup_window_ns, self.config.dedup_max_keys)
 
@@ -124,6 +125,11 @@ class DetectionEngine:
         """`wake` is called, from any thread, whenever `poll` may have alerts."""
         for _rule, instance in self._pollers:
             instance.wake_on_late(wake)
+
+    def see_exits(self, exited: Callable[[int], bool]) -> None:
+        """`exited(pid)`, callable from any thread, says the agent has seen that process exit."""
+        for instance in self._instances:
+            instance.see_exits(exited)
 
     def _unless_repeat(self, rule: Rule, finding: Finding, event: Event) -> list[dict]:
         """The finding's alert, or nothing when the same one alerted within the window at this

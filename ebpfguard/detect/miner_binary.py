@@ -61,6 +61,10 @@ class MinerBinary(Detector):
         if self.scanner is not None:
             self.scanner.on_result = wake
 
+    def see_exits(self, exited: Callable[[int], bool]) -> None:
+        if self.scanner is not None:
+            self.scanner.exited = exited
+
     def poll(self) -> Iterable[tuple[Event, Finding]]:
         """Findings for the scans finished since the last call, each with its exec event."""
         if self.scanner is None:

@@ -64,6 +64,10 @@ class Detector:
         """A detector with `poll` calls `wake` (from any thread) when poll has something new,
         so that nobody needs to ask it over and over."""
 
+    def see_exits(self, exited: Callable[[int], bool]) -> None:
+        """`exited(pid)` is true once the agent has seen that process exit: a detector that
+        would open the process's files under /proc asks it first (they are gone)."""
+
 
 DETECTORS: dict[str, type[Detector]] = {}
 

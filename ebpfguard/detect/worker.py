@@ -75,6 +75,9 @@ class DetectWorker:
         self._backlog = 0  # events handed over and not yet done
         self._backlog_lock = threading.Lock()
         self._alerts: collections.deque = collections.deque()
+        # Set when alerts wait in take_alerts: the main loop, resting between turns, writes
+        # them at once rather than at its next turn.
+        self._alerts_ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ebpfguard-detect", daemon=True)
         self._thread.start()
 
@@ -136,6 +139,7 @@ class DetectWorker:
                 self._work()
                 if self.poll is not None:
                     self._alerts.extend(self.poll())
+                self._tell_alerts()
                 if token is _STOP:
                     return
         except DetectionAbandoned:
@@ -157,6 +161,18 @@ class DetectWorker:
                 self._detect(event)
             with self._backlog_lock:
                 self._urgent_batches -= 1
+            self._tell_alerts()
+
+    def _tell_alerts(self) -> None:
+        if self._alerts:
+            self._alerts_ready.set()
+
+    def wait_for_alerts(self, timeout_s: float) -> bool:
+        """Wait up to `timeout_s` for alerts to take (from the main loop); whether there are."""
+        if not self._alerts_ready.wait(timeout_s):
+            return False
+        self._alerts_ready.clear()  # before take_alerts: an alert found after it sets it again
+        return True
 
     def _detect(self, event: dict) -> None:
         with self._backlog_lock:

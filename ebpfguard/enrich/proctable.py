@@ -175,6 +175,12 @@ class ProcessTable:
         if known is not None:
             known.exited = True  # in place: nothing a lineage or an event shows changes
 
+    def has_exited(self, pid: int) -> bool:
+        """Whether the table holds that process and saw it exit (safe from any thread: it
+        neither reads /proc nor reorders the table)."""
+        info = self._procs.get(pid)
+        return info is not None and info.exited
+
     def lookup(self, pid: int) -> Optional[ProcessInfo]:
         """The table's entry, else what /proc says now (remembered), else None."""
         info = self.get(pid)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import stat
@@ -18,7 +19,7 @@ from typing import Iterator, Optional
 
 import pytest
 
-from conftest import WALLET, RunningAgent, alert_for, has_arg, marker
+from conftest import WALLET, RunningAgent, alert_for, has_arg, marker, miner_command_line
 
 # A Host line of backtracking bait: `re.fullmatch` on main took 21 s on one such pattern
 # against a 40-character host, and never came back with 18 stars.
@@ -96,6 +97,29 @@ def test_the_next_event_is_reported_within_a_second_after_a_hostile_ssh_config(a
     assert took < 1.0, f"the next event came after {took:.2f} s"
     assert alert["sandbox"]["name"] == cg.path.name
     assert alert["evidence"]["forwards"][0]["source"].endswith(f"hostile_config:{2 * 200 + 2}")
+
+
+def test_a_sandbox_spinning_on_every_cpu_does_not_hold_up_its_miners_alert(agent, make_cgroup, tmp_path):
+    """A sandbox keeping every CPU busy, as a miner does, gets no more of them than its share:
+    the agent, at the default policy and weight, still drains and detects at once."""
+    kworker = tmp_path / "kworker"
+    shutil.copy("/bin/sleep", kworker)
+    cg = make_cgroup("sandbox-")
+    spinners = [cg.popen(["sh", "-c", "while :; do :; done"]) for _ in range(2 * (os.cpu_count() or 1))]
+    try:
+        time.sleep(1.0)  # the spinners hold the CPUs
+        token = marker()
+        started = time.monotonic()
+        cg.run(["sh", "-c", miner_command_line(kworker, f"-p {token}")])
+        alert = agent.wait_for(alert_for("miner.exec", lambda e: token in e["process"]["argv"]), timeout=ALERT_TIMEOUT_S)
+        took = time.monotonic() - started
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
+    assert alert["sandbox"]["name"] == cg.path.name
+    # A bound on starvation, not a latency claim (bench/alert_latency.py measures that).
+    assert took < 2.0, f"the alert came {took:.2f} s after the exec"
 
 
 def test_sigterm_stops_the_agent_within_a_second_while_a_hostile_config_is_being_matched(make_cgroup, tmp_path,

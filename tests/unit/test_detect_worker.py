@@ -188,3 +188,20 @@ def test_urgent_events_are_detected_before_a_backlog_of_bulk_ones_each_stream_in
     release.set()
     worker.stop(timeout_s=10)
     assert seen == [0, 4, 5, 1, 2, 3]
+
+
+def test_the_main_loop_resting_between_turns_is_told_of_alerts_at_once():
+    release = threading.Event()
+    worker = DetectWorker(lambda event: [{"alert": event["n"]}] if release.wait() and event["n"] else [],
+                          max_queue=100, budget_s=60, on_overrun=lambda: None, on_full=lambda: None,
+                          urgent_kinds=frozenset({"exec"}))
+    worker.submit({"kind": "exec", "n": 0})
+    worker.flush()
+    release.set()
+    assert not worker.wait_for_alerts(0.2)  # detected, found nothing: the rest runs out
+    worker.submit({"kind": "exec", "n": 1})
+    worker.flush()
+    assert worker.wait_for_alerts(30)  # long before the timeout: as the batch is done
+    assert worker.take_alerts() == [{"alert": 1}]
+    assert not worker.wait_for_alerts(0)  # told once per batch of alerts taken
+    worker.stop(timeout_s=10)

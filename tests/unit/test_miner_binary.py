@@ -193,3 +193,31 @@ def test_an_exec_whose_process_already_exited_wakes_no_worker():
     scan = scanner(open_executable=lambda event: opened.append(1) or open_process_executable(event))
     assert scan.submit({"kind": "exec", "filename": "/bin/true", "process": {"pid": child.pid}})
     assert (scan._worker, scan.dropped, opened, scan.results()) == (None, 0, [], [])
+
+
+def test_an_exec_the_agent_saw_exit_is_not_looked_up_in_proc():
+    """The agent's process table knows the exit: no /proc lookup, no worker, nothing dropped."""
+    peeked = []
+    scan = scanner(peek=lambda event: peeked.append(event) or None)
+    scan.exited = {4242}.__contains__
+    assert scan.submit({"kind": "exec", "filename": "/bin/true", "process": {"pid": 4242}})
+    assert (peeked, scan._worker, scan.dropped, scan.results()) == ([], None, 0, [])
+
+
+def test_an_exec_of_a_live_process_is_still_scanned_when_exits_are_known(tmp_path):
+    miner = tmp_path / "updater"
+    miner.write_bytes(MINER_STRINGS)
+    scan = scanner()
+    scan.exited = {4242}.__contains__
+    assert scan.submit(exec_of(miner))  # pid 1: not among the exited
+    scan.wait_idle(timeout=10)
+    [(_, verdict)] = scan.results()
+    assert verdict.is_miner
+
+
+def test_the_live_engine_hands_the_agents_exits_to_the_scanner():
+    engine = DetectionEngine(load_rules(), None, read_file=ExecFiles(TimedReader(ProcessRootReader()), budget_s=5.0))
+    exited = {7}.__contains__
+    engine.see_exits(exited)
+    [rule] = [instance for instance in engine._instances if isinstance(instance, MinerBinary)]
+    assert rule.scanner.exited is exited

@@ -154,3 +154,14 @@ def test_remembered_lineages_answer_as_a_fresh_walk_through_forks_execs_reuse_an
         for asked in (pid, *rng.sample(range(1, 60), 3)):
             got = procs.lineage(asked)
             assert (got.ppid, got.ancestry, got.complete) == _walked(procs, asked), (step, asked)
+
+
+def test_has_exited_is_true_only_for_a_process_seen_exiting_and_not_for_its_pids_next_owner(tmp_path):
+    procs = table(tmp_path)
+    procs.put(ProcessInfo(1, 0, "init", None))
+    procs.on_fork(1, 300, 0, "sh")
+    assert not procs.has_exited(300) and not procs.has_exited(301)
+    procs.on_exit(300)
+    assert procs.has_exited(300)
+    procs.on_fork(1, 300, 0, "sh")  # the pid reused
+    assert not procs.has_exited(300)
