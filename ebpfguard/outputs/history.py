@@ -121,12 +121,16 @@ class SandboxRecord:
             return None
         entry = self.processes.get(pid)
         if entry is None:
-            entry = {"pid": pid, "ppid": process.get("ppid"), "comm": process.get("comm"), "exe": process.get("exe"),
-                     "argv": [], "argv_cut": False, "execs": 0, "exited": False, "exit_code": None,
-                     "first_time": None}
-            _bounded_put(self.processes, pid, entry, self.bounds.max_processes, self.evicted, "processes")
-        else:
-            self.processes.move_to_end(pid)
+            return self._new_process_entry(pid, process, [], False)
+        self.processes.move_to_end(pid)
+        return entry
+
+    def _new_process_entry(self, pid: int, process: Mapping, argv: list[str], argv_cut: bool) -> dict:
+        """A process seen for the first time, put in the bounded table."""
+        entry = {"pid": pid, "ppid": process.get("ppid"), "comm": process.get("comm"), "exe": process.get("exe"),
+                 "argv": argv, "argv_cut": argv_cut, "execs": 0, "exited": False, "exit_code": None,
+                 "first_time": None}
+        _bounded_put(self.processes, pid, entry, self.bounds.max_processes, self.evicted, "processes")
         return entry
 
     def _touch_process(self, event: dict) -> None:
@@ -150,10 +154,7 @@ class SandboxRecord:
         argv, cut = _short_argv(process.get("argv") or [], self.bounds.argv_chars)
         entry = self.processes.get(pid)
         if entry is None:  # most execs follow a fork: the entry is made whole at once
-            entry = {"pid": pid, "ppid": process.get("ppid"), "comm": process.get("comm"), "exe": process.get("exe"),
-                     "argv": argv, "argv_cut": cut, "execs": 0, "exited": False, "exit_code": None,
-                     "first_time": None}
-            _bounded_put(self.processes, pid, entry, self.bounds.max_processes, self.evicted, "processes")
+            entry = self._new_process_entry(pid, process, argv, cut)
         else:
             self.processes.move_to_end(pid)
             entry.update(comm=process.get("comm"), exe=process.get("exe"), ppid=process.get("ppid", entry["ppid"]))
