@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from ebpfguard.config import load_config
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "RESULTS.md"
 README = REPO / "README.md"
@@ -209,7 +211,8 @@ def shipped_bullet(rows: list[dict[str, str]]) -> str:
     """The storms flat out through the agent as shipped, in a sentence."""
     parts = [f"{row['storm']} {row['ops/s']} ops/s, {row['lost']} lost, {row['held back']} held back, "
              f"event p99 {row['event p99 ms']} ms" for row in rows]
-    return ("**As shipped, storms flat out** (bulk records past 1,000 a second per sandbox and kind held "
+    limit = load_config()["probes"]["rate_limit"]["events_per_s"]
+    return (f"**As shipped, storms flat out** (bulk records past {limit:,} a second per sandbox and kind held "
             f"back in the kernel, counted and summarised): {'; '.join(parts)}.")
 
 

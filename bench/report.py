@@ -13,6 +13,7 @@ from bench.latency import latency_summary
 from bench.stats import Summary, ratio, summarize
 from bench.storms import KEEPS_UP_P99_MS, keeps_up
 from bench.tracers import SHIPPED
+from ebpfguard.config import load_config
 
 BASELINE = "none"
 PEERS = ("bpftrace", "auditd", "floor-unread", "floor-empty")
@@ -266,11 +267,12 @@ def _storms_table(figures: dict) -> list[str]:
 
 
 def _shipped_table(shipped: list[dict]) -> list[str]:
+    limit = load_config()["probes"]["rate_limit"]
     lines = ["## Storms flat out through the agent as shipped", "",
-             "The default config: records of the bulk kinds (socket, connect, flow) past 1,000 a second per "
-             "sandbox and kind (bursts of 2,000) are held back in the kernel, counted per sandbox and kind, and "
-             "summarised in a `summary` event; exec records never are, nor connects to link-local (metadata) "
-             "addresses.", "",
+             f"The default config: records of the bulk kinds (socket, connect, flow) past {limit['events_per_s']:,} "
+             f"a second per sandbox and kind (bursts of {limit['burst']:,}) are held back in the kernel, counted per "
+             "sandbox and kind, and summarised in a `summary` event; exec records never are, nor connects to "
+             "link-local (metadata) addresses.", "",
              "| storm | ops/s | events/s written | held back | lost | event p99 ms | alert p99 ms |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for step in shipped:
