@@ -266,9 +266,13 @@ class Agent:
                  detect: Optional[Detect] = None, log: TextIO = sys.stderr,
                  socket_path: Optional[str] = None, late_alerts: Optional[Callable[[], list]] = None,
                  response: Optional[ResponseConfig] = None, control_path: Optional[str] = None,
-                 stats: Optional[PipelineStats] = None, detects: Callable[[str], bool] = lambda kind: True) -> None:
+                 stats: Optional[PipelineStats] = None, detects: Callable[[str], bool] = lambda kind: True,
+                 detect_may_wait: Optional[Callable[[dict], bool]] = None) -> None:
         """`late_alerts` returns alerts whose detection finished after their event (the
-        executable scanner's); the main loop collects them between drains."""
+        executable scanner's); the main loop collects them between drains.
+        `detect_may_wait(event)` says whether detecting an event may wait on a file the
+        sandbox controls: the others are detected on the main loop (DetectWorker). Without
+        it, all detection runs on the worker."""
         self.config = config
         self.late_alerts = late_alerts
         self.response = response
@@ -331,7 +335,7 @@ class Agent:
                                        on_overrun=lambda: self.stats.overrun("detect"),
                                        on_full=lambda: self.stats.drop("detect", "queue_full"),
                                        poll=self.poll_late_alerts if late_alerts is not None else None,
-                                       urgent_kinds=URGENT_KINDS)
+                                       urgent_kinds=URGENT_KINDS, may_wait=detect_may_wait)
             self.pipeline.submit = self.worker.submit
         self.probes: Optional[ProbeSet] = None
         # The metrics endpoint reads the kernel's counters from its own thread: this keeps it

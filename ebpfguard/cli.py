@@ -149,6 +149,7 @@ def run(config_path: Optional[Path], rule_files: tuple[Path, ...], output: Optio
     logging.basicConfig(format="ebpfguard: %(levelname)s: %(message)s", level=logging.WARNING)
     try:
         agent = Agent(config, output, cgroup_root, detect=engine.process, detects=engine.detects,
+                      detect_may_wait=engine.may_read_files,
                       socket_path=None if socket_path == "none" else socket_path, late_alerts=engine.poll,
                       response=response, control_path=None if control_path == "none" else control_path,
                       stats=stats)

@@ -63,11 +63,30 @@ class DetectionEngine:
         self._conditions = RuleIndex(conditions)
         self._instances = tuple(instances.values())
         self._fields = FieldEnv(instances, lambda rule_id: _standalone_detector(rules, rule_id, read_file))
+        self._file_readers = self._readers_of_files(instances, read_file is not None and not self._conditions.empty)
         self._dedup = _Deduplicator(self.config.dedup_window_ns, self.config.dedup_max_keys)
 
     def detects(self, kind: str) -> bool:
         """Whether any enabled rule looks at events of this kind (others need no detection)."""
         return kind in self._by_kind or self._conditions.may_match(kind)
+
+    def _readers_of_files(self, instances: Mapping[str, Detector], for_conditions: bool) -> dict[str, list[Detector]]:
+        """By event kind, the detectors that may read a process's files: the enabled rules',
+        and (`for_conditions`) those whose code conditions' fields run for a disabled rule."""
+        readers: dict[str, list[Detector]] = {}
+        for rule_id, cls in DETECTORS.items():
+            if cls.may_read_files is Detector.may_read_files:
+                continue
+            instance = instances.get(rule_id) or (self._fields.detector(rule_id) if for_conditions else None)
+            if instance is not None:
+                for kind in cls.kinds:
+                    readers.setdefault(kind, []).append(instance)
+        return readers
+
+    def may_read_files(self, event: Event) -> bool:
+        """Whether detecting this event may read a file of its process (a miner's config, an
+        ssh client's): the agent then detects it off its main loop (ebpfguard.detect.worker)."""
+        return any(reader.may_read_files(event) for reader in self._file_readers.get(event.get("kind"), ()))
 
     def process(self, event: Event) -> list[dict]:
         """Alerts for one event (usually none)."""

@@ -127,6 +127,7 @@ class MinerExec(Detector):
         if self.min_score < 1 or self.inert_factor < 1:
             raise ValueError("min_score and inert_factor must be at least 1")
         self._assessed: Optional[tuple[Event, tuple[Assessment, ...]]] = None
+        self._listed: Optional[tuple[Event, list[Command]]] = None
         # A command's own hints depend on nothing else, and hosts run the same few command
         # lines over and over. Bounded: an argv is at most ARGV_BUF_LEN bytes.
         self._hints_of = functools.lru_cache(maxsize=512)(lambda command: tuple(self.command_hints(command)))
@@ -137,17 +138,28 @@ class MinerExec(Detector):
         if key in self._quiet:
             return ()
         findings = list(self._findings(event))
-        if not findings and not self._reads_files(event):
-            self._quiet.add(key)
+        if not findings and not self.may_read_files(event):
+            self._quiet.add(key)  # a score that read config files is no function of the exec alone
         return findings
 
-    def _reads_files(self, event: Event) -> bool:
-        """Whether this exec's score read config files (live only): then it is no function of
-        the exec alone, and is not remembered."""
-        if self.ctx.read_file is None:
+    def may_read_files(self, event: Event) -> bool:
+        """Whether scoring this exec reads config files (live only; never for an exec
+        remembered quiet)."""
+        if self.ctx.read_file is None or exec_key(event) in self._quiet:
             return False
-        assessed = self.assess(event)
-        return bool(assessed) and bool(self._config_paths(event, assessed[0].command))
+        commands = self._commands(event)
+        return bool(commands) and bool(self._config_paths(event, commands[0]))
+
+    def _commands(self, event: Event) -> list[Command]:
+        """The commands the exec would run (its argv through command_list), remembered for
+        the last event, which may_read_files and assess both read."""
+        if self._listed is not None and self._listed[0] is event:
+            return self._listed[1]
+        process = event.get("process") or {}
+        argv = process.get("argv") or event.get("argv") or ()
+        commands = command_list([str(arg) for arg in argv]) if isinstance(argv, (list, tuple)) and argv else []
+        self._listed = (event, commands)
+        return commands
 
     def _findings(self, event: Event) -> Iterator[Finding]:
         best = None
@@ -175,16 +187,13 @@ class MinerExec(Detector):
         rule and user conditions over `exec.miner.*` score an event once between them."""
         if self._assessed is not None and self._assessed[0] is event:
             return self._assessed[1]
-        process = event.get("process") or {}
-        argv = process.get("argv") or event.get("argv") or ()
         assessed: list[Assessment] = []
-        if isinstance(argv, (list, tuple)) and argv:
-            for index, command in enumerate(command_list([str(arg) for arg in argv])):
-                hints = list(self._hints_of(command))
-                if index == 0:
-                    hints += self.exec_hints(event, command)
-                needed = self.min_score * (self.inert_factor if self._is_inert(command, hints) else 1)
-                assessed.append(Assessment(_score(hints), needed, _binary(hints), hints, command))
+        for index, command in enumerate(self._commands(event)):
+            hints = list(self._hints_of(command))
+            if index == 0:
+                hints += self.exec_hints(event, command)
+            needed = self.min_score * (self.inert_factor if self._is_inert(command, hints) else 1)
+            assessed.append(Assessment(_score(hints), needed, _binary(hints), hints, command))
         self._assessed = (event, tuple(assessed))
         return self._assessed[1]
 

@@ -55,6 +55,12 @@ class Detector:
     def on_event(self, event: Event) -> Iterable[Finding]:
         raise NotImplementedError
 
+    def may_read_files(self, event: Event) -> bool:
+        """Whether `on_event` may read a file of the event's process for this event (through
+        `ctx.read_file`): such a read can wait on what the sandbox controls, so the agent
+        detects that event off its main loop. Say True when unsure."""
+        return False
+
     def poll(self) -> Iterable[tuple[Event, Finding]]:
         """Findings that came later than their event (work done off the hot path), each with
         the event it is about; the engine calls this between events. Most detectors have none."""

@@ -66,6 +66,7 @@ class SshRemoteForward(Detector):
         # pid -> (exec evidence, expected ssh port or None)
         self.flagged: OrderedDict[int, tuple[dict, Optional[int]]] = OrderedDict()
         self._no_ssh = NoFindings()
+        self._found: Optional[tuple[Event, Optional[tuple[str, str, SshCommand, bool]]]] = None
 
     def on_event(self, event: Event) -> Iterable[Finding]:
         kind = event.get("kind")
@@ -84,12 +85,8 @@ class SshRemoteForward(Detector):
         pid = event_pid(event)
         if pid is not None:
             self.flagged.pop(pid, None)  # a new image in this pid: the old one is gone
-        key = exec_key(event)
-        if key in self._no_ssh:
-            return []
-        found = self.ssh_command_of(event)
+        found = self._ssh_command(event)
         if found is None:
-            self._no_ssh.add(key)  # no ssh client in it: a function of the command line alone
             return []
         name, dialect, command, own = found
         forwards = list(command.remote_forwards)
@@ -110,6 +107,23 @@ class SshRemoteForward(Detector):
             self.remember(pid, evidence, command.port)
         return [Finding(summary=f"{name} opens a remote forward {forwards[0].text!r} "
                                 f"through {command.destination}", evidence=evidence)]
+
+    def may_read_files(self, event: Event) -> bool:
+        """Whether this exec runs an ssh client whose config files would be read (live only)."""
+        return (self.ctx.read_file is not None and event.get("kind") == "exec" and exec_succeeded(event)
+                and self._ssh_command(event) is not None)
+
+    def _ssh_command(self, event: Event) -> Optional[tuple[str, str, SshCommand, bool]]:
+        """ssh_command_of, unless the command line was found to run none before; remembered
+        for the last event, which may_read_files and on_exec both ask about."""
+        if self._found is not None and self._found[0] is event:
+            return self._found[1]
+        key = exec_key(event)
+        found = None if key in self._no_ssh else self.ssh_command_of(event)
+        if found is None:
+            self._no_ssh.add(key)  # no ssh client in it: a function of the command line alone
+        self._found = (event, found)
+        return found
 
     def ssh_command_of(self, event: Event) -> Optional[tuple[str, str, SshCommand, bool]]:
         """(program, dialect, parsed command, whether the exec itself is the client) for the

@@ -1,22 +1,34 @@
-"""Detection off the agent's main loop.
+"""Detection beside the agent's main loop: on it while that cannot wait, else on a worker.
 
-The main loop drains the ring buffer and writes events; everything a sandbox can make slow
-(its config files, long argv to score, a file system that does not answer) happens here, on
-one worker thread, in event order. The alerts found wait in `take_alerts` for the main loop,
-which writes them (the sinks and the responder stay single-threaded). Events are handed over
-a batch at a time (`submit` collects, `flush` hands the batch over): one queue operation and
-one thread wake-up per batch, not per event, since each costs more than a cheap event's
-detection. A wake-up is the dearer part (two thread switches and a hand-over of the GIL), so
-under a stream of events (an exec a millisecond) batches are handed over at most every
-`handoff_interval_s` and grow meanwhile; a lone event goes at once, and a held one waits for
-the main loop's next turn (at most its drain interval). Events of `urgent_kinds` (those that
-raise most alerts: an exec, a DNS answer) go at once, in a stream of their own that the worker
-takes first, so a backlog of bulk events (a connect storm's) does not hold up their alerts;
-each stream stays in event order, and the urgent kinds are the causes (an exec, a DNS answer)
-of what the bulk ones are judged by (its connects). The main loop comes back for their alerts
-as soon as `holds_urgent` turns false. The main loop never waits for the worker: a backlog past `max_queue` events drops
-the batch's detection (counted per event) rather than let the ring buffer fill, and at
-shutdown the worker gets a bounded time to finish before the agent exits without it.
+The main loop drains the ring buffer and writes events; nothing a sandbox can make slow (its
+config files, a file system that does not answer, long argv to score) may hold that up. Most
+detection cannot wait on anything: an exec whose command line the rules read without a file,
+a flow, a DNS answer. The main loop detects those itself, at the end of each drain
+(`flush`), and writes their alerts in the same turn. Handing them to a thread would cost more
+than detecting them: two or three thread switches and hand-overs of the GIL a turn, each a
+wake-up that can land on the CPU a busy sandbox is using (docs/performance.md, "Exec storms,
+fourth pass").
+
+The rest goes to one worker thread, in event order: from the first event whose detection may
+read a sandbox's file (`may_wait` says which: a miner's config, an ssh client's), everything
+while the worker still holds events, and for INLINE_BACKOFF_S everything after a batch whose
+detection on the main loop took more than INLINE_BUDGET_S (a command line made slow to
+score). One lock keeps detectors' state on one thread at a time. The alerts found wait in
+`take_alerts` for the main loop, which writes them (the sinks and the responder stay
+single-threaded); while it rests between turns it is told at once (`wait_for_alerts`).
+
+Events are handed over a batch at a time (`submit` collects, `flush` hands the batch over):
+one queue operation and one thread wake-up per batch, not per event. Under a stream of events
+batches are handed over at most every `handoff_interval_s` and grow meanwhile; a lone event
+goes at once, and a held one waits for the main loop's next turn (at most its drain
+interval). Events of `urgent_kinds` (those that raise most alerts: an exec, a DNS answer) go
+at once, in a stream of their own that the worker takes first, so a backlog of bulk events (a
+connect storm's) does not hold up their alerts; each stream stays in event order, and the
+urgent kinds are the causes (an exec, a DNS answer) of what the bulk ones are judged by (its
+connects). The main loop comes back for their alerts as soon as `holds_urgent` turns false.
+The main loop never waits for the worker: a backlog past `max_queue` events drops the batch's
+detection (counted per event) rather than let the ring buffer fill, and at shutdown the
+worker gets a bounded time to finish before the agent exits without it.
 """
 
 from __future__ import annotations
@@ -36,6 +48,12 @@ POLL_INTERVAL_S = 1.0
 # The shortest time between two hand-overs, unless a batch reaches HANDOFF_BATCH events.
 HANDOFF_INTERVAL_S = 0.005
 HANDOFF_BATCH = 256
+# Detection of one turn's batch on the main loop past this sends the rest, and the batches of
+# the next INLINE_BACKOFF_S, to the worker. Storms' batches take less (rate limit off, 2 vCPUs:
+# an exec storm's p50 0.3 ms and p99 2 ms, a connect storm's 0.6 and 1 ms); one command line
+# built to be slow to score takes up to ~15 ms (a `bash -c` of 300 commands, 4,096 arguments).
+INLINE_BUDGET_S = 0.005
+INLINE_BACKOFF_S = 1.0
 
 
 class DetectionAbandoned(BaseException):
@@ -48,11 +66,14 @@ class DetectWorker:
     def __init__(self, detect: Callable[[dict], list], max_queue: int, budget_s: float,
                  on_overrun: Callable[[], None], on_full: Callable[[], None],
                  poll: Optional[Callable[[], list]] = None, handoff_interval_s: float = HANDOFF_INTERVAL_S,
-                 urgent_kinds: frozenset = frozenset()) -> None:
-        """`poll`, when given, returns alerts found after their event; it is called on this
-        thread too, after each event and when idle, so detection state has one thread.
+                 urgent_kinds: frozenset = frozenset(),
+                 may_wait: Optional[Callable[[dict], bool]] = None) -> None:
+        """`poll`, when given, returns alerts found after their event; it is called after
+        each batch and when idle, by whoever detects (one thread at a time).
         Events of `urgent_kinds` are handed over at once and detected first (the module's
-        docstring says why)."""
+        docstring says why). `may_wait(event)` says whether detecting an event may wait on
+        what a sandbox controls (a file); the others are detected on the main loop while the
+        worker is idle. Without it, every event goes to the worker."""
         self.handoff_interval_s = handoff_interval_s
         self._last_handoff = -handoff_interval_s
         self.detect = detect
@@ -78,6 +99,10 @@ class DetectWorker:
         # Set when alerts wait in take_alerts: the main loop, resting between turns, writes
         # them at once rather than at its next turn.
         self._alerts_ready = threading.Event()
+        self.may_wait = may_wait
+        # Held while detecting, on the main loop or the worker: detectors' state has one thread.
+        self._detecting = threading.Lock()
+        self._inline_after = 0.0  # monotonic time before which every batch goes to the worker
         self._thread = threading.Thread(target=self._run, name="ebpfguard-detect", daemon=True)
         self._thread.start()
 
@@ -89,15 +114,20 @@ class DetectWorker:
             self._pending.append(event)
 
     def flush(self, force: bool = False) -> None:
-        """Hand what was submitted to the worker, unless the last hand-over was under
+        """Detect what was submitted here, as far as that cannot wait (`_detect_here`), and
+        hand the rest to the worker, unless the last hand-over was under
         `handoff_interval_s` ago and none of it is urgent (then the next call does; `force`:
-        now). Never blocks."""
+        all of it to the worker, now). Never blocks."""
         urgent, bulk = self._pending_urgent, self._pending
         if not urgent and not bulk:
             return
         now = time.monotonic()
-        if not force and not urgent and now - self._last_handoff < self.handoff_interval_s and len(bulk) < HANDOFF_BATCH:
-            return
+        if not force:
+            urgent, bulk = self._pending_urgent, self._pending = self._detect_here(urgent, bulk, now)
+            if not urgent and not bulk:
+                return
+            if not urgent and now - self._last_handoff < self.handoff_interval_s and len(bulk) < HANDOFF_BATCH:
+                return
         self._last_handoff = now
         self._pending_urgent, self._pending = [], []
         with self._backlog_lock:
@@ -116,6 +146,40 @@ class DetectWorker:
         if bulk:
             self._bulk.append(bulk)
         self._wake.put(None)
+
+    def _detect_here(self, urgent: list, bulk: list, now: float) -> tuple[list, list]:
+        """Detect a batch's events on the calling thread (the main loop), urgent ones first
+        as on the worker, then collect the late alerts; what is left for the worker (urgent,
+        bulk). Stops at the first event whose detection may wait, and once the batch has
+        taken INLINE_BUDGET_S (then the next INLINE_BACKOFF_S of batches go to the worker
+        whole); does nothing while the worker holds events (they come first)."""
+        if self.may_wait is None or now < self._inline_after or self._backlog:
+            return urgent, bulk
+        if not self._detecting.acquire(blocking=False):
+            return urgent, bulk  # the worker is detecting (late alerts): it takes this batch too
+        deadline = now + INLINE_BUDGET_S
+        done = 0
+        try:
+            for event in (*urgent, *bulk):
+                if self._may_wait(event):
+                    break
+                self._detect(event)
+                done += 1
+                if time.monotonic() > deadline:
+                    self._inline_after = time.monotonic() + INLINE_BACKOFF_S
+                    break
+            if self.poll is not None:
+                self._alerts.extend(self.poll())
+        finally:
+            self._detecting.release()
+        return urgent[done:], bulk[max(0, done - len(urgent)):]
+
+    def _may_wait(self, event: dict) -> bool:
+        assert self.may_wait is not None
+        try:
+            return self.may_wait(event)
+        except Exception:  # noqa: BLE001 - unsure: the worker detects it (and counts its errors)
+            return True
 
     def wake(self) -> None:
         """Have the worker ask `poll` for late alerts now (from any thread)."""
@@ -136,9 +200,10 @@ class DetectWorker:
                     token = self._wake.get(timeout=POLL_INTERVAL_S if self.poll else None)
                 except queue.Empty:
                     token = None
-                self._work()
-                if self.poll is not None:
-                    self._alerts.extend(self.poll())
+                with self._detecting:
+                    self._work()
+                    if self.poll is not None:
+                        self._alerts.extend(self.poll())
                 self._tell_alerts()
                 if token is _STOP:
                     return
@@ -151,14 +216,14 @@ class DetectWorker:
             self._work_urgent()
             if self._bulk:
                 for event in self._bulk.popleft():
-                    self._detect(event)
+                    self._detect_handed_over(event)
                     if self._urgent:
                         self._work_urgent()
 
     def _work_urgent(self) -> None:
         while self._urgent:
             for event in self._urgent.popleft():
-                self._detect(event)
+                self._detect_handed_over(event)
             with self._backlog_lock:
                 self._urgent_batches -= 1
             self._tell_alerts()
@@ -174,9 +239,12 @@ class DetectWorker:
         self._alerts_ready.clear()  # before take_alerts: an alert found after it sets it again
         return True
 
-    def _detect(self, event: dict) -> None:
+    def _detect_handed_over(self, event: dict) -> None:
         with self._backlog_lock:
             self._backlog -= 1  # started: no longer waiting
+        self._detect(event)
+
+    def _detect(self, event: dict) -> None:
         started = time.monotonic()
         self._alerts.extend(self.detect(event))
         if time.monotonic() - started > self.budget_s:

@@ -205,3 +205,114 @@ def test_the_main_loop_resting_between_turns_is_told_of_alerts_at_once():
     assert worker.take_alerts() == [{"alert": 1}]
     assert not worker.wait_for_alerts(0)  # told once per batch of alerts taken
     worker.stop(timeout_s=10)
+
+
+def detected_on(seen):
+    """A detect that notes each event's number and the thread it ran on, with an alert each."""
+    def detect(event):
+        seen.append((event["n"], threading.current_thread().name))
+        return [{"alert": event["n"]}]
+
+    return detect
+
+
+def quick_worker(detect, **kwargs):
+    return DetectWorker(detect, max_queue=100, budget_s=60, on_overrun=lambda: None, on_full=lambda: None,
+                        urgent_kinds=frozenset({"exec"}), **kwargs)
+
+
+def test_a_batch_whose_detection_cannot_wait_is_detected_on_the_main_loop_with_its_alerts_ready_at_once():
+    seen = []
+    worker = quick_worker(detected_on(seen), may_wait=lambda event: False)
+    worker.submit({"kind": "connect", "n": 0})
+    worker.submit({"kind": "exec", "n": 1})
+    worker.flush()
+    here = threading.current_thread().name
+    assert seen == [(1, here), (0, here)]  # urgent first, as on the worker
+    assert worker.take_alerts() == [{"alert": 1}, {"alert": 0}]  # no wait: the loop writes them this turn
+    assert not worker.holds_back() and not worker.holds_urgent()
+    worker.stop(timeout_s=10)
+
+
+def test_from_an_event_whose_detection_may_wait_the_batch_goes_to_the_worker_in_order():
+    seen = []
+    worker = quick_worker(detected_on(seen), may_wait=lambda event: event.get("reads", False))
+    for n in range(3):
+        worker.submit({"kind": "exec", "n": n, "reads": n == 1})
+    worker.flush()
+    worker.stop(timeout_s=10)
+    assert seen == [(0, threading.current_thread().name), (1, "ebpfguard-detect"), (2, "ebpfguard-detect")]
+
+
+def test_while_the_worker_holds_events_the_next_batches_follow_them_there():
+    seen = []
+    release = threading.Event()
+
+    def detect(event):
+        if event["n"] == 0:
+            release.wait()
+        return detected_on(seen)(event)
+
+    worker = quick_worker(detect, may_wait=lambda event: event["n"] == 0)
+    worker.submit({"kind": "exec", "n": 0})
+    worker.flush()
+    worker.submit({"kind": "exec", "n": 1})
+    worker.flush()  # cannot wait, but the worker still has event 0: after it, not beside it
+    release.set()
+    worker.stop(timeout_s=10)
+    assert seen == [(0, "ebpfguard-detect"), (1, "ebpfguard-detect")]
+
+
+def test_a_slow_batch_on_the_main_loop_sends_detection_to_the_worker_for_a_while(monkeypatch):
+    import ebpfguard.detect.worker as worker_module
+
+    monkeypatch.setattr(worker_module, "INLINE_BACKOFF_S", 0.5)
+    seen = []
+
+    def detect(event):
+        if event["n"] == 0:
+            time.sleep(worker_module.INLINE_BUDGET_S * 4)  # a command line a sandbox made slow to score
+        return detected_on(seen)(event)
+
+    worker = quick_worker(detect, may_wait=lambda event: False)
+    for n in (0, 1):
+        worker.submit({"kind": "exec", "n": n})
+    worker.flush()  # 0 here: past the budget, so 1 goes to the worker
+    worker.submit({"kind": "exec", "n": 2})
+    worker.flush()  # and so does the next batch, within the back-off
+    deadline = time.monotonic() + 10
+    while len(seen) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.6)  # the back-off is over
+    worker.submit({"kind": "exec", "n": 3})
+    worker.flush()
+    worker.stop(timeout_s=10)
+    here = threading.current_thread().name
+    assert seen == [(0, here), (1, "ebpfguard-detect"), (2, "ebpfguard-detect"), (3, here)]
+
+
+def test_an_event_the_may_wait_check_fails_on_goes_to_the_worker():
+    seen = []
+    worker = quick_worker(detected_on(seen), may_wait=lambda event: 1 / 0)
+    worker.submit({"kind": "exec", "n": 0})
+    worker.flush()
+    worker.stop(timeout_s=10)
+    assert seen == [(0, "ebpfguard-detect")]
+
+
+def test_late_alerts_are_collected_after_a_batch_detected_on_the_main_loop(monkeypatch):
+    import ebpfguard.detect.worker as worker_module
+
+    monkeypatch.setattr(worker_module, "POLL_INTERVAL_S", 3600.0)  # the idle worker does not ask first
+    polled_on = []
+
+    def poll():
+        polled_on.append(threading.current_thread().name)
+        return [{"alert": "late"}] if len(polled_on) == 1 else []
+
+    worker = quick_worker(lambda event: [], may_wait=lambda event: False, poll=poll)
+    worker.submit({"kind": "exec", "n": 0})
+    worker.flush()
+    assert worker.take_alerts() == [{"alert": "late"}]
+    assert polled_on == [threading.current_thread().name]
+    worker.stop(timeout_s=10)

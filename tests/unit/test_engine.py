@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 from rules_helpers import KEYWORD_RULE, write
 
 from ebpfguard.detect.engine import DetectionEngine, event_time_ns, load_rules
+from ebpfguard.detect.filereader import ReadResult
 
 
 def exec_event(argv, *, pid=42, time="2024-05-01T12:00:00.000000001Z", sandbox="sandbox-a", comm="tool"):
@@ -82,3 +84,46 @@ def test_an_empty_sandbox_allowlist_allows_nothing():
     assert compile_globs([]).match("sandbox-1") is False
     assert compile_globs([]).match("") is False
     assert compile_globs(["sandbox-*"]).match("sandbox-1")
+
+
+def no_files(event, path):
+    return ReadResult(None, "missing")
+
+
+@pytest.mark.parametrize("argv", [
+    ["./svc", "-c", "/tmp/c.json"],  # a miner's config named on the command line
+    ["/tmp/.x/svc"],  # a bare binary outside the system's directories: its config.json
+    ["ssh", "-N", "tunnel@203.0.113.7"],  # an ssh client: its config files
+    ["sh", "-c", "exec ssh -N tunnel@203.0.113.7"],  # the same, wrapped
+])
+def test_an_exec_whose_detection_reads_the_processes_files_may_wait(argv):
+    engine = DetectionEngine(load_rules(), read_file=no_files)
+    assert engine.may_read_files(exec_event(argv))
+
+
+@pytest.mark.parametrize("argv", [["/bin/true"], ["make", "-j8"], ["xmrig", "-o", "pool.example.net:3333"]])
+def test_an_exec_scored_on_its_command_line_alone_cannot_wait(argv):
+    engine = DetectionEngine(load_rules(), read_file=no_files)
+    event = exec_event(argv)
+    assert not engine.may_read_files(event)
+    engine.process(event)
+    assert not engine.may_read_files(exec_event(argv))  # and once remembered quiet, the same
+
+
+def test_no_event_may_wait_where_detection_reads_no_files():
+    engine = DetectionEngine(load_rules())  # replay: no reader
+    assert not engine.may_read_files(exec_event(["ssh", "-N", "tunnel@203.0.113.7"]))
+    assert not engine.may_read_files(exec_event(["./svc", "-c", "/tmp/c.json"]))
+
+
+def test_a_condition_over_a_disabled_miner_rules_score_may_read_its_config_too(tmp_path):
+    rules = load_rules([write(tmp_path, "d.yaml", """\
+        rules:
+          - id: miner.exec
+            enabled: false
+          - id: user.lowish_miner_score
+            description: x
+            condition: kind = "exec" and exec.miner.score >= 2
+            severity: low
+    """)])
+    assert DetectionEngine(rules, read_file=no_files).may_read_files(exec_event(["./svc", "-c", "/tmp/c.json"]))
