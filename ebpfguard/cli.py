@@ -161,7 +161,7 @@ def run(config_path: Optional[Path], rule_files: tuple[Path, ...], output: Optio
         fail(f"{config_path}: {exc}")
     # The executable scanner's verdicts wake the detection worker to collect their alerts.
     engine.wake_on_late(agent.wake_for_late_alerts)
-    engine.see_exits(agent.pipeline.enricher.procs.has_exited)
+    engine.see_processes(agent.pipeline.enricher.procs.image_holder)
     server = None if metrics_address is None else _serve_metrics(agent, *metrics_address)
     try:
         agent.run()

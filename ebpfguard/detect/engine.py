@@ -145,10 +145,11 @@ class DetectionEngine:
         for _rule, instance in self._pollers:
             instance.wake_on_late(wake)
 
-    def see_exits(self, exited: Callable[[int], bool]) -> None:
-        """`exited(pid)`, callable from any thread, says the agent has seen that process exit."""
+    def see_processes(self, image_holder: Callable[[int], Optional[int]]) -> None:
+        """`image_holder(pid)`, callable from any thread: the live process running the image
+        `pid` exec'd (ProcessTable.image_holder)."""
         for instance in self._instances:
-            instance.see_exits(exited)
+            instance.see_processes(image_holder)
 
     def _unless_repeat(self, rule: Rule, finding: Finding, event: Event) -> list[dict]:
         """The finding's alert, or nothing when the same one alerted within the window at this

@@ -141,17 +141,20 @@ class ExecutableScanner:
         self._worker: Optional[threading.Thread] = None
         # Called on the scanning thread after each verdict it adds to results().
         self.on_result: Optional[Callable[[], None]] = None
-        # exited(pid): the agent has seen that process exit, so /proc has nothing left of it.
-        # An exec storm's processes are mostly gone by the time detection sees their exec:
-        # asking saves a failed open and two exceptions per exec (a tenth of its detection).
-        self.exited: Optional[Callable[[int], bool]] = None
+        # image_holder(pid): the live process running the image that pid exec'd (itself, or
+        # the daemon it forked before it exited), None when the agent saw them all exit, so
+        # /proc has nothing left of it. An exec storm's processes are mostly gone by the time
+        # detection sees their exec: asking saves a failed open and two exceptions per exec
+        # (a tenth of its detection); a miner that daemonizes is scanned through its child.
+        self.image_holder: Optional[Callable[[int], Optional[int]]] = None
 
     def submit(self, event: Event) -> bool:
         """Queue an exec for scanning; False (and counted) when the queue is full."""
-        if self.exited is not None and self.exited((event.get("process") or {}).get("pid")):
-            return True  # a process that exited already: no file left to scan
+        target = self._target(event)
+        if target is None:
+            return True  # the process and its forks exited already: no file left to scan
         try:
-            key = self.peek(event)
+            key = self.peek(target)
         except ExecutableGone:
             return True  # a process that exited already: no file left to scan
         cached = self._cached(key) if key is not None else None
@@ -162,11 +165,23 @@ class ExecutableScanner:
             self._worker = threading.Thread(target=self._run, name="ebpfguard-exescan", daemon=True)
             self._worker.start()
         try:
-            self._queue.put_nowait(event)
+            self._queue.put_nowait((event, target))
             return True
         except queue.Full:
             self.dropped += 1
             return False
+
+    def _target(self, event: Event) -> Optional[Event]:
+        """The event whose process's executable to open: the event itself, or a copy naming
+        the live process that holds its image now; None when there is none."""
+        process = event.get("process") or {}
+        pid = process.get("pid")
+        if self.image_holder is None or not isinstance(pid, int):
+            return event
+        holder = self.image_holder(pid)
+        if holder is None:
+            return None
+        return event if holder == pid else {**event, "process": {**process, "pid": holder}}
 
     def results(self) -> list[tuple[Event, ScanVerdict]]:
         """Verdicts finished since the last call (non-blocking)."""
@@ -186,9 +201,9 @@ class ExecutableScanner:
 
     def _run(self) -> None:
         while True:
-            event = self._queue.get()
+            event, target = self._queue.get()
             try:
-                verdict = self.verdict_for(event)
+                verdict = self.verdict_for(target)
                 if verdict is not None:
                     self._done.append((event, verdict))
                     if self.on_result is not None:

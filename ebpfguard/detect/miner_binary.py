@@ -7,7 +7,9 @@ the stratum methods, pool URL schemes, hashing engines and banners of a miner. E
 (exescan.py) that runs YARA rules (`miner_yara_files`) over the file's first `max_scan_bytes`
 on a worker thread, and checks its SHA-256 against `miner_release_sha256`. The alert comes
 when the verdict does, through `poll()`, carrying the exec event that started it; a file
-already seen (same device, inode, size and mtime) is answered from the cache.
+already seen (same device, inode, size and mtime) is answered from the cache. A process gone
+before its exec reaches detection is scanned through the child it forked, which runs the same
+image (a daemon: XMRig's `--background` forks and exits at once; ProcessTable.image_holder).
 """
 
 from __future__ import annotations
@@ -61,30 +63,41 @@ class MinerBinary(Detector):
         if self.scanner is not None:
             self.scanner.on_result = wake
 
-    def see_exits(self, exited: Callable[[int], bool]) -> None:
+    def see_processes(self, image_holder: Callable[[int], Optional[int]]) -> None:
         if self.scanner is not None:
-            self.scanner.exited = exited
+            self.scanner.image_holder = image_holder
 
     def poll(self) -> Iterable[tuple[Event, Finding]]:
         """Findings for the scans finished since the last call, each with its exec event."""
         if self.scanner is None:
             return []
-        return [(event, finding(event, verdict)) for event, verdict in self.scanner.results() if verdict.is_miner]
+        return [(event, finding(event, verdict, self._daemon_of(event)))
+                for event, verdict in self.scanner.results() if verdict.is_miner]
+
+    def _daemon_of(self, event: Event) -> Optional[int]:
+        """The child still running the exec's image when the exec'd process is gone."""
+        pid = (event.get("process") or {}).get("pid")
+        holder = self.scanner.image_holder if self.scanner is not None else None
+        if holder is None or not isinstance(pid, int):
+            return None
+        running = holder(pid)
+        return running if running != pid else None
 
 
-def finding(event: Event, verdict: ScanVerdict) -> Finding:
-    """The alert for a miner verdict on an exec's executable."""
+def finding(event: Event, verdict: ScanVerdict, daemon_pid: Optional[int] = None) -> Finding:
+    """The alert for a miner verdict on an exec's executable; `daemon_pid`: the child that
+    runs it on, when the exec'd process forked and exited (a daemon)."""
     process = event.get("process") or {}
     path = process.get("exe") or event.get("filename") or "?"
     why = ", ".join(verdict.rules) or "a known miner release (SHA-256)"
-    return Finding(
-        summary=f"miner executable started: {path} ({why})",
-        evidence={
-            "path": path,
-            "yara_rules": list(verdict.rules),
-            "sha256": verdict.sha256,
-            "known_release": verdict.known_release,
-            "scanned_bytes": verdict.scanned_bytes,
-            "size": verdict.size,
-        },
-    )
+    evidence = {
+        "path": path,
+        "yara_rules": list(verdict.rules),
+        "sha256": verdict.sha256,
+        "known_release": verdict.known_release,
+        "scanned_bytes": verdict.scanned_bytes,
+        "size": verdict.size,
+    }
+    if daemon_pid is not None:
+        evidence["daemon_pid"] = daemon_pid
+    return Finding(summary=f"miner executable started: {path} ({why})", evidence=evidence)

@@ -70,9 +70,10 @@ class Detector:
         """A detector with `poll` calls `wake` (from any thread) when poll has something new,
         so that nobody needs to ask it over and over."""
 
-    def see_exits(self, exited: Callable[[int], bool]) -> None:
-        """`exited(pid)` is true once the agent has seen that process exit: a detector that
-        would open the process's files under /proc asks it first (they are gone)."""
+    def see_processes(self, image_holder: Callable[[int], Optional[int]]) -> None:
+        """`image_holder(pid)` names the live process running the image `pid` exec'd: `pid`
+        itself, or the daemon it forked before it exited; None once the agent saw them all
+        exit. A detector that would open the process's files under /proc asks it first."""
 
 
 DETECTORS: dict[str, type[Detector]] = {}

@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Optional
 
 CLONE_PARENT = 0x00008000
+# Generations of forks followed from an exited process to the live one still running its
+# image: a daemon forks once (XMRig's --background) or twice (fork, setsid, fork).
+MAX_DAEMON_FORKS = 4
 # Lineages remembered at once (each holds a list of its ancestors): a storm needs its
 # parents' and the last few children's.
 MAX_LINEAGES = 4096
@@ -28,6 +31,9 @@ class ProcessInfo:
     exe: Optional[str]
     argv: Optional[tuple[str, ...]] = None
     exited: bool = False
+    # Set by a fork: the parent whose image this process still runs (None once it execs).
+    image_from: Optional[int] = None
+    last_child: Optional[int] = None  # the last process this one forked
 
 
 @dataclass(slots=True)
@@ -155,12 +161,15 @@ class ProcessTable:
         ppid = parent_pid
         if clone_flags & CLONE_PARENT and parent is not None:
             ppid = parent.ppid  # the child becomes its parent's sibling
+        if parent is not None:
+            parent.last_child = child_pid  # in place, like on_exit
         self.put(ProcessInfo(
             pid=child_pid,
             ppid=ppid,
             comm=self._share(comm),
             exe=parent.exe if parent else None,
             argv=parent.argv if parent else None,
+            image_from=parent_pid,
         ))
 
     def on_exec(self, pid: int, comm: str, exe: Optional[str], argv: tuple[str, ...]) -> None:
@@ -175,11 +184,22 @@ class ProcessTable:
         if known is not None:
             known.exited = True  # in place: nothing a lineage or an event shows changes
 
-    def has_exited(self, pid: int) -> bool:
-        """Whether the table holds that process and saw it exit (safe from any thread: it
-        neither reads /proc nor reorders the table)."""
-        info = self._procs.get(pid)
-        return info is not None and info.exited
+    def image_holder(self, pid: int) -> Optional[int]:
+        """A live process running the image `pid` exec'd: `pid` itself unless the table saw it
+        exit; else the last child it forked, if that still runs the image (no exec since) and
+        is not seen exiting, or that child's own (a double fork), up to MAX_DAEMON_FORKS
+        generations; None when none is known. A daemon's parent exits at once, before its
+        exec reaches detection. Safe from any thread: it neither reads /proc nor reorders the
+        table."""
+        for _ in range(MAX_DAEMON_FORKS + 1):
+            info = self._procs.get(pid)
+            if info is None or not info.exited:
+                return pid
+            child = self._procs.get(info.last_child) if info.last_child is not None else None
+            if child is None or child.image_from != pid:
+                return None  # no fork known, or its pid belongs to another process now
+            pid = child.pid
+        return None
 
     def lookup(self, pid: int) -> Optional[ProcessInfo]:
         """The table's entry, else what /proc says now (remembered), else None."""

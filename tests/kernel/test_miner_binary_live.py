@@ -77,3 +77,28 @@ def test_a_renamed_ordinary_program_raises_no_miner_binary(agent, make_cgroup, m
     flagged = [e["evidence"]["path"] for e in agent.events() if e["kind"] == "alert"
                and e["rule"] == "miner.binary" and e["sandbox"]["cgroup"] == cg.rel]
     assert flagged == [str(settle)]
+
+
+# The same miner, daemonizing as XMRig's --background does: the exec'd process forks and
+# exits at once, before its exec reaches detection; the child runs on under a new session.
+DAEMON_SOURCE = MINER_SOURCE.replace(
+    "int main(void) { sleep(3);",
+    "int main(void) { if (fork() != 0) return 0; setsid(); sleep(3);",
+)
+
+
+def test_a_renamed_miner_that_daemonizes_at_once_is_scanned_through_its_child(agent, make_cgroup, tmp_path):
+    source = tmp_path / "d.c"
+    source.write_text(DAEMON_SOURCE)
+    daemon = tmp_path / "dbus-helper"
+    subprocess.run(["cc", "-O0", "-o", str(daemon), str(source)], check=True)
+    cg = make_cgroup("sandbox-")
+    try:
+        parent = cg.run([str(daemon)])  # returns at once: the child holds the image
+        assert parent.returncode == 0
+        alert = agent.wait_for(alert_for("miner.binary", lambda e: e.get("filename") == str(daemon)), timeout=20)
+    finally:
+        (cg.path / "cgroup.kill").write_text("1")
+    assert alert["sandbox"]["name"] == cg.path.name
+    assert alert["evidence"]["yara_rules"] == ["miner_stratum_client"]
+    assert alert["evidence"]["daemon_pid"] not in (None, alert["process"]["pid"])  # where it runs on

@@ -199,7 +199,7 @@ def test_an_exec_the_agent_saw_exit_is_not_looked_up_in_proc():
     """The agent's process table knows the exit: no /proc lookup, no worker, nothing dropped."""
     peeked = []
     scan = scanner(peek=lambda event: peeked.append(event) or None)
-    scan.exited = {4242}.__contains__
+    scan.image_holder = lambda pid: None if pid == 4242 else pid
     assert scan.submit({"kind": "exec", "filename": "/bin/true", "process": {"pid": 4242}})
     assert (peeked, scan._worker, scan.dropped, scan.results()) == ([], None, 0, [])
 
@@ -208,16 +208,45 @@ def test_an_exec_of_a_live_process_is_still_scanned_when_exits_are_known(tmp_pat
     miner = tmp_path / "updater"
     miner.write_bytes(MINER_STRINGS)
     scan = scanner()
-    scan.exited = {4242}.__contains__
+    scan.image_holder = lambda pid: None if pid == 4242 else pid
     assert scan.submit(exec_of(miner))  # pid 1: not among the exited
     scan.wait_idle(timeout=10)
     [(_, verdict)] = scan.results()
     assert verdict.is_miner
 
 
-def test_the_live_engine_hands_the_agents_exits_to_the_scanner():
+def test_an_exec_whose_process_exited_is_scanned_through_the_daemon_it_forked(tmp_path):
+    miner = tmp_path / "updater"
+    miner.write_bytes(MINER_STRINGS)
+    opened_pids = []
+    scan = scanner(open_executable=lambda event: opened_pids.append(event["process"]["pid"]) or opener_of_filename(event),
+                   peek=lambda event: None)
+    scan.image_holder = {4242: 4243}.get  # 4242 exited; its child 4243 runs the same image
+    event = {**exec_of(miner), "process": {"pid": 4242}}
+    assert scan.submit(event)
+    scan.wait_idle(timeout=10)
+    [(reported, verdict)] = scan.results()
+    assert verdict.is_miner and reported is event  # the alert is about the exec that started it
+    assert opened_pids == [4243]
+
+
+def test_a_daemons_alert_names_the_child_that_runs_the_miner(tmp_path):
+    miner = tmp_path / "updater"
+    miner.write_bytes(MINER_STRINGS)
+    rule = MinerBinary(context_for("miner.binary", read_file=lambda event, path: None))
+    rule.scanner.open_executable, rule.scanner.peek = opener_of_filename, lambda event: None
+    rule.see_processes({4242: 4243, 5000: 5000}.get)
+    for pid in (4242, 5000):
+        rule.on_event({**exec_of(miner), "process": {"pid": pid}})
+    rule.scanner.wait_idle(timeout=10)
+    evidence = {event["process"]["pid"]: found.evidence for event, found in rule.poll()}
+    assert evidence[4242]["daemon_pid"] == 4243
+    assert "daemon_pid" not in evidence[5000]  # still running itself
+
+
+def test_the_live_engine_hands_the_agents_process_table_to_the_scanner():
     engine = DetectionEngine(load_rules(), None, read_file=ExecFiles(TimedReader(ProcessRootReader()), budget_s=5.0))
-    exited = {7}.__contains__
-    engine.see_exits(exited)
+    holder = {7: 7}.get
+    engine.see_processes(holder)
     [rule] = [instance for instance in engine._instances if isinstance(instance, MinerBinary)]
-    assert rule.scanner.exited is exited
+    assert rule.scanner.image_holder is holder

@@ -156,12 +156,53 @@ def test_remembered_lineages_answer_as_a_fresh_walk_through_forks_execs_reuse_an
             assert (got.ppid, got.ancestry, got.complete) == _walked(procs, asked), (step, asked)
 
 
-def test_has_exited_is_true_only_for_a_process_seen_exiting_and_not_for_its_pids_next_owner(tmp_path):
+def test_a_live_process_holds_its_own_image_and_one_seen_exiting_without_forks_none(tmp_path):
     procs = table(tmp_path)
     procs.put(ProcessInfo(1, 0, "init", None))
     procs.on_fork(1, 300, 0, "sh")
-    assert not procs.has_exited(300) and not procs.has_exited(301)
+    procs.on_exec(300, "true", "/bin/true", ("true",))
+    assert procs.image_holder(300) == 300
+    assert procs.image_holder(301) == 301  # unknown to the table: /proc may still know it
     procs.on_exit(300)
-    assert procs.has_exited(300)
+    assert procs.image_holder(300) is None
     procs.on_fork(1, 300, 0, "sh")  # the pid reused
-    assert not procs.has_exited(300)
+    assert procs.image_holder(300) == 300
+
+
+def test_a_daemon_that_exited_at_once_is_held_by_the_child_it_forked(tmp_path):
+    procs = table(tmp_path)
+    procs.put(ProcessInfo(1, 0, "init", None))
+    procs.on_fork(1, 300, 0, "sh")
+    procs.on_exec(300, "updater", "/tmp/updater", ("/tmp/updater", "--background"))
+    procs.on_fork(300, 301, 0, "updater")
+    procs.on_exit(300)
+    assert procs.image_holder(300) == 301
+
+
+def test_a_double_fork_is_followed_to_the_grandchild(tmp_path):
+    procs = table(tmp_path)
+    procs.put(ProcessInfo(1, 0, "init", None))
+    procs.on_fork(1, 300, 0, "sh")
+    procs.on_exec(300, "updater", "/tmp/updater", ("/tmp/updater",))
+    procs.on_fork(300, 301, 0, "updater")
+    procs.on_exit(300)
+    procs.on_fork(301, 302, 0, "updater")  # after setsid
+    procs.on_exit(301)
+    assert procs.image_holder(300) == 302
+
+
+def test_a_child_that_ran_another_program_or_whose_pid_moved_on_holds_nothing(tmp_path):
+    procs = table(tmp_path)
+    procs.put(ProcessInfo(1, 0, "init", None))
+    procs.on_fork(1, 300, 0, "sh")
+    procs.on_exec(300, "sh", "/bin/sh", ("sh", "-c", "sleep 9"))
+    procs.on_fork(300, 301, 0, "sh")
+    procs.on_exec(301, "sleep", "/bin/sleep", ("sleep", "9"))
+    procs.on_exit(300)
+    assert procs.image_holder(300) is None  # the child runs sleep now, not sh
+    procs.on_exec(300, "x", "/tmp/x", ("/tmp/x",))  # pid 300 again, as another process
+    procs.on_fork(300, 302, 0, "x")
+    procs.on_exit(300)
+    procs.on_exit(302)
+    procs.on_fork(1, 302, 0, "cron")  # the child's pid, reused by another parent
+    assert procs.image_holder(300) is None
