@@ -29,6 +29,17 @@ def write(tmp_path: Path, name: str, text: str) -> Path:
     return path
 
 
+# miner.exec off, and a condition over its score: the rule's code still runs for the field.
+MINER_SCORE_CONDITION_ONLY = """\
+    rules:
+      - id: miner.exec
+        enabled: false
+      - id: user.lowish_miner_score
+        description: x
+        condition: kind = "exec" and exec.miner.score >= 2
+        severity: low
+"""
+
 KEYWORD_RULE = """\
     lists:
       words: [alpha, beta]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from rules_helpers import KEYWORD_RULE, write
+from rules_helpers import KEYWORD_RULE, MINER_SCORE_CONDITION_ONLY, write
 
 from ebpfguard.detect.engine import DetectionEngine, event_time_ns, load_rules
 from ebpfguard.detect.filereader import ReadResult
@@ -117,13 +117,5 @@ def test_no_event_may_wait_where_detection_reads_no_files():
 
 
 def test_a_condition_over_a_disabled_miner_rules_score_may_read_its_config_too(tmp_path):
-    rules = load_rules([write(tmp_path, "d.yaml", """\
-        rules:
-          - id: miner.exec
-            enabled: false
-          - id: user.lowish_miner_score
-            description: x
-            condition: kind = "exec" and exec.miner.score >= 2
-            severity: low
-    """)])
+    rules = load_rules([write(tmp_path, "d.yaml", MINER_SCORE_CONDITION_ONLY)])
     assert DetectionEngine(rules, read_file=no_files).may_read_files(exec_event(["./svc", "-c", "/tmp/c.json"]))

@@ -156,11 +156,17 @@ def test_remembered_lineages_answer_as_a_fresh_walk_through_forks_execs_reuse_an
             assert (got.ppid, got.ancestry, got.complete) == _walked(procs, asked), (step, asked)
 
 
-def test_a_live_process_holds_its_own_image_and_one_seen_exiting_without_forks_none(tmp_path):
+def started_by_init(tmp_path, *argv):
+    """A table where pid 300, forked by init, exec'd `argv`."""
     procs = table(tmp_path)
     procs.put(ProcessInfo(1, 0, "init", None))
     procs.on_fork(1, 300, 0, "sh")
-    procs.on_exec(300, "true", "/bin/true", ("true",))
+    procs.on_exec(300, argv[0].rsplit("/", 1)[-1], argv[0], argv)
+    return procs
+
+
+def test_a_live_process_holds_its_own_image_and_one_seen_exiting_without_forks_none(tmp_path):
+    procs = started_by_init(tmp_path, "/bin/true")
     assert procs.image_holder(300) == 300
     assert procs.image_holder(301) == 301  # unknown to the table: /proc may still know it
     procs.on_exit(300)
@@ -170,20 +176,14 @@ def test_a_live_process_holds_its_own_image_and_one_seen_exiting_without_forks_n
 
 
 def test_a_daemon_that_exited_at_once_is_held_by_the_child_it_forked(tmp_path):
-    procs = table(tmp_path)
-    procs.put(ProcessInfo(1, 0, "init", None))
-    procs.on_fork(1, 300, 0, "sh")
-    procs.on_exec(300, "updater", "/tmp/updater", ("/tmp/updater", "--background"))
+    procs = started_by_init(tmp_path, "/tmp/updater", "--background")
     procs.on_fork(300, 301, 0, "updater")
     procs.on_exit(300)
     assert procs.image_holder(300) == 301
 
 
 def test_a_double_fork_is_followed_to_the_grandchild(tmp_path):
-    procs = table(tmp_path)
-    procs.put(ProcessInfo(1, 0, "init", None))
-    procs.on_fork(1, 300, 0, "sh")
-    procs.on_exec(300, "updater", "/tmp/updater", ("/tmp/updater",))
+    procs = started_by_init(tmp_path, "/tmp/updater")
     procs.on_fork(300, 301, 0, "updater")
     procs.on_exit(300)
     procs.on_fork(301, 302, 0, "updater")  # after setsid
@@ -192,10 +192,7 @@ def test_a_double_fork_is_followed_to_the_grandchild(tmp_path):
 
 
 def test_a_child_that_ran_another_program_or_whose_pid_moved_on_holds_nothing(tmp_path):
-    procs = table(tmp_path)
-    procs.put(ProcessInfo(1, 0, "init", None))
-    procs.on_fork(1, 300, 0, "sh")
-    procs.on_exec(300, "sh", "/bin/sh", ("sh", "-c", "sleep 9"))
+    procs = started_by_init(tmp_path, "/bin/sh", "-c", "sleep 9")
     procs.on_fork(300, 301, 0, "sh")
     procs.on_exec(301, "sleep", "/bin/sleep", ("sleep", "9"))
     procs.on_exit(300)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from rules_helpers import write
+from rules_helpers import MINER_SCORE_CONDITION_ONLY, write
 
 from ebpfguard.cli import main
 from ebpfguard.detect.engine import DetectionEngine, RulesError, load_rules
@@ -261,15 +261,7 @@ def test_a_condition_without_a_kind_runs_on_every_kind_and_one_with_a_kind_only_
 
 
 def test_disabled_detector_rules_still_provide_their_fields(tmp_path):
-    path = write(tmp_path, "d.yaml", """\
-        rules:
-          - id: miner.exec
-            enabled: false
-          - id: user.lowish_miner_score
-            description: x
-            condition: kind = "exec" and exec.miner.score >= 2
-            severity: low
-    """)
+    path = write(tmp_path, "d.yaml", MINER_SCORE_CONDITION_ONLY)
     alerts = replay([{"kind": "exec", "argv": ["xmrig", "--donate-level", "1"]}], path)
     assert [a["rule"] for a in alerts] == ["user.lowish_miner_score"]
     assert alerts[0]["evidence"] == {"exec.miner.score": 6}
