@@ -23,6 +23,7 @@ import os
 import queue
 import stat
 import threading
+import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Callable, Iterable, Optional
@@ -33,6 +34,12 @@ from ebpfguard.detect.filereader import O_PATH, QUICK_FSTYPES, local_fstype
 from ebpfguard.detect.registry import Event
 
 log = logging.getLogger(__name__)
+
+# An exec whose process left /proc before the agent's process table knew it exited is asked
+# about again (`retry_gone`) for this long, at most this many at once: a daemon's parent exits
+# microseconds after its exec, before the records of its fork and exit are read.
+GONE_RECHECK_S = 2.0
+MAX_GONE = 1024
 
 # (st_dev, st_ino, st_size, st_mtime_ns): a file changed in place gets a new key.
 FileKey = tuple[int, int, int, int]
@@ -138,6 +145,7 @@ class ExecutableScanner:
         self._cache: OrderedDict[FileKey, ScanVerdict] = OrderedDict()
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._done: deque = deque()
+        self._gone: deque = deque()  # (event, until): see GONE_RECHECK_S
         self._worker: Optional[threading.Thread] = None
         # Called on the scanning thread after each verdict it adds to results().
         self.on_result: Optional[Callable[[], None]] = None
@@ -156,7 +164,8 @@ class ExecutableScanner:
         try:
             key = self.peek(target)
         except ExecutableGone:
-            return True  # a process that exited already: no file left to scan
+            self._note_gone(event, target)
+            return True
         cached = self._cached(key) if key is not None else None
         if cached is not None:
             self._done.append((event, cached))
@@ -183,6 +192,30 @@ class ExecutableScanner:
             return None
         return event if holder == pid else {**event, "process": {**process, "pid": holder}}
 
+    def _note_gone(self, event: Event, target: Event) -> None:
+        """The process to open had left /proc: when that was the exec's own process, as far as
+        the process table knew, ask the table again later (`retry_gone`)."""
+        if self.image_holder is not None and target is event and len(self._gone) < MAX_GONE:
+            self._gone.append((event, time.monotonic() + GONE_RECHECK_S))
+
+    def retry_gone(self) -> None:
+        """Submit again the execs whose process left /proc before the table knew it exited,
+        now that it knows of a child running the image (a daemon); drop those it saw exit
+        alone, and those it has not caught up on within GONE_RECHECK_S. Call it between
+        events, on the thread that submits."""
+        if self.image_holder is None:
+            return
+        now = time.monotonic()
+        for _ in range(len(self._gone)):
+            event, until = self._gone.popleft()
+            pid = (event.get("process") or {}).get("pid")
+            holder = self.image_holder(pid)
+            if holder == pid:  # the table has not read the exit yet
+                if now < until:
+                    self._gone.append((event, until))
+            elif holder is not None:
+                self.submit(event)  # through the child
+
     def results(self) -> list[tuple[Event, ScanVerdict]]:
         """Verdicts finished since the last call (non-blocking)."""
         out = []
@@ -208,6 +241,8 @@ class ExecutableScanner:
                     self._done.append((event, verdict))
                     if self.on_result is not None:
                         self.on_result()
+                else:  # not opened: gone, as far as the table knew, is asked about again
+                    self._note_gone(event, target)
             except Exception:  # noqa: BLE001 - one odd file must not stop the worker
                 log.exception("executable scan failed")
             finally:

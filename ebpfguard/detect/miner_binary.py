@@ -71,6 +71,7 @@ class MinerBinary(Detector):
         """Findings for the scans finished since the last call, each with its exec event."""
         if self.scanner is None:
             return []
+        self.scanner.retry_gone()
         return [(event, finding(event, verdict, self._daemon_of(event)))
                 for event, verdict in self.scanner.results() if verdict.is_miner]
 

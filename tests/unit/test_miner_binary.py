@@ -9,13 +9,14 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from pathlib import Path
 
 import pytest
 from shipped_rules import context_for
 
 from ebpfguard.detect.engine import DetectionEngine, load_rules
-from ebpfguard.detect.exescan import ExecutableScanner, compile_rules, open_process_executable
+from ebpfguard.detect.exescan import ExecutableGone, ExecutableScanner, compile_rules, open_process_executable
 from ebpfguard.detect.miner_binary import MinerBinary, rules_path
 from ebpfguard.detect.filereader import O_PATH, QUICK_FSTYPES, ExecFiles, ProcessRootReader, TimedReader, local_fstype
 
@@ -250,3 +251,43 @@ def test_the_live_engine_hands_the_agents_process_table_to_the_scanner():
     engine.see_processes(holder)
     [rule] = [instance for instance in engine._instances if isinstance(instance, MinerBinary)]
     assert rule.scanner.image_holder is holder
+
+
+def test_a_daemon_gone_from_proc_before_the_table_read_its_fork_is_scanned_once_it_has(tmp_path):
+    miner = tmp_path / "updater"
+    miner.write_bytes(MINER_STRINGS)
+
+    def peek(event):
+        if event["process"]["pid"] == 4242:
+            raise ExecutableGone()  # the parent left /proc microseconds after its exec
+        return None
+
+    opened_pids = []
+    scan = scanner(peek=peek, open_executable=lambda event: opened_pids.append(event["process"]["pid"])
+                   or opener_of_filename(event))
+    table = {4242: 4242}  # the records of its fork and exit are not read yet
+    scan.image_holder = table.get
+    event = {**exec_of(miner), "process": {"pid": 4242}}
+    assert scan.submit(event)
+    scan.retry_gone()
+    assert opened_pids == []  # asked again, still not caught up: kept
+    table[4242] = 4243  # now read: the child runs the image
+    scan.retry_gone()
+    scan.wait_idle(timeout=10)
+    [(reported, verdict)] = scan.results()
+    assert verdict.is_miner and reported is event and opened_pids == [4243]
+    scan.retry_gone()
+    assert not scan._gone  # done with it
+
+
+def test_an_exec_gone_alone_is_forgotten_once_the_table_saw_it_exit():
+    def gone(event):
+        raise ExecutableGone()
+
+    scan = scanner(peek=gone)
+    table = {4242: 4242}
+    scan.image_holder = table.get
+    scan.submit({"kind": "exec", "filename": "/bin/true", "process": {"pid": 4242}})
+    table[4242] = None  # exited, no fork
+    scan.retry_gone()
+    assert (scan._gone, scan._worker, scan.results()) == (deque(), None, [])
