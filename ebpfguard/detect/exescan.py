@@ -180,17 +180,23 @@ class ExecutableScanner:
             self.dropped += 1
             return False
 
+    def running_pid(self, event: Event) -> Optional[int]:
+        """The pid running the exec's image now, as the process table knows it: the exec's
+        own, or the child a daemon left running; None once the table saw them all exit.
+        Without the table (or without an integer pid), the event's own pid."""
+        pid = (event.get("process") or {}).get("pid")
+        if self.image_holder is None or not isinstance(pid, int):
+            return pid
+        return self.image_holder(pid)
+
     def _target(self, event: Event) -> Optional[Event]:
         """The event whose process's executable to open: the event itself, or a copy naming
         the live process that holds its image now; None when there is none."""
         process = event.get("process") or {}
-        pid = process.get("pid")
-        if self.image_holder is None or not isinstance(pid, int):
+        running = self.running_pid(event)
+        if running == process.get("pid"):
             return event
-        holder = self.image_holder(pid)
-        if holder is None:
-            return None
-        return event if holder == pid else {**event, "process": {**process, "pid": holder}}
+        return None if running is None else {**event, "process": {**process, "pid": running}}
 
     def _note_gone(self, event: Event, target: Event) -> None:
         """The process to open had left /proc: when that was the exec's own process, as far as
@@ -208,12 +214,11 @@ class ExecutableScanner:
         now = time.monotonic()
         for _ in range(len(self._gone)):
             event, until = self._gone.popleft()
-            pid = (event.get("process") or {}).get("pid")
-            holder = self.image_holder(pid)
-            if holder == pid:  # the table has not read the exit yet
+            running = self.running_pid(event)
+            if running == (event.get("process") or {}).get("pid"):  # the table has not read the exit yet
                 if now < until:
                     self._gone.append((event, until))
-            elif holder is not None:
+            elif running is not None:
                 self.submit(event)  # through the child
 
     def results(self) -> list[tuple[Event, ScanVerdict]]:

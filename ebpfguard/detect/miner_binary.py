@@ -77,12 +77,9 @@ class MinerBinary(Detector):
 
     def _daemon_of(self, event: Event) -> Optional[int]:
         """The child still running the exec's image when the exec'd process is gone."""
-        pid = (event.get("process") or {}).get("pid")
-        holder = self.scanner.image_holder if self.scanner is not None else None
-        if holder is None or not isinstance(pid, int):
-            return None
-        running = holder(pid)
-        return running if running != pid else None
+        assert self.scanner is not None
+        running = self.scanner.running_pid(event)
+        return None if running == (event.get("process") or {}).get("pid") else running
 
 
 def finding(event: Event, verdict: ScanVerdict, daemon_pid: Optional[int] = None) -> Finding:
