@@ -26,6 +26,8 @@ from typing import Any, Optional
 
 DEFAULT_CONTROL_SOCKET = "/run/ebpfguard/control.sock"
 MAX_LINE_BYTES = 16 << 20
+CLOSED_ON_US = ("the agent closed the connection: this caller is not allowed to ask "
+                "(root on the host, or a uid or group in the config's clients.allow)")
 
 
 class NoAgent(Exception):
@@ -67,11 +69,19 @@ class _Lines:
             except ConnectionResetError:
                 chunk = b""
             if not chunk:
-                raise Refused("the agent closed the connection: this caller is not allowed to ask "
-                              "(root on the host, or a uid or group in the config's clients.allow)")
+                raise Refused(CLOSED_ON_US)
             self.buffer += chunk
         line, self.buffer = self.buffer.split(b"\n", 1)
         return json.loads(line)
+
+
+def _send(conn: socket.socket, request: dict) -> None:
+    """Send one request line. The agent closes a connection it refuses at once, which may be
+    before the request is sent."""
+    try:
+        conn.sendall(json.dumps(request).encode() + b"\n")
+    except (BrokenPipeError, ConnectionResetError):
+        raise Refused(CLOSED_ON_US) from None
 
 
 def _check(response: dict) -> Any:
@@ -85,7 +95,7 @@ def call(op: str, args: Optional[dict] = None, path: str = DEFAULT_CONTROL_SOCKE
     """One request to the agent; its result."""
     conn = _connect(path, timeout_s)
     try:
-        conn.sendall(json.dumps({"op": op, "args": args or {}}).encode() + b"\n")
+        _send(conn, {"op": op, "args": args or {}})
         return _check(_Lines(conn).next())
     except socket.timeout:
         raise NoAgent(f"the agent on {path} did not answer within {timeout_s:g}s") from None
@@ -107,7 +117,7 @@ class Watch:
     def __init__(self, sandbox: str, path: str, timeout_s: Optional[float]) -> None:
         self.conn = _connect(path, 5.0)
         try:
-            self.conn.sendall(json.dumps({"op": "watch", "args": {"sandbox": sandbox}}).encode() + b"\n")
+            _send(self.conn, {"op": "watch", "args": {"sandbox": sandbox}})
             self.lines = _Lines(self.conn)
             _check(self.lines.next())
         except BaseException:

@@ -76,7 +76,10 @@ def raw_request_as(uid, path, request):
             "s = socket.socket(socket.AF_UNIX)\n"
             "s.settimeout(10)\n"
             f"s.connect({path!r})\n"
-            f"s.sendall({line!r})\n"
+            "try:\n"
+            f"    s.sendall({line!r})\n"
+            "except BrokenPipeError:\n"  # refused: closed before the request went
+            "    pass\n"
             "data = b''\n"
             "while not data.endswith(b'\\n'):\n"
             "    try:\n"
