@@ -15,7 +15,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Optional, Protocol, Sequence
 
-from prometheus_client import CollectorRegistry, start_http_server
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.core import (
     CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric,
 )
@@ -276,11 +279,8 @@ class MetricsServer:
     """The /metrics endpoint (HTTP, or HTTPS with `tls`), served from its own threads."""
 
     def __init__(self, host: str, port: int, registry: CollectorRegistry, tls: Optional[MetricsTls] = None) -> None:
-        options = {} if tls is None else {
-            "certfile": tls.certfile, "keyfile": tls.keyfile, "client_cafile": tls.client_cafile,
-            "client_auth_required": tls.client_cafile is not None}
         try:
-            self._httpd, self._thread = start_http_server(port, host, registry, **options)
+            self._httpd = _make_server(host, port, registry, tls)
         except OSError as exc:
             why = "the port is in use" if exc.errno == errno.EADDRINUSE else exc.strerror
             what = f" ({exc.filename})" if exc.filename else ""
@@ -289,6 +289,12 @@ class MetricsServer:
                 f"(choose another with --metrics-addr HOST:PORT, or --metrics-addr none)") from None
         except ssl.SSLError as exc:
             raise MetricsAddressError(f"cannot serve metrics over TLS: {exc.reason or exc}") from None
+        # prometheus_client's own loop looks at its stop flag every 0.5 s: two wakeups a
+        # second of an idle agent (milliseconds of CPU each on a VM). This one is woken to stop
+        # by close().
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 3600},
+                                        name="ebpfguard-metrics", daemon=True)
+        self._thread.start()
         self.host = host
         self.port = self._httpd.server_address[1]  # the real one when 0 was asked for
         self.scheme = "http" if tls is None else "https"
@@ -299,8 +305,8 @@ class MetricsServer:
         return f"{self.scheme}://{host}:{self.port}/metrics"
 
     def close(self) -> None:
-        """Stop serving, at once: the serve loop only looks at its stop flag between requests
-        or every 0.5 s, so a connection of our own wakes it."""
+        """Stop serving, at once: the serve loop only looks at its stop flag between requests,
+        so a connection of our own wakes it."""
         stopper = threading.Thread(target=self._httpd.shutdown, daemon=True)
         stopper.start()
         while stopper.is_alive():
@@ -311,3 +317,49 @@ class MetricsServer:
             stopper.join(0.02)
         self._httpd.server_close()
         self._thread.join()
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
+        """Scrapes are not logged."""
+
+
+def _make_server(host: str, port: int, registry: CollectorRegistry, tls: Optional[MetricsTls]) -> ThreadingWSGIServer:
+    """prometheus_client's exposition (its WSGI app and threading server) bound to host:port,
+    IPv6 where the host is, behind TLS where configured (a client certificate required when
+    a client CA is given), as start_http_server builds it, but not yet serving."""
+    family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+
+    class Server(ThreadingWSGIServer):
+        address_family = family
+
+    httpd = make_server(address[0], port, make_wsgi_app(registry), Server, handler_class=_QuietHandler)
+    if tls is not None:
+        try:
+            httpd.socket = _tls_context(tls).wrap_socket(httpd.socket, server_side=True)
+        except BaseException:
+            httpd.server_close()
+            raise
+    return httpd
+
+
+def _tls_context(tls: MetricsTls) -> ssl.SSLContext:
+    """The server's TLS context; a file that cannot be loaded is named in the error."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    if tls.client_cafile is not None:
+        _load(f"metrics.tls_client_cafile {tls.client_cafile}", context.load_verify_locations, tls.client_cafile)
+        context.verify_mode = ssl.CERT_REQUIRED
+    else:
+        context.load_default_certs(ssl.Purpose.CLIENT_AUTH)
+    _load(f"metrics.tls_certfile {tls.certfile} and tls_keyfile {tls.keyfile}", context.load_cert_chain,
+          tls.certfile, tls.keyfile)
+    return context
+
+
+def _load(what: str, load: Callable[..., None], *paths: str) -> None:
+    try:
+        load(*paths)
+    except ssl.SSLError as exc:
+        raise MetricsAddressError(f"cannot serve metrics over TLS: {what}: {exc.reason or exc}") from None
+    except OSError as exc:
+        raise MetricsAddressError(f"cannot serve metrics over TLS: {what}: {exc.strerror or exc}") from None

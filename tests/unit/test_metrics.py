@@ -7,6 +7,7 @@ import socket
 import subprocess
 import tempfile
 import threading
+import time
 import urllib.request
 from pathlib import Path
 
@@ -336,6 +337,29 @@ def test_server_serves_the_registry_and_a_busy_port_is_a_clear_error():
         server.close()
     with pytest.raises(ConnectionRefusedError):  # closed: nothing listens there any more
         socket.create_connection(("127.0.0.1", server.port), timeout=5)
+
+
+def sleeps(thread: threading.Thread) -> int:
+    """How many times a thread of this process has slept (its voluntary context switches)."""
+    status = Path(f"/proc/self/task/{thread.native_id}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("voluntary_ctxt_switches")))
+
+
+def test_an_idle_endpoint_does_not_wake_until_scraped_and_closes_at_once():
+    h = Harness()
+    server = MetricsServer("127.0.0.1", 0, h.registry)
+    try:
+        [serving] = [t for t in threading.enumerate() if t.name == "ebpfguard-metrics"]
+        before = sleeps(serving)
+        time.sleep(1.5)  # prometheus_client's own loop would have woken three times
+        assert sleeps(serving) - before <= 1
+        with urllib.request.urlopen(server.url, timeout=5) as response:
+            assert b"ebpfguard_build_info" in response.read()
+    finally:
+        started = time.monotonic()
+        server.close()
+    assert time.monotonic() - started < 1
+    assert not serving.is_alive()
 
 
 def test_gpu_use_is_exposed_per_sandbox_and_gpu_with_capped_labels():

@@ -78,3 +78,13 @@ def test_tls_settings_must_come_in_pairs():
     assert MetricsTls.from_config({"tls_certfile": "", "tls_keyfile": "", "tls_client_cafile": ""}) is None
     with pytest.raises(MetricsAddressError, match="go together"):
         MetricsTls.from_config({"tls_certfile": "c.pem", "tls_keyfile": "", "tls_client_cafile": ""})
+
+
+def test_a_tls_file_that_cannot_be_loaded_is_named(tmp_path, pki):
+    with pytest.raises(MetricsAddressError, match=r"tls_client_cafile .*nope\.pem: No such file"):
+        MetricsServer("127.0.0.1", 0, CollectorRegistry(),
+                      MetricsTls(str(pki["server_cert"]), str(pki["server_key"]), str(tmp_path / "nope.pem")))
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate\n")
+    with pytest.raises(MetricsAddressError, match=r"tls_certfile .*garbage\.pem"):
+        MetricsServer("127.0.0.1", 0, CollectorRegistry(), MetricsTls(str(garbage), str(garbage), None))
