@@ -100,20 +100,34 @@ def one_malloc_arena() -> bool:
     return mallopt(M_ARENA_MAX, 1) == 1
 
 
+# CPU the agent must have used since the last trim before the next one: memory to give back
+# was freed by work, and a trim walks every free chunk (several ms on an idle agent, for nothing).
+TRIM_AFTER_CPU_S = 0.5
+
+
+def trim_due(cpu_since_last_trim_s: float) -> bool:
+    """Whether the agent worked enough since the last trim for one to give memory back."""
+    return cpu_since_last_trim_s >= TRIM_AFTER_CPU_S
+
+
 def keep_heap_trimmed(interval_s: float) -> Optional[threading.Thread]:
     """A daemon thread that hands the heap's free pages back to the kernel (malloc_trim)
-    every `interval_s`; None where that is not glibc. A storm that the detection thread
-    falls behind on leaves its backlog's memory free but resident: 13 MiB came back in one
-    0.6 ms call after one. The call holds the arena's lock, not the interpreter's."""
+    every `interval_s` in which the agent used TRIM_AFTER_CPU_S of CPU since the last trim;
+    None where that is not glibc. A storm that the detection thread falls behind on leaves
+    its backlog's memory free but resident: 13 MiB came back in one 0.6 ms call after one.
+    The call holds the arena's lock, not the interpreter's."""
     trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
     if trim is None:
         return None
     trim.argtypes = [ctypes.c_size_t]
 
     def run() -> None:
+        trimmed_at = -TRIM_AFTER_CPU_S
         while True:
             time.sleep(interval_s)
-            trim(0)
+            if trim_due(time.process_time() - trimmed_at):
+                trim(0)
+                trimmed_at = time.process_time()
 
     thread = threading.Thread(target=run, name="ebpfguard-trim", daemon=True)
     thread.start()

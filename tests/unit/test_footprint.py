@@ -5,7 +5,7 @@ from __future__ import annotations
 import mmap
 import re
 
-from ebpfguard.kernel.footprint import parse_smaps, release_compiler_pages, releasable
+from ebpfguard.kernel.footprint import TRIM_AFTER_CPU_S, parse_smaps, release_compiler_pages, releasable, trim_due
 
 PAGE = mmap.PAGESIZE
 
@@ -125,3 +125,8 @@ def test_the_trimming_thread_gives_the_heaps_free_pages_back():
     done = subprocess.run([sys.executable, "-c", TRIM_SCRIPT], capture_output=True, text=True, check=True)
     before, after = map(int, done.stdout.split())
     assert before - after > 40_000  # most of the 60 MB freed in the heap's middle came back
+
+
+def test_an_agent_that_did_no_work_since_the_last_trim_is_not_trimmed_again():
+    assert trim_due(TRIM_AFTER_CPU_S)  # a storm's work: its freed memory goes back
+    assert not trim_due(TRIM_AFTER_CPU_S / 10)  # an idle agent's housekeeping frees nothing worth a trim
