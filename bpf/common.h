@@ -188,32 +188,41 @@ static __always_inline u64 budget_of(u64 lineage_cgroup_id, u64 cgroup_id)
 }
 
 /* Records that can raise an alert (an exec's result, a flow the prefilter kept, a GPU open,
- * escape and tamper) wake the reader; bulk ones (fork, exit, socket, connect, an exec's
- * arguments, which its result follows) wait for its next drain, so a storm costs no wakeup
- * per record. */
-static __always_inline int wakes_reader(u32 kind)
+ * escape and tamper, a sandbox's connect: internal network, a pool) wake the reader; bulk
+ * ones (fork, exit, socket, the host's connects, an exec's arguments, which its result
+ * follows) wait for its next drain (or end an idle reader's long sleep: wake_reader). Wakeups
+ * come at most one per sleep of the reader, so a storm costs none per record. */
+static __always_inline int wakes_reader(const struct event_header *hdr)
 {
+	u32 kind = hdr->kind;
+
 	return kind == EVENT_EXEC || kind == EVENT_FLOW || kind == EVENT_OPEN || kind == EVENT_ESCAPE
-	       || kind == EVENT_TAMPER;
+	       || kind == EVENT_TAMPER || (kind == EVENT_CONNECT && hdr->lineage_cgroup_id != 0);
 }
 
 /* A wakeup is an irq_work, which raises a self-IPI: 15 us per exec on a VM, paid whether or
  * not anyone sleeps. So the reader (ebpfguard/kernel/ringbuf.py) sets this flag just before it
- * sleeps in epoll, and clears it when it wakes; a record that wakes the reader is committed
- * without a wakeup, and the first program to find the flag set after that takes it (an atomic
- * exchange: one wakeup per sleep) and wakes the reader with an empty record it discards
- * (readers skip discarded records). The commit and the exchange are full barriers, and the
- * reader looks at the rings after setting the flag (behind a barrier of its own): either it
- * sees the record and does not sleep, or the program sees the flag. Where the agent reads the
- * rings through libbpf (READER_WAKE_ALWAYS, not x86), every such record wakes it, as before. */
+ * sleeps in epoll (READER_ASLEEP, events.h), and clears it when it wakes; a record that wakes
+ * the reader is committed without a wakeup, and the first program to find the flag set after
+ * that takes it (an atomic exchange: one wakeup per sleep) and wakes the reader with an empty
+ * record it discards (readers skip discarded records). The commit and the exchange are full
+ * barriers, and the reader looks at the rings after setting the flag (behind a barrier of its
+ * own): either it sees the record and does not sleep, or the program sees the flag. An idle
+ * reader, once its drains have come back empty for its longest bulk wait, sleeps for any record
+ * (READER_ASLEEP_DEEP): then the first record of any kind wakes it, and nothing else needs to
+ * until its housekeeping (an idle agent wakes about once a second, not 25 times). Where the
+ * agent reads the rings through libbpf (READER_WAKE_ALWAYS, not x86), every record that can
+ * raise an alert wakes it, as before. */
 BPF_F_TABLE("array", u32, u64, reader_asleep, 1, BPF_F_MMAPABLE);
 
-static __always_inline void wake_reader(u32 family)
+/* Wake the reader if it sleeps at least this deep (READER_ASLEEP: for a record that can raise
+ * an alert; READER_ASLEEP_DEEP: for a bulk one). */
+static __always_inline void wake_reader(u32 family, u64 depth)
 {
 	u32 zero = 0;
 	u64 *asleep = reader_asleep.lookup(&zero);
 
-	if (!asleep || !__sync_lock_test_and_set(asleep, 0))
+	if (!asleep || *asleep < depth || !__sync_lock_test_and_set(asleep, READER_AWAKE))
 		return;
 	if (family == PROBE_EXEC || family == PROBE_PROC || family == PROBE_ESCAPE || family == PROBE_TAMPER) {
 		u64 *mark = exec_events.ringbuf_reserve(sizeof(u64));
@@ -229,7 +238,7 @@ static __always_inline void wake_reader(u32 family)
 /* Every record starts with its event_header: a lost one is charged to its cgroup. */
 static __always_inline void submit(void *record, u64 size, u32 family)
 {
-	int wakes = wakes_reader(((struct event_header *)record)->kind);
+	int wakes = wakes_reader((const struct event_header *)record);
 #ifdef READER_WAKE_ALWAYS
 	u64 flags = wakes ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
 #else
@@ -243,8 +252,7 @@ static __always_inline void submit(void *record, u64 size, u32 family)
 		err = events.ringbuf_output(record, size, flags);
 	if (err == 0) {
 #ifndef READER_WAKE_ALWAYS
-		if (wakes)
-			wake_reader(family);
+		wake_reader(family, wakes ? READER_ASLEEP : READER_ASLEEP_DEEP);
 #endif
 		return;
 	}

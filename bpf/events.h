@@ -61,6 +61,11 @@ enum probe_family {
 /* Slots of lineage_epoch (common.h): changed by the probes, and by userspace. */
 #define LINEAGE_EPOCH_PROBES 0
 #define LINEAGE_EPOCH_USERSPACE 1
+/* reader_asleep[0] (common.h), written by the ring reader: awake; asleep for the records that
+ * can raise an alert; asleep for any record (an idle reader's long sleep). */
+#define READER_AWAKE 0
+#define READER_ASLEEP 1
+#define READER_ASLEEP_DEEP 2
 
 /* exec_event.flags */
 #define EXEC_ARGV_TRUNCATED 0x1     /* more args, or longer ones, than the bounds above */

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 import signal
 import socket
 import sys
@@ -55,13 +56,21 @@ SHUTDOWN_DETECT_S = 0.3
 # What on_records answers the ring buffer to end a drain early.
 STOP_DRAIN = -1
 
-# Kinds whose detection raises most alerts (the probes wake the agent for their records):
-# while the detection worker holds one, the loop comes back within this many ms for the alerts.
+# Kinds whose detection raises most alerts (the probes wake the agent for their records): the
+# detection worker takes them ahead of bulk records.
 URGENT_KINDS = frozenset({"exec", "flow", "dns", "open", "escape", "tamper"})
-URGENT_WAIT_MS = 1
+# An idle agent's sleep (any record ends it): its housekeeping, the responder's expiries and
+# GPU polls come at least this often (on a VM each wakeup of a Python thread costs milliseconds
+# of CPU: docs/performance.md, "Idle").
+DEEP_WAIT_MS = 1000
 # How often every probe is checked to be still attached (a backstop: the tamper probes see a
 # sandbox's bpf() and perf_event_open() calls as they happen).
 ATTACH_CHECK_S = 5.0
+# Housekeeping (loss counters, flood summaries, expiry) runs every HOUSEKEEPING_S while records
+# come, and every ATTACH_CHECK_S while none do: the kernel loses or holds back records only
+# while some come, and on a VM each housekeeping of an idle agent costs milliseconds of CPU
+# (its pages have gone cold: docs/performance.md, "Idle").
+HOUSEKEEPING_S = 1.0
 GIL_SWITCH_INTERVAL_S = 0.001
 
 # Records handled per drain before the loop comes up for its housekeeping (loss counters,
@@ -304,10 +313,11 @@ class Agent:
         # end of each turn of the loop, before the control socket is served.
         self.history = SandboxHistory(HistoryBounds.from_config(config["history"]))
         self.sink = FanOut(self.sink, HeldUntilTurnEnd(self.history))
+        self.viewers: Optional[EventSocket] = None
         if socket_path is not None:
-            viewers = EventSocket.open(socket_path, self.stats, config["viewer"]["buffer_bytes"],
-                                       config["viewer"]["max_viewers"])
-            self.sink = FanOut(self.sink, viewers)
+            self.viewers = EventSocket.open(socket_path, self.stats, config["viewer"]["buffer_bytes"],
+                                            config["viewer"]["max_viewers"])
+            self.sink = FanOut(self.sink, self.viewers)
         # Alertmanager, Falco, syslog, webhooks: after the JSON Lines, in a process of their own.
         self.outputs = OutputProcess(config.get("outputs"), config["logging"]["warn_interval_s"], lines.line_of)
         if self.outputs:
@@ -395,31 +405,42 @@ class Agent:
         # alerts detection finds meanwhile are written at once (rest_until).
         min_turn_s = busy_ms / 1000
         idle_ms = max(busy_ms, int(self.config["probes"]["idle_drain_interval_ms"]))
-        wait_ms = busy_ms
-        next_housekeeping = next_attach_check = 0.0
+        # Once a wait of idle_ms comes back empty the agent sleeps deep: any record, the
+        # detection worker's alerts and the sockets' clients end that sleep, else it lasts
+        # deep_ms. Where libbpf reads the rings nothing but their records can end a wait, so
+        # the wait stays at idle_ms.
+        deep_ms = DEEP_WAIT_MS if probes.watch(self.wakers()) else 0
+        if self.notifier.watchdog_s:
+            deep_ms = min(deep_ms, int(self.notifier.watchdog_s * 1000 / 2))
+        wait_ms, deep = busy_ms, False
+        next_housekeeping = next_attach_check = last_housekeeping = 0.0
         try:
             while not self._stop:
                 # An empty drain stretches the next wait (up to idle_ms): an idle host should
                 # not cost a hundred wakeups a second. Any record brings the short wait back;
                 # a drain cut at its bound (a backlog) goes on without waiting.
                 turn_started = time.monotonic()
-                drained = probes.drain(wait_ms, MAX_RECORDS_PER_DRAIN)
+                drained = probes.drain(deep_ms if deep else wait_ms, MAX_RECORDS_PER_DRAIN, deep=deep)
                 if self.worker is not None:
                     self.worker.flush()
                 if drained >= MAX_RECORDS_PER_DRAIN:
-                    wait_ms = 0
+                    wait_ms, deep = 0, False
+                elif drained:
+                    wait_ms, deep = busy_ms, False
                 else:
-                    wait_ms = busy_ms if drained else min(idle_ms, max(wait_ms, busy_ms) * 2)
-                if self.worker is not None:
-                    if self.worker.holds_urgent():
-                        wait_ms = min(wait_ms, URGENT_WAIT_MS)
-                    elif self.worker.holds_back():  # a held batch goes at the next turn
-                        wait_ms = min(wait_ms, busy_ms)
+                    deep = deep_ms > wait_ms >= idle_ms
+                    wait_ms = min(idle_ms, max(wait_ms, busy_ms) * 2)
+                if self.worker is not None and self.worker.holds_back():  # a held batch goes at the next turn
+                    wait_ms, deep = min(wait_ms, busy_ms), False
+                if responder is not None and responder.pending:  # freezes to see through
+                    deep = False
                 self.collect_late_alerts()
                 now = time.monotonic()
+                if drained:
+                    next_housekeeping = min(next_housekeeping, last_housekeeping + HOUSEKEEPING_S)
                 if responder is not None:
                     responder.poll()
-                self.sink.flush_if_due(now)
+                self.sink.flush_if_due(math.inf if deep else now)  # nothing waits out a deep sleep
                 self.notifier.ping_if_due(now)
                 if self.control is not None:
                     self.control.serve()
@@ -431,7 +452,7 @@ class Agent:
                     if now >= next_attach_check:
                         self.check_attached(probes)
                         next_attach_check = now + ATTACH_CHECK_S
-                    next_housekeeping = now + 1.0
+                    last_housekeeping, next_housekeeping = now, next_attach_check
                 if self.gpus is not None:
                     self.poll_gpus()
                 if 0 < drained < MAX_RECORDS_PER_DRAIN:
@@ -460,6 +481,13 @@ class Agent:
             self.notifier.send("STOPPING=1")
             self.notifier.close()
             print(f"ebpfguard: stopped: {json.dumps(self.summary())}", file=self.log, flush=True)
+
+    def wakers(self) -> list[int]:
+        """Descriptors that are readable when the main loop has work besides the rings: the
+        detection worker's alerts, a control request, a viewer to accept."""
+        fds = [] if self.worker is None else [self.worker.alerts_fd]
+        fds += [server.fileno() for server in (self.control, self.viewers) if server is not None]
+        return fds
 
     def _responder(self, probes: ProbeSet) -> Optional[Responder]:
         """The responder (always, for `actions` and thaw; it acts only when configured), and

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import socket
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
@@ -75,6 +76,8 @@ class _Client:
         self.outbox = b""
         self.wants: Optional[Callable[[dict], bool]] = None
         self.missed = 0  # streamed lines dropped since the watcher last caught up
+        self.ended = False  # the client closed its side: only what waits is still sent
+        self.events = select.EPOLLIN  # what the server's epoll waits for on it
 
 
 class ControlServer:
@@ -91,6 +94,9 @@ class ControlServer:
         self.root_only: set[str] = set()
         self.clients: list[_Client] = []
         self.refused = 0  # connections refused (not allowed, or too many)
+        # The listener and every connection, for the agent's loop to wait on (`fileno`).
+        self._ready = select.epoll()
+        self._ready.register(listener.fileno(), select.EPOLLIN)
 
     @classmethod
     def open(cls, path: str, access: RunnerAccess = RunnerAccess(()), sandbox_settings: Mapping = {}) -> "ControlServer":
@@ -131,6 +137,7 @@ class ControlServer:
             client.missed = 0
             try:
                 self._send(client)
+                self._watch(client)
             except OSError:
                 pass  # dropped at the next serve()
         return True
@@ -144,6 +151,11 @@ class ControlServer:
     def flush_if_due(self, now: Optional[float] = None) -> None:
         """Streams are sent as they are written (part of the sink protocol)."""
 
+    def fileno(self) -> int:
+        """A descriptor readable while `serve` has work: a connection to accept, a request to
+        read, room to send what waits (the agent's loop wakes for it)."""
+        return self._ready.fileno()
+
     def serve(self) -> None:
         """Accept, read, answer: whatever can be done now without waiting."""
         self._accept()
@@ -151,6 +163,7 @@ class ControlServer:
             try:
                 self._read(client)
                 self._send(client)
+                self._watch(client)
             except OSError:
                 self._drop(client)
 
@@ -158,6 +171,7 @@ class ControlServer:
         for client in list(self.clients):
             self._drop(client)
         self.listener.close()
+        self._ready.close()
         self.path.unlink(missing_ok=True)
 
     def answer(self, line: bytes, peer: Peer = Peer(0, 0, frozenset({0}), "host"),
@@ -210,6 +224,7 @@ class ControlServer:
                 continue
             conn.setblocking(False)
             self.clients.append(_Client(conn, peer))
+            self._ready.register(conn.fileno(), select.EPOLLIN)
 
     def _read(self, client: _Client) -> None:
         while True:
@@ -218,8 +233,7 @@ class ControlServer:
             except BlockingIOError:
                 break
             if not chunk:
-                if not client.outbox:
-                    raise OSError("closed")
+                client.ended = True
                 break
             client.inbox += chunk
             while b"\n" in client.inbox:
@@ -238,7 +252,21 @@ class ControlServer:
                 return
             client.outbox = client.outbox[sent:]
 
+    def _watch(self, client: _Client) -> None:
+        """Wait for a request while the client may send one, and for room while responses
+        wait; a client that closed its side goes once they are sent."""
+        if client.ended and not client.outbox:
+            raise OSError("closed")
+        events = (0 if client.ended else select.EPOLLIN) | (select.EPOLLOUT if client.outbox else 0)
+        if events != client.events:
+            self._ready.modify(client.conn.fileno(), events)
+            client.events = events
+
     def _drop(self, client: _Client) -> None:
         self.clients.remove(client)
+        try:
+            self._ready.unregister(client.conn.fileno())
+        except (OSError, ValueError):
+            pass  # closed already
         client.conn.close()
 

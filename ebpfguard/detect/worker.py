@@ -25,7 +25,7 @@ interval). Events of `urgent_kinds` (those that raise most alerts: an exec, a DN
 at once, in a stream of their own that the worker takes first, so a backlog of bulk events (a
 connect storm's) does not hold up their alerts; each stream stays in event order, and the
 urgent kinds are the causes (an exec, a DNS answer) of what the bulk ones are judged by (its
-connects). The main loop comes back for their alerts as soon as `holds_urgent` turns false.
+connects). Whoever finds alerts makes `alerts_fd` readable, which ends the main loop's wait.
 The main loop never waits for the worker: a backlog past `max_queue` events drops the batch's
 detection (counted per event) rather than let the ring buffer fill, and at shutdown the
 worker gets a bounded time to finish before the agent exits without it.
@@ -35,16 +35,21 @@ from __future__ import annotations
 
 import collections
 import ctypes
+import math
+import os
 import queue
+import select
 import threading
 import time
+import weakref
 from typing import Callable, Optional
 
 _STOP = object()
 # How often an idle worker asks `poll` for late alerts (findings that finish after their event)
-# when nothing woke it: a backstop, since whoever finds them calls `wake` (an idle agent should
-# not wake twenty times a second to ask).
-POLL_INTERVAL_S = 1.0
+# when nothing woke it: a backstop, since whoever finds them calls `wake`, and every batch
+# detected on the main loop polls too (an idle agent should not wake every second to ask: on
+# a VM each wakeup of a Python thread costs milliseconds of CPU, docs/performance.md).
+POLL_INTERVAL_S = 5.0
 # The shortest time between two hand-overs, unless a batch reaches HANDOFF_BATCH events.
 HANDOFF_INTERVAL_S = 0.005
 HANDOFF_BATCH = 256
@@ -92,13 +97,16 @@ class DetectWorker:
         self._pending: list = []  # submitted on the main loop, not yet handed over
         self.urgent_kinds = urgent_kinds
         self._pending_urgent: list = []
-        self._urgent_batches = 0  # urgent batches handed over and not yet done
         self._backlog = 0  # events handed over and not yet done
         self._backlog_lock = threading.Lock()
         self._alerts: collections.deque = collections.deque()
         # Set when alerts wait in take_alerts: the main loop, resting between turns, writes
-        # them at once rather than at its next turn.
-        self._alerts_ready = threading.Event()
+        # them at once rather than at its next turn. An eventfd, so that the main loop can wait
+        # for it beside the ring buffers (`alerts_fd`): readable while alerts wait.
+        self._alerts_ready = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._alerts_poll = select.poll()
+        self._alerts_poll.register(self._alerts_ready, select.POLLIN)
+        weakref.finalize(self, os.close, self._alerts_ready)
         self.may_wait = may_wait
         # Held while detecting, on the main loop or the worker: detectors' state has one thread.
         self._detecting = threading.Lock()
@@ -136,7 +144,6 @@ class DetectWorker:
             else:
                 full = False
                 self._backlog += len(urgent) + len(bulk)
-                self._urgent_batches += bool(urgent)
         if full:
             for _ in range(len(urgent) + len(bulk)):
                 self.on_full()
@@ -189,10 +196,6 @@ class DetectWorker:
         """Whether submitted events wait for a later hand-over (the interval not yet up)."""
         return bool(self._pending or self._pending_urgent)
 
-    def holds_urgent(self) -> bool:
-        """Whether a batch with an urgent event is handed over and not yet done."""
-        return self._urgent_batches > 0
-
     def _run(self) -> None:
         try:
             while True:
@@ -224,20 +227,29 @@ class DetectWorker:
         while self._urgent:
             for event in self._urgent.popleft():
                 self._detect_handed_over(event)
-            with self._backlog_lock:
-                self._urgent_batches -= 1
             self._tell_alerts()
 
     def _tell_alerts(self) -> None:
         if self._alerts:
-            self._alerts_ready.set()
+            os.eventfd_write(self._alerts_ready, 1)
+
+    @property
+    def alerts_fd(self) -> int:
+        """A file descriptor readable while alerts wait to be taken, for the main loop's wait."""
+        return self._alerts_ready
 
     def wait_for_alerts(self, timeout_s: float) -> bool:
         """Wait up to `timeout_s` for alerts to take (from the main loop); whether there are."""
-        if not self._alerts_ready.wait(timeout_s):
+        if not self._alerts_poll.poll(max(0, math.ceil(timeout_s * 1000))):
             return False
-        self._alerts_ready.clear()  # before take_alerts: an alert found after it sets it again
+        self._clear_alerts_ready()  # before take_alerts: an alert found after it sets it again
         return True
+
+    def _clear_alerts_ready(self) -> None:
+        try:
+            os.eventfd_read(self._alerts_ready)
+        except BlockingIOError:
+            pass
 
     def _detect_handed_over(self, event: dict) -> None:
         with self._backlog_lock:
@@ -254,6 +266,7 @@ class DetectWorker:
         """The alerts found since the last call, in the order found: each stream's (urgent,
         bulk) in event order, urgent ones ahead of bulk events handed over before them. Safe
         from another thread."""
+        self._clear_alerts_ready()
         taken = []
         while self._alerts:
             taken.append(self._alerts.popleft())

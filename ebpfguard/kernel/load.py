@@ -350,13 +350,23 @@ class ProbeSet:
         probes._deliver = deliver  # bcc keeps only a weak hold on the callback
         return probes
 
-    def drain(self, wait_ms: int, max_records: int = 1 << 62) -> int:
+    def watch(self, fds: Sequence[int]) -> bool:
+        """Have `drain`'s wait end as soon as one of `fds` is readable too; False where libbpf
+        reads the rings (its poll takes no other descriptor), so the wait must stay short."""
+        if self.rings is None:
+            return False
+        for fd in fds:
+            self.rings.watch(fd)
+        return True
+
+    def drain(self, wait_ms: int, max_records: int = 1 << 62, deep: bool = False) -> int:
         """Wait up to `wait_ms`, then hand the records in the ring buffers to the consumer,
         process records first, at most `max_records` of them; returns how many there were.
         The bound keeps a ring that fills as fast as we read it from holding the caller
-        forever (libbpf consumes until a ring is empty)."""
+        forever (libbpf consumes until a ring is empty). `deep`: any record ends the wait, not
+        only one that can raise an alert (where the rings are read from their pages)."""
         if self.rings is not None:
-            self.rings.wait(wait_ms)
+            self.rings.wait(wait_ms, deep)
             handed = self.rings.read(self._on_records, max_records)
             self.delivered += handed
             return handed

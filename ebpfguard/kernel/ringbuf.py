@@ -25,11 +25,14 @@ import struct
 import threading
 from typing import Callable, Optional, Sequence
 
+from ebpfguard.kernel.events import C
+
 BPF_RINGBUF_BUSY_BIT = 1 << 31
 BPF_RINGBUF_DISCARD_BIT = 1 << 30
 BPF_RINGBUF_HDR_SZ = 8
 _POSITION = struct.Struct("<Q")
 _LENGTH = struct.Struct("<I")
+READER_AWAKE, READER_ASLEEP, READER_ASLEEP_DEEP = C["READER_AWAKE"], C["READER_ASLEEP"], C["READER_ASLEEP_DEEP"]
 # Machines whose loads are not reordered with older loads (so a record's bytes, read after
 # its header showed it committed, are the committed ones).
 ORDERED_LOADS = frozenset({"x86_64", "amd64", "i386", "i686"})
@@ -115,13 +118,18 @@ class RingSet:
         # this reader runs): the flag's store is seen before the rings' positions are read.
         self._barrier = threading.Lock()
 
-    def wait(self, timeout_ms: int) -> None:
-        """Until a ring has a record whose producer asked to wake us, or `timeout_ms`."""
+    def watch(self, fd: int) -> None:
+        """Wake `wait` too while `fd` is readable (a socket's listener, an eventfd)."""
+        self._epoll.register(fd, select.EPOLLIN)
+
+    def wait(self, timeout_ms: int, deep: bool = False) -> None:
+        """Until a ring has a record whose producer asked to wake us (`deep`: any record), a
+        watched descriptor is readable, or `timeout_ms`."""
         if timeout_ms <= 0:
             return
         asleep = self._asleep
         if asleep is not None:
-            asleep[0] = 1
+            asleep[0] = READER_ASLEEP_DEEP if deep else READER_ASLEEP
             with self._barrier:
                 pass
         try:
@@ -131,7 +139,7 @@ class RingSet:
             pass
         finally:
             if asleep is not None:
-                asleep[0] = 0
+                asleep[0] = READER_AWAKE
 
     def read(self, handle: Callable[[list[bytes]], Optional[int]], max_records: int) -> int:
         """Records of each ring in turn, at most `max_records` in all, handed over a ring's

@@ -111,6 +111,10 @@ class EventSocket:
             return [True] * len(events)
         return [self.write(event) for event in events]
 
+    def fileno(self) -> int:
+        """The listener's descriptor: readable while a viewer waits to be accepted."""
+        return self.listener.fileno()
+
     def flush_if_due(self, now: Optional[float] = None) -> None:
         """Called every turn of the agent's loop: accept viewers and send what is queued."""
         self._accept()

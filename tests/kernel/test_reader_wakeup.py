@@ -1,7 +1,9 @@
 """The probes wake the ring reader only while it sleeps (bpf/common.h `wake_reader`): a record
-that can raise an alert wakes a sleeping reader at once, a bulk record does not, and no record
-wakes a reader that is awake (a wakeup costs the probe a self-IPI). The probes' own `submit`
-runs from a test program, so the rings hold only this test's records."""
+that can raise an alert (a sandbox's connect among them) wakes a sleeping reader at once, a
+bulk record (the host's connect) does not unless the reader sleeps deep (an idle reader), and
+no record wakes a reader that is awake (a wakeup costs the probe a self-IPI). A descriptor the
+reader watches beside the rings ends its wait too. The probes' own `submit` runs from a test
+program, so the rings hold only this test's records."""
 
 from __future__ import annotations
 
@@ -14,34 +16,42 @@ import time
 import pytest
 
 from ebpfguard.kernel.events import BPF_DIR
-from ebpfguard.kernel.ringbuf import RingReader, RingSet
+from ebpfguard.kernel.ringbuf import READER_ASLEEP, READER_ASLEEP_DEEP, RingReader, RingSet
 
 # bcc rewrites map calls only in its main text, so common.h goes in whole (as load.py does).
 PROGRAM = r"""
-static __always_inline int send_record(u32 kind)
+static __always_inline int send_record(u32 kind, u64 lineage_cgroup_id)
 {
     struct exec_event e = {};
 
     if ((bpf_get_current_pid_tgid() >> 32) != OWNER_PID)
         return 0;
-    fill_header(&e.hdr, kind);
+    fill_header_as(&e.hdr, kind, lineage_cgroup_id);
     submit(&e, sizeof(e), kind == EVENT_EXEC ? PROBE_EXEC : PROBE_PROC);
     return 0;
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_getppid)
 {
-    return send_record(EVENT_EXEC);  /* can raise an alert */
+    return send_record(EVENT_EXEC, 0);  /* can raise an alert */
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_getpgrp)
 {
-    return send_record(EVENT_FORK);  /* bulk */
+    return send_record(EVENT_FORK, 0);  /* bulk */
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_getsid)
+{
+    /* a connect: from a sandbox's lineage when getsid's argument says so */
+    return send_record(EVENT_CONNECT, args->pid == SANDBOXED ? 42 : 0);
 }
 """
 
 SYS_GETPPID = 110  # x86-64; through syscall(2), so libc cannot answer from a cache
 SYS_GETPGRP = 111
+SYS_GETSID = 124
+SANDBOXED = 0x5A5A  # getsid's argument that makes the test program's connect a sandbox's
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -53,13 +63,17 @@ def bulk_record() -> None:
     _libc.syscall(SYS_GETPGRP)
 
 
+def connect_record(sandboxed: bool) -> None:
+    _libc.syscall(SYS_GETSID, SANDBOXED if sandboxed else 0)
+
+
 class Probes:
     """The test program's two rings in a RingSet, its flag, and a fresh epoll to see wakeups."""
 
     def __init__(self) -> None:
         from bcc import BPF
 
-        text = (BPF_DIR / "common.h").read_text() + PROGRAM.replace("OWNER_PID", str(os.getpid()))
+        text = (BPF_DIR / "common.h").read_text() + PROGRAM.replace("OWNER_PID", str(os.getpid())).replace("SANDBOXED", str(SANDBOXED))
         self.bpf = BPF(text=text.encode(), cflags=[f"-I{BPF_DIR}", "-DRINGBUF_PAGES=1", "-DEXEC_RINGBUF_PAGES=1"])
         self.rings = RingSet([RingReader(self.bpf[name].map_fd, self.bpf[name].max_entries)
                               for name in (b"exec_events", b"events")],
@@ -68,8 +82,8 @@ class Probes:
     def asleep(self) -> int:
         return self.bpf[b"reader_asleep"][ctypes.c_uint32(0)].value
 
-    def set_asleep(self) -> None:
-        self.bpf[b"reader_asleep"][ctypes.c_uint32(0)] = ctypes.c_uint64(1)
+    def set_asleep(self, depth: int = READER_ASLEEP) -> None:
+        self.bpf[b"reader_asleep"][ctypes.c_uint32(0)] = ctypes.c_uint64(depth)
 
     def drain(self) -> int:
         return self.rings.read(lambda _record: None, 1 << 30)
@@ -131,6 +145,67 @@ def test_a_bulk_record_leaves_a_sleeping_reader_asleep(probes):
     assert watch.poll(0) == []
     assert probes.drain() == 1
     watch.close()
+
+
+def test_a_bulk_record_wakes_a_reader_that_sleeps_deep(probes):
+    watch = probes.watcher()
+    probes.set_asleep(READER_ASLEEP_DEEP)
+    bulk_record()
+    assert probes.asleep() == 0
+    assert watch.poll(0) != []
+    assert probes.drain() == 1
+    watch.close()
+
+
+def test_a_deep_wait_ends_at_a_bulk_record(probes):
+    probes.drain()
+    probes.rings.wait(1)  # takes what earlier tests' wakeups left on the set's own epoll
+    returned = threading.Event()
+    waiter = threading.Thread(target=lambda: (probes.rings.wait(60_000, deep=True), returned.set()), daemon=True)
+    waiter.start()
+    deadline = time.monotonic() + 10
+    while probes.asleep() != READER_ASLEEP_DEEP and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.1)  # from the flag to epoll_wait
+    assert not returned.is_set()
+    bulk_record()
+    assert returned.wait(10), "a deep 60 s wait should end at the first record of any kind"
+    waiter.join(10)
+    assert probes.asleep() == 0
+    assert probes.drain() == 1
+
+
+def test_a_sandboxs_connect_wakes_a_sleeping_reader_and_the_hosts_does_not(probes):
+    watch = probes.watcher()
+    probes.set_asleep()
+    connect_record(sandboxed=False)
+    assert probes.asleep() == 1
+    assert watch.poll(0) == []
+    connect_record(sandboxed=True)
+    assert probes.asleep() == 0
+    assert watch.poll(0) != []
+    assert probes.drain() == 2
+    watch.close()
+
+
+def test_a_watched_descriptor_ends_the_wait_and_the_rings_are_still_read(probes):
+    probes.drain()
+    probes.rings.wait(1)  # takes what earlier tests' wakeups left on the set's own epoll
+    wakeup = os.eventfd(0, os.EFD_NONBLOCK)
+    probes.rings.watch(wakeup)
+    try:
+        returned = threading.Event()
+        waiter = threading.Thread(target=lambda: (probes.rings.wait(60_000), returned.set()), daemon=True)
+        waiter.start()
+        assert not returned.wait(0.2)
+        bulk_record()
+        os.eventfd_write(wakeup, 1)
+        assert returned.wait(10), "a 60 s wait should end when the watched descriptor is readable"
+        waiter.join(10)
+        assert probes.asleep() == 0
+        assert probes.drain() == 1
+    finally:
+        os.close(wakeup)  # which takes it out of the epoll
 
 
 def test_the_reader_says_it_sleeps_only_while_it_waits_and_an_alerting_record_ends_the_wait(probes):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import select
 import socket
 import stat
 import threading
@@ -174,3 +175,82 @@ def test_a_watcher_that_stops_reading_is_skipped_ahead_and_told_how_many_it_miss
     skipped = received.index(b'"kind":"skipped"')
     assert b'"missed":' in received[skipped:skipped + 100]
     assert skipped < received.index(b'"rule":"after"')
+
+
+def ready(srv: ControlServer, timeout_s: float = 0) -> bool:
+    """Whether the server's descriptor (the one the agent's loop waits on) is readable."""
+    return bool(select.select([srv.fileno()], [], [], timeout_s)[0])
+
+
+def test_the_servers_descriptor_is_readable_while_there_is_work_and_quiet_once_served(tmp_path):
+    srv = ControlServer.open(str(tmp_path / "r.sock"), RunnerAccess([Grant(os.getuid(), None, ("*",))]),
+                             load_config()["sandbox"])
+    try:
+        assert not ready(srv)
+        with socket.socket(socket.AF_UNIX) as conn:
+            conn.connect(str(srv.path))
+            assert ready(srv, 5)  # a connection to accept
+            srv.serve()
+            assert srv.clients and not ready(srv)
+            conn.sendall(b'{"op": "ping"}\n')
+            assert ready(srv, 5)  # a request to read
+            srv.serve()
+            assert not ready(srv)
+            conn.settimeout(5)
+            assert json.loads(conn.recv(4096))["ok"]
+        assert ready(srv, 5)  # the client went
+        srv.serve()
+        assert not srv.clients and not ready(srv)
+    finally:
+        srv.close()
+
+
+def test_a_client_that_closes_its_side_still_gets_its_answer_and_leaves_nothing_to_wake_for(tmp_path):
+    srv = ControlServer.open(str(tmp_path / "h.sock"), RunnerAccess([Grant(os.getuid(), None, ("*",))]),
+                             load_config()["sandbox"])
+    srv.handle("big", lambda _args, _peer: "x" * 600_000, root_only=False)
+    try:
+        with socket.socket(socket.AF_UNIX) as conn:
+            conn.connect(str(srv.path))
+            conn.sendall(b'{"op": "big"}\n')
+            conn.shutdown(socket.SHUT_WR)
+            for _ in range(1000):
+                srv.serve()
+                if srv.clients and srv.clients[0].ended:
+                    break
+            assert srv.clients[0].outbox  # more than the socket takes at once
+            assert not ready(srv)  # the closed side does not wake the loop over and over
+            conn.settimeout(5)
+            received = b""
+            while not received.endswith(b"\n"):
+                received += conn.recv(1 << 20)
+                if ready(srv, 0.1):  # room again
+                    srv.serve()
+            assert json.loads(received)["result"] == "x" * 600_000
+        for _ in range(1000):
+            srv.serve()
+            if not srv.clients:
+                break
+        assert not srv.clients
+    finally:
+        srv.close()
+
+
+def test_a_client_whose_request_the_agent_closes_on_is_told_it_was_refused(tmp_path):
+    where = str(tmp_path / "closing.sock")
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(where)
+    listener.listen(1)
+
+    def refuse():  # as the control server does with a caller it does not allow
+        conn, _ = listener.accept()
+        conn.close()
+
+    closer = threading.Thread(target=refuse, daemon=True)
+    closer.start()
+    try:
+        with pytest.raises(Refused, match="not allowed to ask"):
+            request(where, "report", {"pad": "x" * (4 << 20)})  # more than the socket takes before the close
+    finally:
+        closer.join(5)
+        listener.close()

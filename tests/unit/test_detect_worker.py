@@ -4,6 +4,7 @@ agent's stop, and slow events are counted."""
 
 from __future__ import annotations
 
+import select
 import struct
 import threading
 import time
@@ -116,23 +117,36 @@ def test_a_drain_is_handed_over_as_one_batch_in_event_order():
     assert seen == [0, 1, 2, 3, 4]
 
 
-def test_a_batch_with_an_urgent_event_is_held_until_its_detection_is_done():
-    release = threading.Event()
-    worker = DetectWorker(lambda event: release.wait() and [], max_queue=100, budget_s=60,
-                          on_overrun=lambda: None, on_full=lambda: None, handoff_interval_s=3600,
-                          urgent_kinds=frozenset({"exec"}))
+def test_an_urgent_event_goes_at_once_and_its_alerts_make_the_alerts_fd_readable():
+    started, release = threading.Event(), threading.Event()
+
+    def detect(event):
+        started.set()
+        release.wait()
+        return [{"alert": event["kind"]}]
+
+    worker = DetectWorker(detect, max_queue=100, budget_s=60, on_overrun=lambda: None, on_full=lambda: None,
+                          handoff_interval_s=3600, urgent_kinds=frozenset({"exec"}))
+    worker.submit({"kind": "connect"})
+    worker.flush()  # the first hand-over goes at once
+    assert started.wait(10)
     worker.submit({"kind": "connect"})
     worker.flush()
-    assert not worker.holds_urgent()  # bulk: the loop keeps its batching wait
+    assert worker.holds_back()  # bulk, within the hand-over interval: it waits for a later turn
     worker.submit({"kind": "exec"})
-    worker.flush()  # within the hand-over interval, yet handed over at once
+    worker.flush()  # urgent: handed over at once, with the bulk event before it
     assert not worker.holds_back()
-    assert worker.holds_urgent()
+    assert select.select([worker.alerts_fd], [], [], 0)[0] == []  # nothing found yet
     release.set()
+    assert select.select([worker.alerts_fd], [], [], 30)[0] == [worker.alerts_fd]
     deadline = time.monotonic() + 10
-    while worker.holds_urgent() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert not worker.holds_urgent()
+    taken = []
+    while len(taken) < 3 and time.monotonic() < deadline:
+        taken += worker.take_alerts()
+    assert taken == [{"alert": "connect"}, {"alert": "exec"}, {"alert": "connect"}]  # the urgent one first
+    time.sleep(0.2)  # past the worker's last word on the batch
+    assert worker.take_alerts() == []
+    assert select.select([worker.alerts_fd], [], [], 0)[0] == []  # taken: no longer readable
     worker.stop(timeout_s=10)
 
 
@@ -230,7 +244,7 @@ def test_a_batch_whose_detection_cannot_wait_is_detected_on_the_main_loop_with_i
     here = threading.current_thread().name
     assert seen == [(1, here), (0, here)]  # urgent first, as on the worker
     assert worker.take_alerts() == [{"alert": 1}, {"alert": 0}]  # no wait: the loop writes them this turn
-    assert not worker.holds_back() and not worker.holds_urgent()
+    assert not worker.holds_back()
     worker.stop(timeout_s=10)
 
 
