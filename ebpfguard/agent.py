@@ -59,9 +59,10 @@ STOP_DRAIN = -1
 # Kinds whose detection raises most alerts (the probes wake the agent for their records): the
 # detection worker takes them ahead of bulk records.
 URGENT_KINDS = frozenset({"exec", "flow", "dns", "open", "escape", "tamper"})
-# An idle agent's sleep (any record ends it): its housekeeping, the responder's expiries and
-# GPU polls come at least this often (on a VM each wakeup of a Python thread costs milliseconds
-# of CPU: docs/performance.md, "Idle").
+# An idle agent's sleep (any record ends it) lasts until its next housekeeping, or at most this
+# long while something between records is timed: deny TTLs, GPU polls, the outputs process and
+# clients of the sockets (on a VM each wakeup of a Python thread costs milliseconds of CPU:
+# docs/performance.md, "Idle").
 DEEP_WAIT_MS = 1000
 # How often every probe is checked to be still attached (a backstop: the tamper probes see a
 # sandbox's bpf() and perf_event_open() calls as they happen).
@@ -71,6 +72,8 @@ ATTACH_CHECK_S = 5.0
 # while some come, and on a VM each housekeeping of an idle agent costs milliseconds of CPU
 # (its pages have gone cold: docs/performance.md, "Idle").
 HOUSEKEEPING_S = 1.0
+# With no record read for this long, the loss and held-back counters cannot have grown.
+QUIET_AFTER_S = 2 * ATTACH_CHECK_S
 GIL_SWITCH_INTERVAL_S = 0.001
 
 # Records handled per drain before the loop comes up for its housekeeping (loss counters,
@@ -406,21 +409,21 @@ class Agent:
         min_turn_s = busy_ms / 1000
         idle_ms = max(busy_ms, int(self.config["probes"]["idle_drain_interval_ms"]))
         # Once a wait of idle_ms comes back empty the agent sleeps deep: any record, the
-        # detection worker's alerts and the sockets' clients end that sleep, else it lasts
-        # deep_ms. Where libbpf reads the rings nothing but their records can end a wait, so
-        # the wait stays at idle_ms.
-        deep_ms = DEEP_WAIT_MS if probes.watch(self.wakers()) else 0
-        if self.notifier.watchdog_s:
-            deep_ms = min(deep_ms, int(self.notifier.watchdog_s * 1000 / 2))
+        # detection worker's alerts and the sockets' clients end that sleep (deep_wait_ms).
+        # Where libbpf reads the rings nothing but their records can end a wait, so the wait
+        # stays at idle_ms.
+        can_sleep_deep = probes.watch(self.wakers())
         wait_ms, deep = busy_ms, False
         next_housekeeping = next_attach_check = last_housekeeping = 0.0
+        last_read = time.monotonic()
         try:
             while not self._stop:
                 # An empty drain stretches the next wait (up to idle_ms): an idle host should
                 # not cost a hundred wakeups a second. Any record brings the short wait back;
                 # a drain cut at its bound (a backlog) goes on without waiting.
                 turn_started = time.monotonic()
-                drained = probes.drain(deep_ms if deep else wait_ms, MAX_RECORDS_PER_DRAIN, deep=deep)
+                drained = probes.drain(self.deep_wait_ms(next_housekeeping, responder) if deep else wait_ms,
+                                       MAX_RECORDS_PER_DRAIN, deep=deep)
                 if self.worker is not None:
                     self.worker.flush()
                 if drained >= MAX_RECORDS_PER_DRAIN:
@@ -428,7 +431,7 @@ class Agent:
                 elif drained:
                     wait_ms, deep = busy_ms, False
                 else:
-                    deep = deep_ms > wait_ms >= idle_ms
+                    deep = can_sleep_deep and wait_ms >= idle_ms
                     wait_ms = min(idle_ms, max(wait_ms, busy_ms) * 2)
                 if self.worker is not None and self.worker.holds_back():  # a held batch goes at the next turn
                     wait_ms, deep = min(wait_ms, busy_ms), False
@@ -438,6 +441,7 @@ class Agent:
                 now = time.monotonic()
                 if drained:
                     next_housekeeping = min(next_housekeeping, last_housekeeping + HOUSEKEEPING_S)
+                    last_read = now
                 if responder is not None:
                     responder.poll()
                 self.sink.flush_if_due(math.inf if deep else now)  # nothing waits out a deep sleep
@@ -445,8 +449,12 @@ class Agent:
                 if self.control is not None:
                     self.control.serve()
                 if now >= next_housekeeping:
-                    self.check_losses()
-                    self.report_floods()
+                    # A full ring loses records, and a cgroup's spent budget holds them back,
+                    # only while records come (a budget refills within a second, and the
+                    # records it then lets through are read).
+                    if now - last_read <= QUIET_AFTER_S:
+                        self.check_losses()
+                        self.report_floods()
                     self.expire_sandbox_labels()
                     self.history.expire()
                     if now >= next_attach_check:
@@ -481,6 +489,19 @@ class Agent:
             self.notifier.send("STOPPING=1")
             self.notifier.close()
             print(f"ebpfguard: stopped: {json.dumps(self.summary())}", file=self.log, flush=True)
+
+    def deep_wait_ms(self, next_housekeeping: float, responder: Optional[Responder]) -> int:
+        """How long an idle agent sleeps: until its next housekeeping (monotonic), at most
+        DEEP_WAIT_MS while something between records is timed, and half the systemd watchdog
+        interval."""
+        wait_s = next_housekeeping - time.monotonic()
+        if (self.gpus is not None or self.outputs or self.control is not None and self.control.clients
+                or self.viewers is not None and self.viewers.viewers
+                or responder is not None and responder.in_force):
+            wait_s = min(wait_s, DEEP_WAIT_MS / 1000)
+        if self.notifier.watchdog_s:
+            wait_s = min(wait_s, self.notifier.watchdog_s / 2)
+        return max(1, math.ceil(wait_s * 1000))
 
     def wakers(self) -> list[int]:
         """Descriptors that are readable when the main loop has work besides the rings: the
