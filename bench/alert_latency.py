@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from bench.latency import latencies_by_window, latency_summary
-from bench.procinfo import footprint
+from bench.procinfo import footprint, wakeups
 from bench.tracers import NO_RATE_LIMIT, Ebpfguard
 from bench.workloads import WORKLOADS, Run, Workload, run_workload
 from ebpfguard.enrich.sandbox import cgroup_root_from_proc
@@ -82,9 +82,10 @@ def run_alert_latency(driver: Path, raw: Path, alert_s: float = ALERT_S, idle_s:
     agent.start(workdir)
     try:
         time.sleep(1.0)  # past the start-up's last work
-        before = footprint(agent.proc.pid)
+        before, slept = footprint(agent.proc.pid), wakeups(agent.proc.pid)
         time.sleep(idle_s)
         idle_cpu = (footprint(agent.proc.pid).cpu_s - before.cpu_s) / idle_s
+        idle_wakeups = (wakeups(agent.proc.pid) - slept) / idle_s
         quiet = replace(run_workload(driver, execs, alert_s, cgroup), workload="quiet")
         agent.settle()
         storms: list[Run] = []
@@ -108,5 +109,7 @@ def run_alert_latency(driver: Path, raw: Path, alert_s: float = ALERT_S, idle_s:
         a = r["alert_latency"]
         print(f"alert latency ({r['load']}): {r['alerts']} alerts of {r['execs']} execs, "
               f"p50 {a.get('p50_ms', float('nan')):.1f} ms, p99 {a.get('p99_ms', float('nan')):.1f} ms", flush=True)
-    print(f"idle CPU {idle_cpu:.2%} over {idle_s:g} s; lost {result.lost}", flush=True)
-    return {"idle_s": idle_s, "idle_cpu_fraction": idle_cpu, "lost": result.lost, "rows": rows}
+    print(f"idle CPU {idle_cpu:.2%} over {idle_s:g} s ({idle_wakeups:.1f} wakeups a second); lost {result.lost}",
+          flush=True)
+    return {"idle_s": idle_s, "idle_cpu_fraction": idle_cpu, "idle_wakeups_per_s": idle_wakeups,
+            "lost": result.lost, "rows": rows}

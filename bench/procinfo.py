@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from ebpfguard.kernel.footprint import parse_smaps
 
@@ -31,6 +32,19 @@ def footprint(pid: int, proc: str = "/proc") -> Footprint:
             if key in ("VmRSS", "VmHWM", "RssAnon"):
                 memory[key] = int(value.split()[0])
     return Footprint(cpu_s, memory.get("VmRSS", 0), memory.get("VmHWM", 0), memory.get("RssAnon", 0))
+
+
+def wakeups(pid: int, proc: str = "/proc") -> int:
+    """How many times the process's threads have slept so far (voluntary context switches,
+    summed over /proc/PID/task/*/status): an idle agent's wakeups."""
+    total = 0
+    for status in Path(f"{proc}/{pid}/task").glob("*/status"):
+        try:
+            text = status.read_text()
+        except OSError:  # a thread that ended meanwhile
+            continue
+        total += int(next(line.split()[1] for line in text.splitlines() if line.startswith("voluntary_ctxt_switches")))
+    return total
 
 
 @dataclass(frozen=True)

@@ -202,8 +202,10 @@ def alert_bullets(rows: dict[str, dict[str, str]], notes: list[str]) -> list[str
         parts.append(f"{where}: p50 {p50} ms, p99 {p99} ms ({row['alerts']} alerts of {row['execs']} execs)")
     rate = next(iter(rows.values()))["rate /s"]
     idle = next((m for m in map(re.compile(r"used (\S+) of a CPU over (\S+ s)").search, notes) if m), None)
+    woke = next((m for m in map(re.compile(r"its threads woke (\S+) times a second").search, notes) if m), None)
     return [f"**Alert latency**, miner execs from a sandbox at {rate}/s, syscall to alert line written: "
-            f"{'; '.join(parts)}." + (f" The same agent idle: {idle.group(1)} of a CPU over {idle.group(2)}."
+            f"{'; '.join(parts)}." + (f" The same agent idle: {idle.group(1)} of a CPU over {idle.group(2)}"
+                                      + (f", {woke.group(1)} wakeups a second." if woke else ".")
                                       if idle else "")]
 
 

@@ -303,8 +303,10 @@ def _alert_latency_table(alerts: dict) -> list[str]:
         load = row["load"] + (f" ({_num(row['storm_ops_per_s'])} ops/s)" if row.get("storm_ops_per_s") else "")
         lines.append(f"| {load} | {_num(row['execs'])} | {row['rate']} | {_num(row['alerts'])} "
                      f"| {_triple(row['alert_latency'])} | {_ms(row['event_latency'], 'p99_ms')} |")
+    woke = alerts.get("idle_wakeups_per_s")
     lines += ["", f"- Idle host: ebpfguard used {alerts['idle_cpu_fraction']:.2%} of a CPU over {alerts['idle_s']:g} s "
-                  f"(the same agent, before the execs); lost {alerts['lost']} over the phase.", ""]
+                  f"(the same agent, before the execs{f'; its threads woke {woke:.1f} times a second' if woke is not None else ''}); "
+                  f"lost {alerts['lost']} over the phase.", ""]
     return lines
 
 

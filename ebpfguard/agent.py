@@ -64,6 +64,10 @@ URGENT_KINDS = frozenset({"exec", "flow", "dns", "open", "escape", "tamper"})
 # clients of the sockets (on a VM each wakeup of a Python thread costs milliseconds of CPU:
 # docs/performance.md, "Idle").
 DEEP_WAIT_MS = 1000
+# How long no record must have come before the agent sleeps deep: records a little further
+# apart than the longest bulk wait would each wake it, then climb the waits again (four
+# wakeups a record); this far apart the agent wakes no more than its bulk waits would.
+DEEP_AFTER_QUIET_S = 0.25
 # How often every probe is checked to be still attached (a backstop: the tamper probes see a
 # sandbox's bpf() and perf_event_open() calls as they happen).
 ATTACH_CHECK_S = 5.0
@@ -408,10 +412,10 @@ class Agent:
         # alerts detection finds meanwhile are written at once (rest_until).
         min_turn_s = busy_ms / 1000
         idle_ms = max(busy_ms, int(self.config["probes"]["idle_drain_interval_ms"]))
-        # Once a wait of idle_ms comes back empty the agent sleeps deep: any record, the
-        # detection worker's alerts and the sockets' clients end that sleep (deep_wait_ms).
-        # Where libbpf reads the rings nothing but their records can end a wait, so the wait
-        # stays at idle_ms.
+        # Once waits of idle_ms come back empty and no record came for DEEP_AFTER_QUIET_S the
+        # agent sleeps deep: any record, the detection worker's alerts and the sockets'
+        # clients end that sleep (deep_wait_ms). Where libbpf reads the rings nothing but
+        # their records can end a wait, so the wait stays at idle_ms.
         can_sleep_deep = probes.watch(self.wakers())
         wait_ms, deep = busy_ms, False
         next_housekeeping = next_attach_check = last_housekeeping = 0.0
@@ -431,7 +435,8 @@ class Agent:
                 elif drained:
                     wait_ms, deep = busy_ms, False
                 else:
-                    deep = can_sleep_deep and wait_ms >= idle_ms
+                    quiet_s = time.monotonic() - last_read
+                    deep = can_sleep_deep and wait_ms >= idle_ms and quiet_s >= DEEP_AFTER_QUIET_S
                     wait_ms = min(idle_ms, max(wait_ms, busy_ms) * 2)
                 if self.worker is not None and self.worker.holds_back():  # a held batch goes at the next turn
                     wait_ms, deep = min(wait_ms, busy_ms), False

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+import threading
 
-from bench.procinfo import bpf_map_rss_kib, memory
+from bench.procinfo import bpf_map_rss_kib, memory, wakeups
 
 SMAPS = """\
 7f0000000000-7f0000003000 r--s 00000000 00:0e 1234                       anon_inode:bpf-map
@@ -28,3 +29,14 @@ def test_memory_of_a_live_process_adds_up():
     assert m.anon_kib + m.file_kib <= m.rss_kib <= m.peak_rss_kib
     assert m.ring_kib == 0
     assert m.as_mib()["rss_mib"] == round(m.rss_kib / 1024, 1)
+
+
+def test_wakeups_count_every_threads_sleeps():
+    before = wakeups(os.getpid())
+    napper = threading.Thread(target=lambda: [threading.Event().wait(0.01) for _ in range(20)])
+    napper.start()
+    while napper.is_alive():  # counted while the thread is there: an ended thread leaves /proc
+        after = wakeups(os.getpid())
+        threading.Event().wait(0.05)
+    napper.join()
+    assert after - before >= 5

@@ -48,7 +48,7 @@ def storm_results() -> dict:
 
 def alert_results() -> dict:
     summary = lambda p50, p99: {"n": 201, "p50_ms": p50, "p99_ms": p99, "max_ms": p99 + 1}  # noqa: E731
-    return {"idle_s": 10.0, "idle_cpu_fraction": 0.004, "lost": 0, "rows": [
+    return {"idle_s": 10.0, "idle_cpu_fraction": 0.004, "idle_wakeups_per_s": 0.8, "lost": 0, "rows": [
         {"load": "none", "execs": 201, "rate": 20, "alerts": 201, "alert_latency": summary(9.0, 21.5),
          "event_latency": summary(9.0, 30.0), "storm_ops_per_s": None},
         {"load": "connect storm flat out", "execs": 201, "rate": 20, "alerts": 200,
@@ -144,7 +144,8 @@ def test_the_run_report_has_the_storms_side_by_side_with_bpftrace_and_the_alert_
     assert "| exec | none kept up | – | – | 1,500 | 3,000 | 7 | 30.0 | 1,200 | 4,800 | 12 |" in markdown
     assert "| refused | 15,000 | 15,000 | 30,000 | 0 | 150.0 | – | no |" in markdown
     assert "| connect storm flat out (25,000 ops/s) | 201 | 20 | 200 | 12.0 / 24.0 / 25.0 | 90.0 |" in markdown
-    assert "- Idle host: ebpfguard used 0.40% of a CPU over 10 s" in markdown
+    assert ("- Idle host: ebpfguard used 0.40% of a CPU over 10 s (the same agent, before the execs; its threads "
+            "woke 0.8 times a second)") in markdown
     assert "| refused | 150,000 | 6,000 | 290,000 | 0 | 35.0 | – |" in markdown  # as shipped
 
 
@@ -161,7 +162,8 @@ def test_the_readme_shows_the_storms_and_the_alert_latency_of_the_run():
             "35.0 ms.") in section
     assert ("**Alert latency**, miner execs from a sandbox at 20/s, syscall to alert line written: alone: p50 "
             "9.0 ms, p99 21.5 ms (201 alerts of 201 execs); during a connect storm flat out: p50 12.0 ms, p99 "
-            "24.0 ms (200 alerts of 201 execs). The same agent idle: 0.40% of a CPU over 10 s.") in section
+            "24.0 ms (200 alerts of 201 execs). The same agent idle: 0.40% of a CPU over 10 s, 0.8 wakeups a "
+            "second.") in section
 
 
 def test_a_run_without_the_storm_and_alert_phases_renders_without_them():
