@@ -113,6 +113,22 @@ def probes():
         made.close()
 
 
+def start_waiting(probes: Probes, deep: bool = False) -> tuple[threading.Thread, threading.Event]:
+    """A thread in a 60 s wait on the rings, asleep by the time this returns, and the event
+    set when its wait ends."""
+    probes.drain()
+    probes.rings.wait(1)  # takes what earlier tests' wakeups left on the set's own epoll
+    assert probes.asleep() == 0
+    returned = threading.Event()
+    waiter = threading.Thread(target=lambda: (probes.rings.wait(60_000, deep), returned.set()), daemon=True)
+    waiter.start()
+    deadline = time.monotonic() + 10
+    while probes.asleep() != (READER_ASLEEP_DEEP if deep else READER_ASLEEP) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.1)  # from the flag to epoll_wait
+    return waiter, returned
+
+
 def test_a_record_that_can_alert_wakes_no_reader_that_is_awake(probes):
     watch = probes.watcher()
     alerting_record()
@@ -157,24 +173,6 @@ def test_a_bulk_record_wakes_a_reader_that_sleeps_deep(probes):
     watch.close()
 
 
-def test_a_deep_wait_ends_at_a_bulk_record(probes):
-    probes.drain()
-    probes.rings.wait(1)  # takes what earlier tests' wakeups left on the set's own epoll
-    returned = threading.Event()
-    waiter = threading.Thread(target=lambda: (probes.rings.wait(60_000, deep=True), returned.set()), daemon=True)
-    waiter.start()
-    deadline = time.monotonic() + 10
-    while probes.asleep() != READER_ASLEEP_DEEP and time.monotonic() < deadline:
-        time.sleep(0.01)
-    time.sleep(0.1)  # from the flag to epoll_wait
-    assert not returned.is_set()
-    bulk_record()
-    assert returned.wait(10), "a deep 60 s wait should end at the first record of any kind"
-    waiter.join(10)
-    assert probes.asleep() == 0
-    assert probes.drain() == 1
-
-
 def test_a_sandboxs_connect_wakes_a_sleeping_reader_and_the_hosts_does_not(probes):
     watch = probes.watcher()
     probes.set_asleep()
@@ -189,16 +187,12 @@ def test_a_sandboxs_connect_wakes_a_sleeping_reader_and_the_hosts_does_not(probe
 
 
 def test_a_watched_descriptor_ends_the_wait_and_the_rings_are_still_read(probes):
-    probes.drain()
-    probes.rings.wait(1)  # takes what earlier tests' wakeups left on the set's own epoll
     wakeup = os.eventfd(0, os.EFD_NONBLOCK)
     probes.rings.watch(wakeup)
     try:
-        returned = threading.Event()
-        waiter = threading.Thread(target=lambda: (probes.rings.wait(60_000), returned.set()), daemon=True)
-        waiter.start()
-        assert not returned.wait(0.2)
+        waiter, returned = start_waiting(probes)
         bulk_record()
+        assert not returned.wait(0.2)
         os.eventfd_write(wakeup, 1)
         assert returned.wait(10), "a 60 s wait should end when the watched descriptor is readable"
         waiter.join(10)
@@ -208,18 +202,9 @@ def test_a_watched_descriptor_ends_the_wait_and_the_rings_are_still_read(probes)
         os.close(wakeup)  # which takes it out of the epoll
 
 
-def test_the_reader_says_it_sleeps_only_while_it_waits_and_an_alerting_record_ends_the_wait(probes):
-    probes.drain()
-    probes.rings.wait(1)  # takes what earlier tests' wakeups left on the set's own epoll
-    assert probes.asleep() == 0
-    returned = threading.Event()
-    waiter = threading.Thread(target=lambda: (probes.rings.wait(60_000), returned.set()), daemon=True)
-    waiter.start()
-    deadline = time.monotonic() + 10
-    while probes.asleep() == 0 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert probes.asleep() == 1
-    time.sleep(0.1)  # from the flag to epoll_wait
+def test_the_reader_sleeps_only_while_it_waits_an_alerting_record_ends_its_wait_and_any_record_a_deep_one(probes):
+    waiter, returned = start_waiting(probes)
+    assert probes.asleep() == READER_ASLEEP
     bulk_record()
     assert not returned.wait(0.2)  # a bulk record waits for the next drain
     alerting_record()
@@ -227,6 +212,13 @@ def test_the_reader_says_it_sleeps_only_while_it_waits_and_an_alerting_record_en
     waiter.join(10)
     assert probes.asleep() == 0
     assert probes.drain() == 2
+    waiter, returned = start_waiting(probes, deep=True)  # an idle reader's sleep
+    assert probes.asleep() == READER_ASLEEP_DEEP
+    bulk_record()
+    assert returned.wait(10), "a deep 60 s wait should end at the first record of any kind"
+    waiter.join(10)
+    assert probes.asleep() == 0
+    assert probes.drain() == 1
 
 
 def test_a_wait_with_records_pending_does_not_sleep_or_leave_the_flag_set(probes):
