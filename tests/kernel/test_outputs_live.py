@@ -212,14 +212,27 @@ def test_alerts_raised_while_alertmanager_is_down_are_spooled_and_arrive_in_orde
 
         fleet.alertmanager = Alertmanager(fleet.workdir, fleet.notifications.url, port=port)
         for cg in sandboxes:
-            wait_until(lambda cg=cg: fleet.alertmanager.alerts(sandbox=cg.path.name), RECEIVE_TIMEOUT_S,
-                       "the spooled alert in Alertmanager")
+            try:
+                wait_until(lambda cg=cg: fleet.alertmanager.alerts(sandbox=cg.path.name), RECEIVE_TIMEOUT_S,
+                           "the spooled alert in Alertmanager")
+            except AssertionError as missing:
+                raise AssertionError(f"{missing}; {_delivery_state(fleet)}") from None
         wait_until(lambda: output_metric(fleet.agent, "queue_depth", "alertmanager") == 0, RECEIVE_TIMEOUT_S,
                    "the spool drained")
     finally:
         for proc in miners:
             proc.kill()
             proc.wait()
+
+
+def _delivery_state(fleet: Fleet) -> str:
+    """What to look at when an alert does not reach Alertmanager: the output's counters, what
+    Alertmanager holds and notified, and the agent's last words."""
+    counters = {name: output_metric(fleet.agent, name, "alertmanager")
+                for name in ("sent_total", "failed_total", "queue_depth")}
+    held = [(a["labels"].get("sandbox"), a["status"]["state"], a["endsAt"]) for a in fleet.alertmanager.alerts()]
+    return (f"counters {counters}; Alertmanager holds {held}; notified {fleet.notifications.bodies()[-5:]}; "
+            f"agent stderr: {fleet.agent.stderr_path.read_text()[-3000:]}")
 
 
 def _spool_records(directory: Path) -> list[bytes]:
