@@ -17,7 +17,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 COMPILER_LIBRARIES = re.compile(r"/(?:lib(?:LLVM|clang)|yara_x)[^/]*\.so")
 MADV_DONTNEED = 4
@@ -82,7 +82,7 @@ def release_compiler_pages(smaps_path: str = "/proc/self/smaps",
             dropped += mapping.rss_kib
     trim = getattr(libc, "malloc_trim", None)  # glibc only
     if trim is not None:
-        trim(0)
+        _trim_heap(trim)
     return dropped
 
 
@@ -105,6 +105,17 @@ def one_malloc_arena() -> bool:
 TRIM_AFTER_CPU_S = 0.5
 
 
+# The process's CPU time at its last malloc_trim: the compiler's release and the trimming
+# thread both trim, and each trim counts for the other.
+_last_trim_cpu_s = -TRIM_AFTER_CPU_S
+
+
+def _trim_heap(trim: Callable[[int], int]) -> None:
+    global _last_trim_cpu_s
+    trim(0)
+    _last_trim_cpu_s = time.process_time()
+
+
 def trim_due(cpu_since_last_trim_s: float) -> bool:
     """Whether the agent worked enough since the last trim for one to give memory back."""
     return cpu_since_last_trim_s >= TRIM_AFTER_CPU_S
@@ -122,12 +133,10 @@ def keep_heap_trimmed(interval_s: float) -> Optional[threading.Thread]:
     trim.argtypes = [ctypes.c_size_t]
 
     def run() -> None:
-        trimmed_at = -TRIM_AFTER_CPU_S
         while True:
             time.sleep(interval_s)
-            if trim_due(time.process_time() - trimmed_at):
-                trim(0)
-                trimmed_at = time.process_time()
+            if trim_due(time.process_time() - _last_trim_cpu_s):
+                _trim_heap(trim)
 
     thread = threading.Thread(target=run, name="ebpfguard-trim", daemon=True)
     thread.start()
