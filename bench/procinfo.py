@@ -34,16 +34,22 @@ def footprint(pid: int, proc: str = "/proc") -> Footprint:
     return Footprint(cpu_s, memory.get("VmRSS", 0), memory.get("VmHWM", 0), memory.get("RssAnon", 0))
 
 
+def thread_sleeps(pid: int, tid: int, proc: str = "/proc") -> int:
+    """How many times one thread of a process has slept so far (its voluntary context
+    switches, /proc/PID/task/TID/status)."""
+    status = Path(f"{proc}/{pid}/task/{tid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("voluntary_ctxt_switches")))
+
+
 def wakeups(pid: int, proc: str = "/proc") -> int:
-    """How many times the process's threads have slept so far (voluntary context switches,
-    summed over /proc/PID/task/*/status): an idle agent's wakeups."""
+    """How many times the process's threads have slept so far (thread_sleeps summed over its
+    threads): an idle agent's wakeups."""
     total = 0
-    for status in Path(f"{proc}/{pid}/task").glob("*/status"):
+    for task in Path(f"{proc}/{pid}/task").glob("*"):
         try:
-            text = status.read_text()
+            total += thread_sleeps(pid, int(task.name), proc)
         except OSError:  # a thread that ended meanwhile
             continue
-        total += int(next(line.split()[1] for line in text.splitlines() if line.startswith("voluntary_ctxt_switches")))
     return total
 
 

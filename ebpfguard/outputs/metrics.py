@@ -14,14 +14,13 @@ import threading
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Optional, Protocol, Sequence
-
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
-from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.core import (
     CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric,
 )
+from prometheus_client.exposition import ThreadingWSGIServer
 
 from ebpfguard.enrich.gpu import SandboxGpuUsage
 from ebpfguard.enrich.sandbox_tracker import SandboxTracker

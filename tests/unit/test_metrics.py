@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import socket
 import subprocess
 import tempfile
@@ -15,6 +16,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.procinfo import thread_sleeps
 from ebpfguard.agent import Pipeline
 from ebpfguard.outputs.delivery import OutputCounters
 from ebpfguard.outputs.metrics import (
@@ -339,20 +341,14 @@ def test_server_serves_the_registry_and_a_busy_port_is_a_clear_error():
         socket.create_connection(("127.0.0.1", server.port), timeout=5)
 
 
-def sleeps(thread: threading.Thread) -> int:
-    """How many times a thread of this process has slept (its voluntary context switches)."""
-    status = Path(f"/proc/self/task/{thread.native_id}/status").read_text()
-    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("voluntary_ctxt_switches")))
-
-
 def test_an_idle_endpoint_does_not_wake_until_scraped_and_closes_at_once():
     h = Harness()
     server = MetricsServer("127.0.0.1", 0, h.registry)
     try:
         [serving] = [t for t in threading.enumerate() if t.name == "ebpfguard-metrics"]
-        before = sleeps(serving)
+        before = thread_sleeps(os.getpid(), serving.native_id)
         time.sleep(1.5)  # prometheus_client's own loop would have woken three times
-        assert sleeps(serving) - before <= 1
+        assert thread_sleeps(os.getpid(), serving.native_id) - before <= 1
         with urllib.request.urlopen(server.url, timeout=5) as response:
             assert b"ebpfguard_build_info" in response.read()
     finally:
