@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import fcntl
 import functools
 import os
 import platform
+import struct
 from dataclasses import dataclass
+from typing import Optional
 
 BPF_PROG_QUERY = 16
 SYS_BPF = {"x86_64": 321, "aarch64": 280}.get(platform.machine(), 321)
@@ -60,26 +63,44 @@ def link_to_cgroup(prog_fd: int, cgroup_path: str, attach_type: int) -> CgroupLi
     return CgroupLink(fd, cgroup_path, attach_type)
 
 
+MAX_QUERIED_PROGRAMS = 64
+
+
+class _ProgQueryAttr(ctypes.Structure):
+    """union bpf_attr's `query` member (BPF_PROG_QUERY), padded to the union's size."""
+
+    _fields_ = [("target_fd", ctypes.c_uint32), ("attach_type", ctypes.c_uint32),
+                ("query_flags", ctypes.c_uint32), ("attach_flags", ctypes.c_uint32),
+                ("prog_ids", ctypes.c_uint64), ("prog_cnt", ctypes.c_uint32),
+                ("_pad", ctypes.c_uint32 * 16)]
+
+
+class _ProgramQuery:
+    """BPF_PROG_QUERY with its attribute and id buffer made once, reused for every query."""
+
+    def __init__(self) -> None:
+        self.ids = (ctypes.c_uint32 * MAX_QUERIED_PROGRAMS)()
+        self.attr = _ProgQueryAttr()
+        self._attr_ref = ctypes.byref(self.attr)
+        self._attr_size = ctypes.sizeof(self.attr)
+
+    def __call__(self, cgroup_fd: int, attach_type: int, what: str) -> list[int]:
+        attr = self.attr
+        attr.target_fd, attr.attach_type, attr.query_flags = cgroup_fd, attach_type, 0
+        attr.prog_ids, attr.prog_cnt = ctypes.addressof(self.ids), MAX_QUERIED_PROGRAMS
+        if _libc().syscall(SYS_BPF, BPF_PROG_QUERY, self._attr_ref, self._attr_size) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"BPF_PROG_QUERY on {what}: {os.strerror(err)}")
+        return self.ids[: min(attr.prog_cnt, MAX_QUERIED_PROGRAMS)]
+
+
 def attached_program_ids(cgroup_path: str, attach_type: int) -> list[int]:
     """IDs of the programs attached to a cgroup for one attach type (BPF_PROG_QUERY)."""
-    ids = (ctypes.c_uint32 * 64)()
-
-    class QueryAttr(ctypes.Structure):
-        _fields_ = [("target_fd", ctypes.c_uint32), ("attach_type", ctypes.c_uint32),
-                    ("query_flags", ctypes.c_uint32), ("attach_flags", ctypes.c_uint32),
-                    ("prog_ids", ctypes.c_uint64), ("prog_cnt", ctypes.c_uint32),
-                    ("_pad", ctypes.c_uint32 * 16)]
-
     cgroup_fd = os.open(cgroup_path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        attr = QueryAttr(target_fd=cgroup_fd, attach_type=attach_type,
-                         prog_ids=ctypes.addressof(ids), prog_cnt=len(ids))
-        if _libc().syscall(SYS_BPF, BPF_PROG_QUERY, ctypes.byref(attr), ctypes.sizeof(attr)) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"BPF_PROG_QUERY on {cgroup_path}: {os.strerror(err)}")
+        return _ProgramQuery()(cgroup_fd, attach_type, cgroup_path)
     finally:
         os.close(cgroup_fd)
-    return list(ids[: attr.prog_cnt])
 
 
 BPF_OBJ_GET_INFO_BY_FD = 15
@@ -105,12 +126,65 @@ def program_id(prog_fd: int) -> int:
     return int.from_bytes(bytes(info[4:8]), "little")  # struct bpf_prog_info: type, then id
 
 
-def tracepoint_program_ids(perf_fd: int) -> list[int]:
-    """IDs of the programs attached to the tracepoint event a perf event fd is open on."""
-    import fcntl
-
-    buf = bytearray(8 + 4 * 64)
-    buf[0:4] = (64).to_bytes(4, "little")  # ids_len
+def tracepoint_program_ids(perf_fd: int, buf: Optional[bytearray] = None) -> list[int]:
+    """IDs of the programs attached to the tracepoint event a perf event fd is open on
+    (`buf`: a reused buffer of 8 + 4 * MAX_QUERIED_PROGRAMS bytes)."""
+    buf = bytearray(8 + 4 * MAX_QUERIED_PROGRAMS) if buf is None else buf
+    struct.pack_into("<I", buf, 0, MAX_QUERIED_PROGRAMS)  # ids_len
     fcntl.ioctl(perf_fd, PERF_EVENT_IOC_QUERY_BPF, buf)
-    count = min(int.from_bytes(buf[4:8], "little"), 64)
-    return [int.from_bytes(buf[8 + 4 * i: 12 + 4 * i], "little") for i in range(count)]
+    count = min(struct.unpack_from("<I", buf, 4)[0], MAX_QUERIED_PROGRAMS)
+    return list(struct.unpack_from(f"<{count}I", buf, 8))
+
+
+class AttachmentCheck:
+    """Whether each family's programs are still attached where the agent attached them: one
+    BPF_PROG_QUERY per cgroup and attach type, one PERF_EVENT_IOC_QUERY_BPF per tracepoint.
+    The cgroup's descriptor and the query buffers are made once: an idle agent runs this
+    check at every housekeeping wakeup, and on a VM each page such a wakeup touches costs
+    (docs/performance.md, "Idle")."""
+
+    def __init__(self) -> None:
+        self._cgroup_fds: dict[str, int] = {}
+        # (cgroup path, descriptor, attach type) -> [(family, program id)]
+        self._cgroup: dict[tuple[str, int, int], list[tuple[str, int]]] = {}
+        self._tracepoints: list[tuple[str, int, int]] = []  # (family, program id, perf fd)
+        self._query = _ProgramQuery()
+        self._buf = bytearray(8 + 4 * MAX_QUERIED_PROGRAMS)
+
+    def add_cgroup_link(self, family: str, prog_id: int, link: CgroupLink) -> None:
+        """Check that `prog_id` stays attached to the link's cgroup for its attach type."""
+        fd = self._cgroup_fds.get(link.cgroup)
+        if fd is None:
+            fd = self._cgroup_fds[link.cgroup] = os.open(link.cgroup, os.O_RDONLY | os.O_DIRECTORY)
+        self._cgroup.setdefault((link.cgroup, fd, link.attach_type), []).append((family, prog_id))
+
+    def add_tracepoint(self, family: str, prog_id: int, perf_fd: int) -> None:
+        """Check that `prog_id` stays attached to the tracepoint `perf_fd` is open on."""
+        self._tracepoints.append((family, prog_id, perf_fd))
+
+    def attached(self, families: tuple[str, ...]) -> dict[str, bool]:
+        """Each family: True while every program it attached is still attached (a query
+        that fails counts as detached)."""
+        out = dict.fromkeys(families, True)
+        for (path, fd, attach_type), programs in self._cgroup.items():
+            try:
+                present = set(self._query(fd, attach_type, path))
+            except OSError:
+                present = set()
+            for family, prog_id in programs:
+                if prog_id not in present:
+                    out[family] = False
+        for family, prog_id, perf_fd in self._tracepoints:
+            try:
+                if prog_id not in tracepoint_program_ids(perf_fd, self._buf):
+                    out[family] = False
+            except OSError:
+                out[family] = False
+        return out
+
+    def close(self) -> None:
+        """Close the cgroups' descriptors."""
+        for fd in self._cgroup_fds.values():
+            os.close(fd)
+        self._cgroup_fds.clear()
+        self._cgroup.clear()

@@ -19,7 +19,7 @@ from ebpfguard.kernel import features
 from ebpfguard.kernel.events import BPF_DIR, C
 from ebpfguard.kernel.ringbuf import RingReader, RingSet
 from ebpfguard.kernel.links import (
-    CgroupLink, attached_program_ids, link_to_cgroup, program_id, tracepoint_program_ids,
+    AttachmentCheck, CgroupLink, link_to_cgroup, program_id,
 )
 
 
@@ -283,9 +283,8 @@ class ProbeSet:
     families: tuple[str, ...]
     links: list[CgroupLink] = field(default_factory=list)
     delivered: int = 0
-    # What each family attached, to check that it stays attached: (family, program id,
-    # tracepoint perf fd or None, cgroup link or None).
-    attachments: list[tuple[str, int, Optional[int], Optional[CgroupLink]]] = field(default_factory=list)
+    # What each family attached, to check that it stays attached.
+    attachments: AttachmentCheck = field(default_factory=AttachmentCheck)
     _seeded: int = 0
     _lineage_epoch: int = 0  # userspace's slot of lineage_epoch
     # The rings, read from their mapped pages (kernel/ringbuf.py); None where libbpf reads them.
@@ -318,12 +317,12 @@ class ProbeSet:
                     fn = bpf.load_func(prog.function, getattr(BPF, prog.prog_type), attach_type=attach_type)
                     link = link_to_cgroup(fn.fd, cgroup_root, attach_type)
                     probes.links.append(link)
-                    probes.attachments.append((family, program_id(fn.fd), None, link))
+                    probes.attachments.add_cgroup_link(family, program_id(fn.fd), link)
                 for category, event in PROBE_FAMILIES[family].tracepoints:
                     fn = bpf.funcs.get(f"tracepoint__{category}__{event}".encode())
                     perf_fd = bpf.tracepoint_fds.get(f"{category}:{event}".encode())
                     if fn is not None and perf_fd is not None:
-                        probes.attachments.append((family, program_id(fn.fd), perf_fd, None))
+                        probes.attachments.add_tracepoint(family, program_id(fn.fd), perf_fd)
         except Exception as exc:  # noqa: BLE001 - bcc raises bare Exception
             probes.close()
             raise ProbeError(f"attaching cgroup programs to {cgroup_root} failed: {exc}") from None
@@ -391,17 +390,7 @@ class ProbeSet:
     def attached(self) -> dict[str, bool]:
         """Each family: every program it attached is still attached where it was (the
         tracepoint's or the cgroup's attached program ids still list it)."""
-        out = {family: True for family in self.families}
-        for family, prog_id, perf_fd, link in self.attachments:
-            try:
-                if perf_fd is not None:
-                    present = prog_id in tracepoint_program_ids(perf_fd)
-                else:
-                    present = prog_id in attached_program_ids(link.cgroup, link.attach_type)
-            except OSError:
-                present = False
-            out[family] = out[family] and present
-        return out
+        return self.attachments.attached(self.families)
 
     def mark_sandbox_cgroup(self, cgroup_id: int) -> None:
         """Tell the kernel a cgroup is (in) a sandbox: processes found in it get a lineage."""
@@ -452,6 +441,7 @@ class ProbeSet:
             self.rings = None
         for link in self.links:
             link.close()
+        self.attachments.close()
         # Each tracepoint detach waits for RCU grace periods (~40 ms each here): one thread
         # per tracepoint overlaps them, so SIGTERM ends the agent within a second.
         tracepoints = list(self.bpf.tracepoint_fds)
