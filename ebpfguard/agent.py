@@ -284,9 +284,11 @@ class Agent:
                  socket_path: Optional[str] = None, late_alerts: Optional[Callable[[], list]] = None,
                  response: Optional[ResponseConfig] = None, control_path: Optional[str] = None,
                  stats: Optional[PipelineStats] = None, detects: Callable[[str], bool] = lambda kind: True,
-                 detect_may_wait: Optional[Callable[[dict], bool]] = None) -> None:
+                 detect_may_wait: Optional[Callable[[dict], bool]] = None,
+                 late_pending: Callable[[], bool] = lambda: False) -> None:
         """`late_alerts` returns alerts whose detection finished after their event (the
-        executable scanner's); the main loop collects them between drains.
+        executable scanner's); the main loop collects them between drains, and the
+        detection worker asks for them again every few seconds while `late_pending()`.
         `detect_may_wait(event)` says whether detecting an event may wait on a file the
         sandbox controls: the others are detected on the main loop (DetectWorker). Without
         it, all detection runs on the worker."""
@@ -353,7 +355,8 @@ class Agent:
                                        on_overrun=lambda: self.stats.overrun("detect"),
                                        on_full=lambda: self.stats.drop("detect", "queue_full"),
                                        poll=self.poll_late_alerts if late_alerts is not None else None,
-                                       urgent_kinds=URGENT_KINDS, may_wait=detect_may_wait)
+                                       urgent_kinds=URGENT_KINDS, may_wait=detect_may_wait,
+                                       poll_pending=late_pending)
             self.pipeline.submit = self.worker.submit
         self.probes: Optional[ProbeSet] = None
         # The metrics endpoint reads the kernel's counters from its own thread: this keeps it
@@ -449,7 +452,6 @@ class Agent:
                     last_read = now
                 if responder is not None:
                     responder.poll()
-                self.sink.flush_if_due(math.inf if deep else now)  # nothing waits out a deep sleep
                 self.notifier.ping_if_due(now)
                 if self.control is not None:
                     self.control.serve()
@@ -468,6 +470,9 @@ class Agent:
                     last_housekeeping, next_housekeeping = now, next_attach_check
                 if self.gpus is not None:
                     self.poll_gpus()
+                # Last, so that what housekeeping wrote (a detached probe's alert) goes out
+                # this turn, not after the sleep.
+                self.sink.flush_if_due(math.inf if deep else now)  # nothing waits out a deep sleep
                 if 0 < drained < MAX_RECORDS_PER_DRAIN:
                     self.rest_until(turn_started + min_turn_s)
         finally:
@@ -552,7 +557,7 @@ class Agent:
                 self.pipeline.emit(self.pipeline.enricher.probe_detached_event(family), None)
 
     def probe_attached(self) -> dict[str, bool]:
-        """Each probe family: all its programs attached at the last check (every second)."""
+        """Each probe family: all its programs attached at the last check (every ATTACH_CHECK_S)."""
         return dict(self._attached)
 
     def last_event_time(self) -> Optional[float]:

@@ -151,6 +151,7 @@ def run(config_path: Optional[Path], rule_files: tuple[Path, ...], output: Optio
         agent = Agent(config, output, cgroup_root, detect=engine.process, detects=engine.detects,
                       detect_may_wait=engine.may_read_files,
                       socket_path=None if socket_path == "none" else socket_path, late_alerts=engine.poll,
+                      late_pending=engine.late_pending,
                       response=response, control_path=None if control_path == "none" else control_path,
                       stats=stats)
     except SocketBusy as exc:

@@ -140,6 +140,18 @@ class DetectionEngine:
                     alerts.extend(self._unless_repeat(rule, finding, event))
         return alerts
 
+    def late_pending(self) -> bool:
+        """Whether `poll` should be asked again in a few seconds without a wake
+        (`Detector.late_pending`)."""
+        for rule, instance in self._pollers:
+            try:
+                if instance.late_pending():
+                    return True
+            except Exception:  # as in poll(): asking again costs little
+                log.exception("detector %s failed while asked for pending work", rule.id)
+                return True
+        return False
+
     def wake_on_late(self, wake: Callable[[], None]) -> None:
         """`wake` is called, from any thread, whenever `poll` may have alerts."""
         for _rule, instance in self._pollers:

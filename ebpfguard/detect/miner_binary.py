@@ -67,6 +67,9 @@ class MinerBinary(Detector):
         if self.scanner is not None:
             self.scanner.image_holder = image_holder
 
+    def late_pending(self) -> bool:
+        return self.scanner is not None and self.scanner.awaits_retry()
+
     def poll(self) -> Iterable[tuple[Event, Finding]]:
         """Findings for the scans finished since the last call, each with its exec event."""
         if self.scanner is None:

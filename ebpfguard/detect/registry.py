@@ -66,6 +66,11 @@ class Detector:
         the event it is about; the engine calls this between events. Most detectors have none."""
         return ()
 
+    def late_pending(self) -> bool:
+        """Whether `poll` has work that waits on time rather than on a wake (then it is
+        asked again every few seconds until this says no). Most detectors have none."""
+        return False
+
     def wake_on_late(self, wake: Callable[[], None]) -> None:
         """A detector with `poll` calls `wake` (from any thread) when poll has something new,
         so that nobody needs to ask it over and over."""

@@ -76,7 +76,10 @@ def test_an_event_past_its_budget_is_counted_as_an_overrun():
     assert overruns == [1]
 
 
-def test_late_alerts_are_polled_on_the_worker_thread_too():
+def test_an_idle_worker_asks_for_late_alerts_again_while_poll_has_work_waiting_on_time(monkeypatch):
+    import ebpfguard.detect.worker as worker_module
+
+    monkeypatch.setattr(worker_module, "POLL_INTERVAL_S", 0.05)
     polled_on = []
 
     def poll():
@@ -84,13 +87,32 @@ def test_late_alerts_are_polled_on_the_worker_thread_too():
         return [{"kind": "alert", "n": len(polled_on)}] if len(polled_on) == 1 else []
 
     worker = DetectWorker(lambda event: [], max_queue=10, budget_s=60, on_overrun=lambda: None,
-                          on_full=lambda: None, poll=poll)
+                          on_full=lambda: None, poll=poll, poll_pending=lambda: len(polled_on) < 3)
     deadline = time.monotonic() + 10
-    while not polled_on and time.monotonic() < deadline:
+    while len(polled_on) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.3)  # six intervals with nothing pending: no more asking
+    worker.stop(timeout_s=10)
+    assert polled_on[:3] == ["ebpfguard-detect"] * 3
+    assert len(polled_on) == 4  # and once more as it stops
+    assert worker.take_alerts() == [{"kind": "alert", "n": 1}]
+
+
+def test_an_idle_worker_with_nothing_pending_sleeps_until_woken(monkeypatch):
+    import ebpfguard.detect.worker as worker_module
+
+    monkeypatch.setattr(worker_module, "POLL_INTERVAL_S", 0.01)
+    asked = []
+    worker = DetectWorker(lambda event: [], max_queue=10, budget_s=60, on_overrun=lambda: None,
+                          on_full=lambda: None, poll=lambda: asked.append(1) or [])
+    time.sleep(0.3)
+    assert asked == []
+    worker.wake()
+    deadline = time.monotonic() + 10
+    while not asked and time.monotonic() < deadline:
         time.sleep(0.01)
     worker.stop(timeout_s=10)
-    assert set(polled_on) == {"ebpfguard-detect"}
-    assert worker.take_alerts() == [{"kind": "alert", "n": 1}]
+    assert asked
 
 
 def test_a_wake_has_the_idle_worker_ask_for_late_alerts_at_once(monkeypatch):

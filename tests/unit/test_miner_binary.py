@@ -280,6 +280,24 @@ def test_a_daemon_gone_from_proc_before_the_table_read_its_fork_is_scanned_once_
     assert not scan._gone  # done with it
 
 
+def test_the_first_exec_waiting_for_the_table_wakes_the_collector_and_says_it_is_pending():
+    def gone(event):
+        raise ExecutableGone()
+
+    woken = []
+    scan = scanner(peek=gone)
+    scan.on_result = lambda: woken.append(1)
+    table = {4242: 4242, 4243: 4243}
+    scan.image_holder = table.get
+    assert not scan.awaits_retry()
+    scan.submit({"kind": "exec", "filename": "/bin/true", "process": {"pid": 4242}})
+    scan.submit({"kind": "exec", "filename": "/bin/true", "process": {"pid": 4243}})
+    assert scan.awaits_retry() and woken == [1]  # once, for the first
+    table[4242] = table[4243] = None
+    scan.retry_gone()
+    assert not scan.awaits_retry()
+
+
 def test_an_exec_gone_alone_is_forgotten_once_the_table_saw_it_exit():
     def gone(event):
         raise ExecutableGone()
@@ -291,3 +309,20 @@ def test_an_exec_gone_alone_is_forgotten_once_the_table_saw_it_exit():
     table[4242] = None  # exited, no fork
     scan.retry_gone()
     assert (scan._gone, scan._worker, scan.results()) == (deque(), None, [])
+
+
+def test_the_engine_asks_to_be_polled_again_while_an_exec_waits_for_the_process_table():
+    """A real exec'd process, gone from /proc before the table read its exit."""
+    engine = DetectionEngine(load_rules([]), None, read_file=ExecFiles(TimedReader(ProcessRootReader()), budget_s=5.0))
+    child = subprocess.Popen(["true"])
+    child.wait()
+    table = {child.pid: child.pid}  # its exit not read yet
+    engine.see_processes(lambda pid: table.get(pid))
+    assert not engine.late_pending()
+    event = {"kind": "exec", "time": "2026-01-01T00:00:00Z", "sandbox": {"name": "sandbox-a"},
+             "filename": "/bin/true", "process": {"pid": child.pid, "exe": "/bin/true", "argv": ["true"]}}
+    engine.process(event)
+    assert engine.late_pending()
+    table[child.pid] = None  # now read: it exited alone
+    assert engine.poll() == []
+    assert not engine.late_pending()
