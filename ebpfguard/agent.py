@@ -287,8 +287,9 @@ class Agent:
                  detect_may_wait: Optional[Callable[[dict], bool]] = None,
                  late_pending: Callable[[], bool] = lambda: False) -> None:
         """`late_alerts` returns alerts whose detection finished after their event (the
-        executable scanner's); the main loop collects them between drains, and the
-        detection worker asks for them again every few seconds while `late_pending()`.
+        executable scanner's); the main loop collects them between drains, and while
+        `late_pending()` (work waiting on time) it wakes the detection worker to ask again at
+        each housekeeping.
         `detect_may_wait(event)` says whether detecting an event may wait on a file the
         sandbox controls: the others are detected on the main loop (DetectWorker). Without
         it, all detection runs on the worker."""
@@ -355,9 +356,9 @@ class Agent:
                                        on_overrun=lambda: self.stats.overrun("detect"),
                                        on_full=lambda: self.stats.drop("detect", "queue_full"),
                                        poll=self.poll_late_alerts if late_alerts is not None else None,
-                                       urgent_kinds=URGENT_KINDS, may_wait=detect_may_wait,
-                                       poll_pending=late_pending)
+                                       urgent_kinds=URGENT_KINDS, may_wait=detect_may_wait)
             self.pipeline.submit = self.worker.submit
+        self.late_pending = late_pending
         self.probes: Optional[ProbeSet] = None
         # The metrics endpoint reads the kernel's counters from its own thread: this keeps it
         # from reading map fds while the main loop closes them.
@@ -464,6 +465,8 @@ class Agent:
                         self.report_floods()
                     self.expire_sandbox_labels()
                     self.history.expire()
+                    if self.worker is not None and self.late_pending():
+                        self.worker.wake()  # execs wait for the process table: ask again
                     if now >= next_attach_check:
                         self.check_attached(probes)
                         next_attach_check = now + ATTACH_CHECK_S

@@ -141,8 +141,8 @@ class DetectionEngine:
         return alerts
 
     def late_pending(self) -> bool:
-        """Whether `poll` should be asked again in a few seconds without a wake
-        (`Detector.late_pending`)."""
+        """Whether `poll` should be asked again soon without a wake (`Detector.late_pending`);
+        callable from any thread."""
         for rule, instance in self._pollers:
             try:
                 if instance.late_pending():

@@ -147,9 +147,7 @@ class ExecutableScanner:
         self._done: deque = deque()
         self._gone: deque = deque()  # (event, until): see GONE_RECHECK_S
         self._worker: Optional[threading.Thread] = None
-        # Called when there is something to collect: on the scanning thread after each
-        # verdict it adds to results(), and on any thread when a first exec waits for
-        # retry_gone (from then on, whoever collects asks again every few seconds).
+        # Called on the scanning thread after each verdict it adds to results().
         self.on_result: Optional[Callable[[], None]] = None
         # image_holder(pid): the live process running the image that pid exec'd (itself, or
         # the daemon it forked before it exited), None when the agent saw them all exit, so
@@ -205,12 +203,10 @@ class ExecutableScanner:
         the process table knew, ask the table again later (`retry_gone`)."""
         if self.image_holder is not None and target is event and len(self._gone) < MAX_GONE:
             self._gone.append((event, time.monotonic() + GONE_RECHECK_S))
-            if len(self._gone) == 1 and self.on_result is not None:
-                self.on_result()
 
     def awaits_retry(self) -> bool:
         """Whether execs wait for `retry_gone` (until the table catches up, or for
-        GONE_RECHECK_S)."""
+        GONE_RECHECK_S). Only reads: safe from any thread."""
         return bool(self._gone)
 
     def retry_gone(self) -> None:

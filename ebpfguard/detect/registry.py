@@ -67,8 +67,9 @@ class Detector:
         return ()
 
     def late_pending(self) -> bool:
-        """Whether `poll` has work that waits on time rather than on a wake (then it is
-        asked again every few seconds until this says no). Most detectors have none."""
+        """Whether `poll` has work that waits on time rather than on a wake: the agent then
+        wakes whoever polls at each housekeeping until this says no. Called from the agent's
+        main loop, whichever thread detects, so it may only read. Most detectors have none."""
         return False
 
     def wake_on_late(self, wake: Callable[[], None]) -> None:

@@ -45,12 +45,6 @@ import weakref
 from typing import Callable, Optional
 
 _STOP = object()
-# How often an idle worker asks `poll` again while `poll_pending()` says it has work that waits
-# on time (an exec to ask the process table about again), when nothing woke it. Otherwise it
-# sleeps until woken: whoever finds late alerts calls `wake`, and every batch detected on the
-# main loop polls too (on a VM each wakeup of a Python thread costs milliseconds of CPU, and
-# an idle agent should not pay them for nothing: docs/performance.md).
-POLL_INTERVAL_S = 5.0
 # The shortest time between two hand-overs, unless a batch reaches HANDOFF_BATCH events.
 HANDOFF_INTERVAL_S = 0.005
 HANDOFF_BATCH = 256
@@ -73,12 +67,11 @@ class DetectWorker:
                  on_overrun: Callable[[], None], on_full: Callable[[], None],
                  poll: Optional[Callable[[], list]] = None, handoff_interval_s: float = HANDOFF_INTERVAL_S,
                  urgent_kinds: frozenset = frozenset(),
-                 may_wait: Optional[Callable[[dict], bool]] = None,
-                 poll_pending: Callable[[], bool] = lambda: False) -> None:
+                 may_wait: Optional[Callable[[dict], bool]] = None) -> None:
         """`poll`, when given, returns alerts found after their event; it is called after
-        each batch and at each `wake`, by whoever detects (one thread at a time), and every
-        POLL_INTERVAL_S while `poll_pending()` (asked on the worker) says it has work
-        waiting on time.
+        each batch and at each `wake`, by whoever detects (one thread at a time). The idle
+        worker sleeps until woken: whoever finds late alerts calls `wake` (on a VM each
+        wakeup of a Python thread costs milliseconds of CPU: docs/performance.md).
         Events of `urgent_kinds` are handed over at once and detected first (the module's
         docstring says why). `may_wait(event)` says whether detecting an event may wait on
         what a sandbox controls (a file); the others are detected on the main loop while the
@@ -87,7 +80,6 @@ class DetectWorker:
         self._last_handoff = -handoff_interval_s
         self.detect = detect
         self.poll = poll
-        self.poll_pending = poll_pending
         self.budget_s = budget_s
         self.on_overrun = on_overrun
         self.on_full = on_full
@@ -204,10 +196,7 @@ class DetectWorker:
     def _run(self) -> None:
         try:
             while True:
-                try:
-                    token = self._wake.get(timeout=self._backstop_s())
-                except queue.Empty:
-                    token = None
+                token = self._wake.get()
                 with self._detecting:
                     self._work()
                     if self.poll is not None:
@@ -217,16 +206,6 @@ class DetectWorker:
                     return
         except DetectionAbandoned:
             return
-
-    def _backstop_s(self) -> Optional[float]:
-        """How long the idle worker waits for a wake before it asks `poll` anyway."""
-        if self.poll is None:
-            return None
-        with self._detecting:
-            try:
-                return POLL_INTERVAL_S if self.poll_pending() else None
-            except Exception:  # noqa: BLE001 - unsure: ask again later
-                return POLL_INTERVAL_S
 
     def _work(self) -> None:
         """Every batch handed over: the urgent ones first, and again between bulk events."""

@@ -76,10 +76,7 @@ def test_an_event_past_its_budget_is_counted_as_an_overrun():
     assert overruns == [1]
 
 
-def test_an_idle_worker_asks_for_late_alerts_again_while_poll_has_work_waiting_on_time(monkeypatch):
-    import ebpfguard.detect.worker as worker_module
-
-    monkeypatch.setattr(worker_module, "POLL_INTERVAL_S", 0.05)
+def test_an_idle_worker_sleeps_until_woken_then_polls_on_its_own_thread():
     polled_on = []
 
     def poll():
@@ -87,44 +84,16 @@ def test_an_idle_worker_asks_for_late_alerts_again_while_poll_has_work_waiting_o
         return [{"kind": "alert", "n": len(polled_on)}] if len(polled_on) == 1 else []
 
     worker = DetectWorker(lambda event: [], max_queue=10, budget_s=60, on_overrun=lambda: None,
-                          on_full=lambda: None, poll=poll, poll_pending=lambda: len(polled_on) < 3)
-    deadline = time.monotonic() + 10
-    while len(polled_on) < 3 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    time.sleep(0.3)  # six intervals with nothing pending: no more asking
-    worker.stop(timeout_s=10)
-    assert polled_on[:3] == ["ebpfguard-detect"] * 3
-    assert len(polled_on) == 4  # and once more as it stops
-    assert worker.take_alerts() == [{"kind": "alert", "n": 1}]
-
-
-def test_an_idle_worker_with_nothing_pending_sleeps_until_woken(monkeypatch):
-    import ebpfguard.detect.worker as worker_module
-
-    monkeypatch.setattr(worker_module, "POLL_INTERVAL_S", 0.01)
-    asked = []
-    worker = DetectWorker(lambda event: [], max_queue=10, budget_s=60, on_overrun=lambda: None,
-                          on_full=lambda: None, poll=lambda: asked.append(1) or [])
+                          on_full=lambda: None, poll=poll)
     time.sleep(0.3)
-    assert asked == []
+    assert polled_on == []  # nothing asked for it
     worker.wake()
     deadline = time.monotonic() + 10
-    while not asked and time.monotonic() < deadline:
+    while not polled_on and time.monotonic() < deadline:
         time.sleep(0.01)
     worker.stop(timeout_s=10)
-    assert asked
-
-
-def test_a_wake_has_the_idle_worker_ask_for_late_alerts_at_once(monkeypatch):
-    import ebpfguard.detect.worker as worker_module
-
-    monkeypatch.setattr(worker_module, "POLL_INTERVAL_S", 3600.0)  # no backstop poll within the test
-    asked = threading.Event()
-    worker = DetectWorker(lambda event: [], max_queue=10, budget_s=60, on_overrun=lambda: None,
-                          on_full=lambda: None, poll=lambda: asked.set() or [])
-    worker.wake()
-    assert asked.wait(timeout=10)
-    worker.stop(timeout_s=10)
+    assert polled_on[0] == "ebpfguard-detect"
+    assert worker.take_alerts() == [{"kind": "alert", "n": 1}]
 
 
 def test_a_drain_is_handed_over_as_one_batch_in_event_order():
@@ -336,10 +305,7 @@ def test_an_event_the_may_wait_check_fails_on_goes_to_the_worker():
     assert seen == [(0, "ebpfguard-detect")]
 
 
-def test_late_alerts_are_collected_after_a_batch_detected_on_the_main_loop(monkeypatch):
-    import ebpfguard.detect.worker as worker_module
-
-    monkeypatch.setattr(worker_module, "POLL_INTERVAL_S", 3600.0)  # the idle worker does not ask first
+def test_late_alerts_are_collected_after_a_batch_detected_on_the_main_loop():
     polled_on = []
 
     def poll():
