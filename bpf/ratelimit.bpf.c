@@ -8,7 +8,8 @@
  * (cgroup, kind) gets a token bucket of BULK_RATE records a second with bursts of BULK_BURST
  * (both from the config, compiled in; BULK_RATE 0 turns the limit off). What the bucket
  * refuses is not gone: it is counted per (cgroup, kind) in held_back, which userspace reads
- * every second and reports as a `summary` event naming the sandbox. */
+ * every second (without clearing it: kernel/load.py, CounterGrowth) and reports as a
+ * `summary` event naming the sandbox. */
 #include "common.h"
 
 #ifndef BULK_RATE
@@ -31,7 +32,7 @@ static __always_inline void count_held_back(struct cgroup_count_key *key)
 
 	if (!n) {
 		/* NOEXIST: of two CPUs counting a key's first refusal, one inserts and the other
-		 * adds to it (an update would overwrite, losing a count each read-and-clear). */
+		 * adds to it (an update would overwrite the other's count). */
 		u64 first = 1;
 
 		if (held_back.insert(key, &first) == 0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import gzip
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -286,12 +287,19 @@ class ProbeSet:
     # What each family attached, to check that it stays attached.
     attachments: AttachmentCheck = field(default_factory=AttachmentCheck)
     _seeded: int = 0
+    # The growth of the per-cgroup counters since they were last read (CounterGrowth).
+    _held_back_growth: "CounterGrowth" = field(init=False)
+    _lost_growth: "CounterGrowth" = field(init=False)
     _lineage_epoch: int = 0  # userspace's slot of lineage_epoch
     # The rings, read from their mapped pages (kernel/ringbuf.py); None where libbpf reads them.
     rings: Optional[RingSet] = None
     _on_records: Optional[Callable[[list[bytes]], Optional[int]]] = None
     _stop_at: int = 0  # delivered count at which the current drain stops
     _batch: list[bytes] = field(default_factory=list)  # libbpf's deliveries of the current drain
+
+    def __post_init__(self) -> None:
+        self._held_back_growth = CounterGrowth({C[f"EVENT_{kind.upper()}"]: kind for kind in RATE_LIMITED_KINDS})
+        self._lost_growth = CounterGrowth({C[f"PROBE_{family.upper()}"]: family for family in self.families})
 
     @classmethod
     def load(cls, config: Mapping, cgroup_root: str, on_records: Callable[[list[bytes]], Optional[int]],
@@ -424,15 +432,12 @@ class ProbeSet:
         return inserts, deletes, live
 
     def take_held_back(self) -> dict[tuple[int, str], int]:
-        """What the rate limits held back since the last call: (cgroup id, kind) -> count.
-        Read and cleared in batches, so the map holds only cgroups active since."""
-        kinds = {C[f"EVENT_{kind.upper()}"]: kind for kind in RATE_LIMITED_KINDS}
-        return _take_per_cgroup(self.bpf["held_back"], kinds)
+        """What the rate limits held back since the last call: (cgroup id, kind) -> count."""
+        return _take_growth(self.bpf["held_back"], self._held_back_growth)
 
     def take_lost_by_cgroup(self) -> dict[tuple[int, str], int]:
         """Records a full ring lost since the last call: (cgroup id, probe family) -> count."""
-        families = {C[f"PROBE_{family.upper()}"]: family for family in self.families}
-        return _take_per_cgroup(self.bpf["lost_by_cgroup"], families)
+        return _take_growth(self.bpf["lost_by_cgroup"], self._lost_growth)
 
     def close(self) -> None:
         """Detach every probe: close the cgroup links, and let bcc detach the tracepoints."""
@@ -451,17 +456,64 @@ class ProbeSet:
         self.bpf.cleanup()
 
 
-def _take_per_cgroup(table, names: Mapping[int, str]) -> dict[tuple[int, str], int]:
-    """A cgroup_count_key -> u64 map as {(cgroup id, name of its kind): count}, emptied as it
-    is read (BPF_MAP_LOOKUP_AND_DELETE_BATCH: one syscall per batch, not two per key). An
-    increment racing the delete of its entry can be lost: a count or two, never a flood."""
-    out: dict[tuple[int, str], int] = {}
-    if _is_empty(table):  # the usual case, read every second: bcc's batch read allocates for a full map
-        return out
-    for key, value in table.items_lookup_and_delete_batch():
-        name = names.get(int(key.kind), str(int(key.kind)))
-        out[(int(key.cgroup_id), name)] = out.get((int(key.cgroup_id), name), 0) + int(value)
-    return out
+# A cgroup's counter that has not grown for this long is deleted from its map (see CounterGrowth).
+IDLE_COUNTER_S = 60.0
+
+
+class CounterGrowth:
+    """How much each counter of a cgroup_count_key -> u64 map grew since the last read.
+
+    The probes only add to these counters (an entry is inserted at 1, then incremented
+    through a pointer from a lookup), so they are read without being cleared: a delete
+    racing an increment loses it (the increment lands in the deleted entry), and reading
+    with BPF_MAP_LOOKUP_AND_DELETE_BATCH every second lost a count now and then while a
+    cgroup's records were being held back. Only a counter idle for IDLE_COUNTER_S is deleted
+    (the maps are LRUs of bounded size, and a gone cgroup's entries would stay in them):
+    an increment racing that delete is the one that can still be lost. An entry the LRU
+    evicted and the probe inserted again counts from zero."""
+
+    def __init__(self, names: Mapping[int, str]) -> None:
+        self.names = names
+        self._last: dict[tuple[int, int], tuple[int, float]] = {}  # -> (value, when it last grew)
+
+    def update(self, values: Mapping[tuple[int, int], int], now: float) -> tuple[dict[tuple[int, str], int], list]:
+        """`values`: (cgroup id, kind) -> counter, as read now. Returns the growth per
+        (cgroup id, name of the kind) and the keys idle long enough to delete."""
+        growth: dict[tuple[int, str], int] = {}
+        idle = []
+        kept = {}
+        for key, value in values.items():
+            before, grew_at = self._last.get(key, (0, now))
+            grown = value - before if value >= before else value
+            if grown > 0:
+                name = (key[0], self.names.get(key[1], str(key[1])))
+                growth[name] = growth.get(name, 0) + grown
+                grew_at = now
+            elif now - grew_at >= IDLE_COUNTER_S:
+                idle.append(key)
+                continue
+            kept[key] = (value, grew_at)
+        self._last = kept
+        return growth, idle
+
+    def tracks_any(self) -> bool:
+        """Whether a counter was seen at the last read (else an empty map needs no read)."""
+        return bool(self._last)
+
+
+def _take_growth(table, growth: CounterGrowth) -> dict[tuple[int, str], int]:
+    """The growth of a cgroup_count_key -> u64 map's counters since the last call; deletes
+    the entries idle for IDLE_COUNTER_S."""
+    if not growth.tracks_any() and _is_empty(table):  # the usual case, read every second
+        return {}
+    values = {(int(key.cgroup_id), int(key.kind)): int(value) for key, value in table.items_lookup_batch()}
+    grown, idle = growth.update(values, time.monotonic())
+    for cgroup_id, kind in idle:
+        try:
+            del table[table.Key(cgroup_id, kind)]
+        except KeyError:  # the LRU evicted it meanwhile
+            pass
+    return grown
 
 
 def _is_empty(table) -> bool:

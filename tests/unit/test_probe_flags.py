@@ -13,7 +13,8 @@ from ebpfguard.kernel.features import (
     PROG_TYPE_CGROUP_SOCK_ADDR,
 )
 from ebpfguard.kernel.load import (
-    ProbeError, btf_names, clock_flags, compile_flags, kernel_hz, local_storage_flags, program_text,
+    IDLE_COUNTER_S, CounterGrowth, ProbeError, btf_names, clock_flags, compile_flags, kernel_hz, local_storage_flags,
+    program_text,
 )
 
 
@@ -104,3 +105,27 @@ def test_the_kernels_helpers_are_asked_through_the_stand_in(tmp_path):
     assert "-DHAVE_TASK_STORAGE" not in flags(tmp_path, helper_allowed=lambda *_: False)
     assert not any(f.startswith("-DJIFFY_NS") for f in flags(tmp_path, helper_allowed=lambda *_: False))
     assert (PROG_TYPE_CGROUP_SOCK_ADDR, FUNC_TASK_STORAGE_GET, ATTACH_CGROUP_INET4_CONNECT) in asked
+
+
+def test_per_cgroup_counters_report_their_growth_without_being_cleared():
+    growth = CounterGrowth({1: "connect", 2: "flow"})
+    assert growth.update({(7, 1): 10}, now=0.0) == ({(7, "connect"): 10}, [])
+    assert growth.update({(7, 1): 15, (8, 2): 3}, now=1.0) == ({(7, "connect"): 5, (8, "flow"): 3}, [])
+    assert growth.update({(7, 1): 15, (8, 2): 3}, now=2.0) == ({}, [])  # nothing new
+
+
+def test_a_counter_the_lru_evicted_and_the_probe_inserted_again_counts_from_zero():
+    growth = CounterGrowth({1: "connect"})
+    growth.update({(7, 1): 500}, now=0.0)
+    assert growth.update({(7, 1): 4}, now=1.0) == ({(7, "connect"): 4}, [])
+    assert growth.update({}, now=2.0) == ({}, [])  # evicted again: forgotten
+    assert growth.update({(7, 1): 2}, now=3.0) == ({(7, "connect"): 2}, [])
+
+
+def test_only_a_counter_idle_for_a_minute_is_deleted_and_then_counts_from_zero():
+    growth = CounterGrowth({1: "connect"})
+    growth.update({(7, 1): 5, (9, 1): 1}, now=0.0)
+    growth.update({(7, 1): 6, (9, 1): 1}, now=IDLE_COUNTER_S - 1)
+    assert growth.update({(7, 1): 6, (9, 1): 1}, now=IDLE_COUNTER_S) == ({}, [(9, 1)])
+    assert not growth.update({(7, 1): 6}, now=IDLE_COUNTER_S + 1)[1]  # 7 grew a second ago
+    assert growth.update({(7, 1): 6, (9, 1): 1}, now=IDLE_COUNTER_S + 2) == ({(9, "connect"): 1}, [])
