@@ -16,7 +16,6 @@ import os
 import platform
 import struct
 from dataclasses import dataclass
-from typing import Optional
 
 BPF_PROG_QUERY = 16
 SYS_BPF = {"x86_64": 321, "aarch64": 280}.get(platform.machine(), 321)
@@ -126,10 +125,9 @@ def program_id(prog_fd: int) -> int:
     return int.from_bytes(bytes(info[4:8]), "little")  # struct bpf_prog_info: type, then id
 
 
-def tracepoint_program_ids(perf_fd: int, buf: Optional[bytearray] = None) -> list[int]:
+def tracepoint_program_ids(perf_fd: int, buf: bytearray) -> list[int]:
     """IDs of the programs attached to the tracepoint event a perf event fd is open on
     (`buf`: a reused buffer of 8 + 4 * MAX_QUERIED_PROGRAMS bytes)."""
-    buf = bytearray(8 + 4 * MAX_QUERIED_PROGRAMS) if buf is None else buf
     struct.pack_into("<I", buf, 0, MAX_QUERIED_PROGRAMS)  # ids_len
     fcntl.ioctl(perf_fd, PERF_EVENT_IOC_QUERY_BPF, buf)
     count = min(struct.unpack_from("<I", buf, 4)[0], MAX_QUERIED_PROGRAMS)
