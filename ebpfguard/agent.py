@@ -442,10 +442,6 @@ class Agent:
                     quiet_s = time.monotonic() - last_read
                     deep = can_sleep_deep and wait_ms >= idle_ms and quiet_s >= DEEP_AFTER_QUIET_S
                     wait_ms = min(idle_ms, max(wait_ms, busy_ms) * 2)
-                if self.worker is not None and self.worker.holds_back():  # a held batch goes at the next turn
-                    wait_ms, deep = min(wait_ms, busy_ms), False
-                if responder is not None and responder.pending:  # freezes to see through
-                    deep = False
                 self.collect_late_alerts()
                 now = time.monotonic()
                 if drained:
@@ -473,8 +469,12 @@ class Agent:
                     last_housekeeping, next_housekeeping = now, next_attach_check
                 if self.gpus is not None:
                     self.poll_gpus()
-                # Last, so that what housekeeping wrote (a detached probe's alert) goes out
-                # this turn, not after the sleep.
+                # After housekeeping and the GPU poll, which emit events too (a detached
+                # probe's): their detection and lines go out now, not after the sleep.
+                if self.worker is not None and self.worker.holds_back():  # a held batch goes at the next turn
+                    wait_ms, deep = min(wait_ms, busy_ms), False
+                if responder is not None and responder.pending:  # freezes to see through
+                    deep = False
                 self.sink.flush_if_due(math.inf if deep else now)  # nothing waits out a deep sleep
                 if 0 < drained < MAX_RECORDS_PER_DRAIN:
                     self.rest_until(turn_started + min_turn_s)
