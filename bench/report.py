@@ -71,15 +71,14 @@ def losses_and_footprint(rounds: list[dict]) -> dict:
     return out
 
 
-def latency(rounds: list[dict]) -> dict:
-    """ebpfguard's syscall-to-written latency per workload, all rounds pooled. Pops the raw
-    lists out of the records: they are too large to keep in the JSON."""
+def latency(record: dict) -> dict:
+    """ebpfguard's syscall-to-written latency per workload, from the latency round. Pops the
+    raw lists out of its record: they are too large to keep in the JSON."""
     pooled: dict = defaultdict(lambda: {"event": [], "alert": []})
-    for record in rounds:
-        for workload, lists in record.pop("latency_ns", {}).items():
-            for kind, values in lists.items():
-                pooled[workload][kind] += values
-                pooled["all"][kind] += values
+    for workload, lists in record.pop("latency_ns", {}).items():
+        for kind, values in lists.items():
+            pooled[workload][kind] += values
+            pooled["all"][kind] += values
     order = [w for w in pooled if w != "all"] + ["all"]  # "all" last, as the total row
     return {w: {"event": latency_summary(pooled[w]["event"]), "alert": latency_summary(pooled[w]["alert"])}
             for w in order if w in pooled}
@@ -107,7 +106,8 @@ def aggregate(results: dict) -> dict:
         rounds = results["rounds"]
         figures["overhead"] = overhead(rounds)
         figures["configs"] = losses_and_footprint(rounds)
-        figures["latency"] = latency(rounds)
+    if "latency_round" in results:
+        figures["latency"] = latency(results["latency_round"])
     if "storms" in results:
         figures["storms"] = storms(results["storms"])
     return figures
@@ -142,6 +142,7 @@ def render_markdown(results: dict, figures: dict) -> str:
     if "overhead" in figures:
         lines += _overhead_table(figures["overhead"], results["workloads"])
         lines += _config_table(figures["configs"])
+    if "latency" in figures:
         lines += _latency_table(figures["latency"])
     if "storms" in figures:
         lines += _storms_table(figures["storms"])
@@ -225,7 +226,7 @@ def _config_table(configs: dict) -> list[str]:
 
 
 def _latency_table(latency: dict) -> list[str]:
-    lines = ["## ebpfguard latency: syscall (event `time`) to line written (all rounds pooled)", "",
+    lines = ["## ebpfguard latency: syscall (event `time`) to line written (the latency round)", "",
              "| workload | events | event p50 / p99 / max ms | alerts | alert p50 / p99 / max ms |",
              "| --- | --- | --- | --- | --- |"]
     for workload, kinds in latency.items():

@@ -80,17 +80,38 @@ def run_rounds(driver: Path, tracers: list[Tracer], rounds: int, seconds: float,
                     runs.append(run_workload(driver, w, seconds))
             finally:
                 result = tracer.stop()  # never leave a tracer attached (auditd above all)
-            record = {"round": r, "config": tracer.name, "runs": [asdict(x) for x in runs],
-                      "settle_s": settled, "tracer": asdict(result)}
-            if isinstance(tracer, Ebpfguard) and tracer.write_times:
-                if tracer.name == Ebpfguard.name:  # the latency figures are the rate-limit-off agent's
-                    record["latency_ns"] = latencies_by_window(tracer.write_times.lines(), runs)
-                tracer.output.unlink()  # large, and parsed already
-            records.append(record)
+            records.append({"round": r, "config": tracer.name, "runs": [asdict(x) for x in runs],
+                            "settle_s": settled, "tracer": asdict(result)})
+            if isinstance(tracer, Ebpfguard):
+                tracer.output.unlink()  # large, and counted already
             print(f"round {r} {tracer.name:<13} " + "  ".join(f"{x.workload} {x.ops_per_s:,.0f}/s" for x in runs)
                   + f"  lost {result.lost}", flush=True)
             time.sleep(SETTLE_S)
     return records
+
+
+def run_latency_round(driver: Path, seconds: float, raw: Path) -> dict:
+    """One more round of every workload for the rate-limit-off agent alone, with its output
+    file watched (bench/tail.py): each event's time from syscall to line written. Apart from
+    the rounds, whose cost figures the watcher's wakeups (one per write of the agent's) would
+    carry: +9 to +12 us per exec in same-run A/Bs (docs/performance.md)."""
+    workdir = raw / "latency-round"
+    workdir.mkdir(parents=True, exist_ok=True)
+    agent = Ebpfguard(config=NO_RATE_LIMIT)
+    agent.start(workdir)
+    runs = []
+    try:
+        for w in WORKLOADS:
+            agent.settle()
+            runs.append(run_workload(driver, w, seconds))
+    finally:
+        result = agent.stop()
+    assert agent.write_times is not None
+    record = {"config": agent.name, "runs": [asdict(x) for x in runs], "tracer": asdict(result),
+              "latency_ns": latencies_by_window(agent.write_times.lines(), runs)}
+    agent.output.unlink()
+    print(f"latency round: {result.events:,} events, lost {result.lost}", flush=True)
+    return record
 
 
 # cProfile's names of the calls a thread waits in (its timer is the wall clock).
@@ -150,6 +171,7 @@ def main() -> None:
     started = time.monotonic()
     if "rounds" in phases:
         results["rounds"] = run_rounds(driver, all_tracers(not args.no_peers), args.rounds, args.seconds, raw)
+        results["latency_round"] = run_latency_round(driver, args.seconds, raw)
     if "storms" in phases:
         results["storms"] = run_storms(driver, args.seconds * (1 if args.quick else 2),
                                        1 if args.quick else BISECT_STEPS, raw, with_peers=not args.no_peers)

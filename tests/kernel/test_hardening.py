@@ -101,7 +101,7 @@ def test_the_next_event_is_reported_within_a_second_after_a_hostile_ssh_config(a
 
 def test_a_sandbox_spinning_on_every_cpu_does_not_hold_up_its_miners_alert(agent, make_cgroup, tmp_path):
     """A sandbox keeping every CPU busy, as a miner does, gets no more of them than its share:
-    the agent, at the default policy and weight, still drains and detects at once."""
+    the agent, its main loop a batch task of the default weight, still drains and detects at once."""
     kworker = tmp_path / "kworker"
     shutil.copy("/bin/sleep", kworker)
     cg = make_cgroup("sandbox-")
@@ -120,6 +120,17 @@ def test_a_sandbox_spinning_on_every_cpu_does_not_hold_up_its_miners_alert(agent
     assert alert["sandbox"]["name"] == cg.path.name
     # A bound on starvation, not a latency claim (bench/alert_latency.py measures that).
     assert took < 2.0, f"the alert came {took:.2f} s after the exec"
+
+
+def test_the_agents_main_loop_is_a_batch_task_and_its_other_threads_are_not(agent):
+    """The main loop waits its turn on a busy CPU; the detection worker, handed batches, and
+    the rest must not."""
+    tids = [int(tid) for tid in os.listdir(f"/proc/{agent.proc.pid}/task")]
+    others = [tid for tid in tids if tid != agent.proc.pid]
+    assert others  # the detection worker at least
+    assert os.sched_getscheduler(agent.proc.pid) == os.SCHED_BATCH
+    assert {tid: os.sched_getscheduler(tid) for tid in others} == {tid: os.SCHED_OTHER for tid in others}
+    assert {tid: os.getpriority(os.PRIO_PROCESS, tid) for tid in tids} == {tid: 0 for tid in tids}
 
 
 def test_sigterm_stops_the_agent_within_a_second_while_a_hostile_config_is_being_matched(make_cgroup, tmp_path,
