@@ -407,7 +407,10 @@ class Agent:
         gc.collect()
         gc.freeze()
         if self.config["limits"]["batch_scheduling"]:
-            run_this_thread_as_batch()  # the main loop; every other thread has started by now
+            try:
+                run_this_thread_as_batch()  # the main loop; every other thread has started by now
+            except OSError as exc:  # a seccomp profile may refuse it: the agent works without
+                self.warnings.warn("scheduling", f"the main loop stays a normal task: {exc.strerror or exc}")
         print("ready", file=self.log, flush=True)
         self.notifier.send("READY=1")
         busy_ms = int(self.config["probes"]["drain_interval_ms"])

@@ -21,7 +21,7 @@ import os
 def run_this_thread_as_batch() -> bool:
     """Make the calling thread SCHED_BATCH at its current weight; False where the platform
     has no SCHED_BATCH. Threads it starts from now on inherit the policy. Lowering a thread's
-    policy needs no privilege."""
+    policy needs no privilege, but a seccomp profile may refuse the call (OSError)."""
     policy = getattr(os, "SCHED_BATCH", None)
     if policy is None:
         return False
