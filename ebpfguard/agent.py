@@ -408,7 +408,7 @@ class Agent:
         gc.freeze()
         if self.config["limits"]["batch_scheduling"]:
             try:
-                run_this_thread_as_batch()  # the main loop; every other thread has started by now
+                run_this_thread_as_batch()  # the main loop (a thread it starts later inherits it)
             except OSError as exc:  # a seccomp profile may refuse it: the agent works without
                 self.warnings.warn("scheduling", f"the main loop stays a normal task: {exc.strerror or exc}")
         print("ready", file=self.log, flush=True)

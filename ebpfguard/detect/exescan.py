@@ -32,6 +32,7 @@ import yara_x
 
 from ebpfguard.detect.filereader import O_PATH, QUICK_FSTYPES, local_fstype
 from ebpfguard.detect.registry import Event
+from ebpfguard.kernel.scheduling import run_this_thread_as_normal
 
 log = logging.getLogger(__name__)
 
@@ -243,6 +244,7 @@ class ExecutableScanner:
         done.wait(timeout)
 
     def _run(self) -> None:
+        run_this_thread_as_normal()  # started by the main loop, which may be a batch task
         while True:
             event, target = self._queue.get()
             try:

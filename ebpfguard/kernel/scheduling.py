@@ -27,3 +27,15 @@ def run_this_thread_as_batch() -> bool:
         return False
     os.sched_setscheduler(0, policy, os.sched_param(0))
     return True
+
+
+def run_this_thread_as_normal() -> None:
+    """Make the calling thread SCHED_OTHER again: for a thread the main loop starts after it
+    became a batch task (the executable scanner's, started at the first scan), which would
+    otherwise inherit the policy and make every hand-over of the interpreter lock to it wait
+    for a tick. Raising a policy back to SCHED_OTHER needs no privilege either; where the
+    call is refused the thread stays as it is."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    except OSError:
+        pass

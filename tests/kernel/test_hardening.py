@@ -122,14 +122,28 @@ def test_a_sandbox_spinning_on_every_cpu_does_not_hold_up_its_miners_alert(agent
     assert took < 2.0, f"the alert came {took:.2f} s after the exec"
 
 
-def test_the_agents_main_loop_is_a_batch_task_and_its_other_threads_are_not(agent):
+def test_the_agents_main_loop_is_a_batch_task_and_its_other_threads_are_not(agent, make_cgroup, tmp_path):
     """The main loop waits its turn on a busy CPU; the detection worker, handed batches, and
-    the rest must not."""
-    tids = [int(tid) for tid in os.listdir(f"/proc/{agent.proc.pid}/task")]
-    others = [tid for tid in tids if tid != agent.proc.pid]
-    assert others  # the detection worker at least
+    the rest must not: the executable scanner too, which the main loop starts at its first scan."""
+    fresh = tmp_path / "helper"
+    shutil.copy("/bin/sleep", fresh)  # a file never scanned: the scanner works (and starts) for it
+    cg = make_cgroup("sandbox-")
+    proc = cg.popen([str(fresh), "2"])
+    try:
+        agent.wait_for(lambda e: e["kind"] == "exec" and e["process"]["pid"] == proc.pid)
+        deadline = time.monotonic() + 5
+        while True:
+            tids = [int(tid) for tid in os.listdir(f"/proc/{agent.proc.pid}/task")]
+            others = {tid: os.sched_getscheduler(tid) for tid in tids if tid != agent.proc.pid}
+            if set(others.values()) == {os.SCHED_OTHER} or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)  # a thread just started runs a moment with its parent's policy
+    finally:
+        proc.kill()
+        proc.wait()
+    assert len(others) >= 2  # the detection worker and the scanner at least
+    assert others == {tid: os.SCHED_OTHER for tid in others}
     assert os.sched_getscheduler(agent.proc.pid) == os.SCHED_BATCH
-    assert {tid: os.sched_getscheduler(tid) for tid in others} == {tid: os.SCHED_OTHER for tid in others}
     assert {tid: os.getpriority(os.PRIO_PROCESS, tid) for tid in tids} == {tid: 0 for tid in tids}
 
 
