@@ -36,8 +36,8 @@ from bench.latency import latencies_by_window
 from bench.report import aggregate, render_markdown
 from bench.soak import SOAK_EVENTS, run_soak
 from bench.storms import run_storms
-from bench.tracers import NO_RATE_LIMIT, REPO, Ebpfguard, Tracer, all_tracers
-from bench.workloads import WORKLOADS, build_driver, run_workload
+from bench.tracers import NO_RATE_LIMIT, REPO, Ebpfguard, Tracer, TracerResult, all_tracers
+from bench.workloads import WORKLOADS, Run, build_driver, run_workload
 
 RESULTS = REPO / "bench" / "results"
 SETTLE_S = 1.0  # between configurations: let the last one's teardown finish
@@ -64,22 +64,28 @@ def bpf_program_count() -> Optional[int]:
     return len(json.loads(out or "[]"))
 
 
+def through_workloads(tracer: Tracer, driver: Path, seconds: float, workdir: Path) -> tuple[list[Run], dict, TracerResult]:
+    """Start `tracer`, run every workload once (each after the tracer settled), stop it:
+    the runs, the seconds each settle took, and the tracer's result."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    tracer.start(workdir)
+    runs, settled = [], {}
+    try:
+        for w in WORKLOADS:
+            settled[w.name] = tracer.settle()
+            runs.append(run_workload(driver, w, seconds))
+    finally:
+        result = tracer.stop()  # never leave a tracer attached (auditd above all)
+    return runs, settled, result
+
+
 def run_rounds(driver: Path, tracers: list[Tracer], rounds: int, seconds: float, raw: Path) -> list[dict]:
     """Every tracer through every workload, `rounds` times; a record per (round, tracer)."""
     records = []
     for r in range(rounds):
         order = tracers[r % len(tracers):] + tracers[:r % len(tracers)]
         for tracer in order:
-            workdir = raw / f"round-{r}"
-            workdir.mkdir(parents=True, exist_ok=True)
-            tracer.start(workdir)
-            runs, settled = [], {}
-            try:
-                for w in WORKLOADS:
-                    settled[w.name] = tracer.settle()
-                    runs.append(run_workload(driver, w, seconds))
-            finally:
-                result = tracer.stop()  # never leave a tracer attached (auditd above all)
+            runs, settled, result = through_workloads(tracer, driver, seconds, raw / f"round-{r}")
             records.append({"round": r, "config": tracer.name, "runs": [asdict(x) for x in runs],
                             "settle_s": settled, "tracer": asdict(result)})
             if isinstance(tracer, Ebpfguard):
@@ -95,17 +101,8 @@ def run_latency_round(driver: Path, seconds: float, raw: Path) -> dict:
     file watched (bench/tail.py): each event's time from syscall to line written. Apart from
     the rounds, whose cost figures the watcher's wakeups (one per write of the agent's) would
     carry: +9 to +12 us per exec in same-run A/Bs (docs/performance.md)."""
-    workdir = raw / "latency-round"
-    workdir.mkdir(parents=True, exist_ok=True)
     agent = Ebpfguard(config=NO_RATE_LIMIT)
-    agent.start(workdir)
-    runs = []
-    try:
-        for w in WORKLOADS:
-            agent.settle()
-            runs.append(run_workload(driver, w, seconds))
-    finally:
-        result = agent.stop()
+    runs, _settled, result = through_workloads(agent, driver, seconds, raw / "latency-round")
     assert agent.write_times is not None
     record = {"config": agent.name, "runs": [asdict(x) for x in runs], "tracer": asdict(result),
               "latency_ns": latencies_by_window(agent.write_times.lines(), runs)}
